@@ -1,0 +1,5 @@
+"""`python -m climatik` runs the command line."""
+
+from climatik.cli import main
+
+main()

@@ -1,0 +1,34 @@
+"""Typed Climatik API objects (climatik.io/v1alpha1), parsed once from the API server's plain dicts."""
+
+from climatik.api.codec import DecodeError, from_dict, to_dict
+from climatik.api.meta import Condition, ObjectMeta, format_time, parse_time
+from climatik.api.nodefrequencies import (
+    CpuFrequency,
+    CpuFrequencyStatus,
+    CpuInventory,
+    GpuFrequency,
+    GpuFrequencyStatus,
+    GpuInventory,
+    NodeFrequencies,
+    NodeFrequenciesSpec,
+    NodeFrequenciesStatus,
+    NodeInventory,
+)
+from climatik.api.policy import (
+    AlgorithmRef,
+    GpuObservation,
+    NodeObservation,
+    PolicySpec,
+    PolicyStatus,
+    PowerCappingPolicy,
+    Recommendation,
+)
+from climatik.api.selector import LabelSelector, SelectorRequirement
+
+__all__ = [
+    "AlgorithmRef", "Condition", "CpuFrequency", "CpuFrequencyStatus", "CpuInventory", "DecodeError",
+    "GpuFrequency", "GpuFrequencyStatus", "GpuInventory", "GpuObservation", "LabelSelector", "NodeFrequencies",
+    "NodeFrequenciesSpec", "NodeFrequenciesStatus", "NodeInventory", "NodeObservation", "ObjectMeta",
+    "PolicySpec", "PolicyStatus", "PowerCappingPolicy", "Recommendation", "SelectorRequirement",
+    "format_time", "from_dict", "parse_time", "to_dict",
+]

@@ -1,0 +1,133 @@
+"""PowerCappingPolicy: the budget a platform team sets for a workload, and what the controllers observed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from climatik.api.codec import from_dict, to_dict
+from climatik.api.constants import API_VERSION, POLICY_KIND
+from climatik.api.meta import Condition, ObjectMeta
+from climatik.api.selector import LabelSelector
+
+DEFAULT_CAPPING_THRESHOLD = 90
+
+
+@dataclass(frozen=True)
+class AlgorithmRef:
+    """A frequency algorithm by registered name with its string parameters."""
+
+    name: str
+    parameters: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What the user asks for."""
+
+    power_cap_limit: int
+    selector: LabelSelector
+    capping_threshold: int | None = None
+    release_threshold: int | None = None
+    custom_algorithms: list[AlgorithmRef] | None = None
+    dry_run: bool | None = None
+    tune_cpus: bool | None = field(default=None, metadata={"json": "tuneCPUs"})
+    priority: int | None = None
+
+    @property
+    def threshold_percent(self) -> int:
+        return self.capping_threshold if self.capping_threshold is not None else DEFAULT_CAPPING_THRESHOLD
+
+    @property
+    def threshold_watts(self) -> float:
+        """Power at which capping starts and which the default controller aims at."""
+        return self.power_cap_limit * self.threshold_percent / 100.0
+
+    def release_percent(self, default_band: int) -> int:
+        """Percent of the limit below which capping is released (hysteresis)."""
+        if self.release_threshold is not None:
+            return self.release_threshold
+        return max(self.threshold_percent - default_band, 1)
+
+    @property
+    def algorithm(self) -> AlgorithmRef | None:
+        """The algorithm to run: the first custom one, or None for the built-in default."""
+        return self.custom_algorithms[0] if self.custom_algorithms else None
+
+
+@dataclass(frozen=True)
+class GpuObservation:
+    """One GPU used by the policy's pods, as the monitor last saw it."""
+
+    uuid: str
+    index: int | None = None
+    model: str | None = None
+    power: float | None = None
+    sm_clock: int | None = None
+    pods: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class NodeObservation:
+    """The policy's GPUs on one node."""
+
+    name: str
+    power: float | None = None
+    gpus: list[GpuObservation] | None = None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """What the recommender last decided for the policy."""
+
+    algorithm: str | None = None
+    gpu_frequency: int | None = None
+    cpu_frequency: int | None = None
+    target_count: int | None = None
+    applied: bool | None = None
+    last_changed: str | None = None
+    state: str | None = None
+
+
+@dataclass(frozen=True)
+class PolicyStatus:
+    """Observed power and the controllers' decisions. The monitor and the recommender each own their fields."""
+
+    capping_action_required: bool | None = None
+    last_updated: str | None = None
+    observed_generation: int | None = None
+    current_power: float | None = None
+    gpu_count: int | None = None
+    pods_without_metrics: list[str] | None = None
+    nodes: list[NodeObservation] | None = None
+    truncated: bool | None = None
+    recommendation: Recommendation | None = None
+    conditions: list[Condition] | None = None
+
+
+@dataclass(frozen=True)
+class PowerCappingPolicy:
+    """A namespaced power budget for the pods its selector chooses."""
+
+    metadata: ObjectMeta
+    spec: PolicySpec
+    status: PolicyStatus | None = None
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> PowerCappingPolicy:
+        return cls(
+            metadata=ObjectMeta.from_api(data.get("metadata") or {}),
+            spec=from_dict(PolicySpec, data.get("spec"), "spec"),
+            status=from_dict(PolicyStatus, data["status"], "status") if data.get("status") is not None else None,
+        )
+
+    def to_api(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"apiVersion": API_VERSION, "kind": POLICY_KIND,
+                               "metadata": self.metadata.to_api(), "spec": to_dict(self.spec)}
+        if self.status is not None:
+            out["status"] = to_dict(self.status)
+        return out
+
+    @property
+    def key(self) -> str:
+        return self.metadata.key
