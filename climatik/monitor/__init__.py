@@ -1,0 +1,1 @@
+"""The Power Usage Monitor: measures each policy's power and decides whether capping is required."""

@@ -1,0 +1,69 @@
+"""One cycle's worth of GPU power readings: the few queries that serve every policy at once."""
+
+from __future__ import annotations
+
+from climatik.prom import queries
+from climatik.prom.answer import QueryResult
+from climatik.prom.client import PromClient
+from climatik.prom.errors import PromNoDataError
+from climatik.prom.mapping import Judge, Series, build_snapshot
+from climatik.prom.profiles import MetricProfile
+from climatik.prom.snapshot import GpuSnapshot
+
+
+class GpuSampler:
+    """Reads all GPU power (and SM clock, and optionally per-pod CPU power) series in one query each, never
+    one query per pod, and maps them into a `GpuSnapshot` shared by all policies of the cycle.
+
+    A sample older than `max_sample_age_s` at the query time is stale. The default allows for
+    dcgm-exporter's 30 s collect interval plus a scrape interval.
+    """
+
+    def __init__(self, client: PromClient, profile: MetricProfile, *, max_sample_age_s: float = 60.0) -> None:
+        if max_sample_age_s <= 0:
+            raise ValueError("max_sample_age_s must be positive")
+        self._client = client
+        self._profile = profile
+        self._max_age = max_sample_age_s
+
+    @property
+    def profile(self) -> MetricProfile:
+        return self._profile
+
+    def fetch_gpu_samples(self, now: float | None = None) -> GpuSnapshot:
+        """The snapshot at unix time `now` (Prometheus' own time when None).
+
+        Raises `PromError` when any query fails, and `PromNoDataError` when no power series exists at all, which
+        means the exporter is not scraped or the profile names the wrong metric.
+        """
+        profile = self._profile
+        power = self._query(queries.power_query(profile), now, "gpu_power")
+        if not power.samples:
+            raise PromNoDataError(f"no {profile.power_metric} series in Prometheus", query=power.query)
+        # The clock and CPU queries are pinned to the power query's time so that all readings agree.
+        at = now if now is not None else power.eval_time
+        if at is None:
+            raise PromNoDataError("Prometheus gave no evaluation time", query=power.query)
+        results = {"gpu_power": power}
+        sm_query = None if profile.per_pod_power else queries.sm_clock_query(profile)
+        if sm_query is not None:
+            results["sm_clock"] = self._query(sm_query, at, "sm_clock")
+        cpu_query = queries.cpu_power_query(profile)
+        if cpu_query is not None:
+            results["cpu_power"] = self._query(cpu_query, at, "cpu_power")
+        return build_snapshot(
+            profile,
+            Judge(query_time=at, max_age_s=self._max_age),
+            power=Series(profile.power_metric, power.samples),
+            sm_clock=_series(profile.sm_clock_metric, results.get("sm_clock")),
+            cpu_power=_series(profile.cpu_power_metric, results.get("cpu_power")),
+            durations={name: r.duration_s for name, r in results.items()},
+            warnings=tuple(w for r in results.values() for w in r.warnings),
+        )
+
+    def _query(self, expr: str, at: float | None, name: str) -> QueryResult:
+        return self._client.query_with_sample_times(expr, at=at, name=name)
+
+
+def _series(metric: str, result: QueryResult | None) -> Series | None:
+    return None if result is None else Series(metric, result.samples)
