@@ -1,13 +1,65 @@
-"""The `climatik` command: one entry point, a subcommand per long-running controller."""
+"""The `climatik` command: one entry point, a subcommand per long-running controller.
+
+Every option has an environment variable (CLIMATIK_<SUBCOMMAND>_<OPTION>, and the few named explicitly below),
+so the manifests can configure the controllers from ConfigMaps and the downward API.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from climatik import __version__
+from climatik.clock import SystemClock
 from climatik.logconfig import configure_logging
+from climatik.tune import app as tune_app
+from climatik.wiring import CommonSettings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def common_options(func: F) -> F:
+    """Options every controller takes: API access, the metrics/health port, shutdown, leader election."""
+    options = [
+        click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, envvar="KUBECONFIG",
+                     help="Kubeconfig file; in a pod, the service account is used when unset."),
+        click.option("--metrics-port", type=int, default=8080, show_default=True,
+                     help="Port serving /metrics, /healthz and /readyz (0 picks a free one)."),
+        click.option("--metrics-host", default="0.0.0.0", show_default=True),
+        click.option("--grace-period", type=float, default=25.0, show_default=True,
+                     help="Seconds in-flight work may take to finish after SIGTERM."),
+        click.option("--leader-elect/--no-leader-elect", default=False, show_default=True,
+                     help="Run only while holding the component's Lease (one active replica)."),
+        click.option("--leader-election-namespace", default="climatik-system", show_default=True,
+                     envvar="POD_NAMESPACE"),
+        click.option("--leader-election-identity", default=None, envvar="POD_NAME",
+                     help="Holder identity in the Lease (default: host name and pid)."),
+        click.option("--lease-duration", type=float, default=15.0, show_default=True),
+        click.option("--renew-deadline", type=float, default=10.0, show_default=True),
+        click.option("--retry-period", type=float, default=2.0, show_default=True),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def common_settings(kwargs: dict[str, Any]) -> CommonSettings:
+    """Take the common options out of a command's keyword arguments."""
+    identity = kwargs.pop("leader_election_identity")
+    settings = CommonSettings(
+        kubeconfig=kwargs.pop("kubeconfig"), metrics_port=kwargs.pop("metrics_port"),
+        metrics_host=kwargs.pop("metrics_host"), grace_period=kwargs.pop("grace_period"),
+        leader_elect=kwargs.pop("leader_elect"), leader_election_namespace=kwargs.pop("leader_election_namespace"),
+        lease_duration=kwargs.pop("lease_duration"), renew_deadline=kwargs.pop("renew_deadline"),
+        retry_period=kwargs.pop("retry_period"),
+    )
+    if identity:
+        settings = CommonSettings(**{**settings.__dict__, "leader_election_identity": identity})
+    return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "CLIMATIK"})
@@ -45,9 +97,28 @@ def recommend() -> None:
 
 
 @cli.command()
-def tune() -> None:
+@common_options
+@click.option("--node-name", required=True, envvar="NODE_NAME",
+              help="This node (from the downward API); only its NodeFrequencies object is watched.")
+@click.option("--gpu-backend", type=click.Choice(["nvml", "sim", "none"]), default="nvml", show_default=True)
+@click.option("--sim-url", default=None, help="Base URL of a simulated node (with --gpu-backend sim).")
+@click.option("--cpufreq/--no-cpufreq", default=True, show_default=True, help="Tune CPUs through cpufreq sysfs.")
+@click.option("--sysfs-root", type=click.Path(file_okay=False, path_type=Path), default=Path("/sys"),
+              show_default=True, help="Where the host's /sys is mounted.")
+@click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("/var/lib/climatik/tuner-state.json"), show_default=True,
+              help="Node-local record of original settings, so a restart after a crash restores them.")
+@click.option("--dry-run", is_flag=True, help="Log and report what would be applied; touch nothing.")
+@click.option("--resync", type=float, default=30.0, show_default=True,
+              help="Seconds between re-checks of the hardware against the spec.")
+def tune(**kwargs: Any) -> None:
     """Frequency Tuner: apply this node's target clocks through NVML and cpufreq."""
-    _not_implemented("tune")
+    common = common_settings(kwargs)
+    shell = tune_app.build(tune_app.TuneSettings(node_name=kwargs["node_name"], gpu_backend=kwargs["gpu_backend"],
+                               sim_url=kwargs["sim_url"], cpufreq=kwargs["cpufreq"], sysfs_root=kwargs["sysfs_root"],
+                               state_file=kwargs["state_file"], dry_run=kwargs["dry_run"], resync=kwargs["resync"]),
+                  common, clock=SystemClock())
+    sys.exit(shell.run())
 
 
 def main() -> None:

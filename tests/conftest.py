@@ -5,3 +5,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack"))
+
+from climatik.logconfig import configure_logging  # noqa: E402
+
+
+def pytest_configure(config: object) -> None:
+    """Quiet the libraries' structured logs in tests (the processes under test log to their own files)."""
+    configure_logging("warning", json_lines=False, stream=sys.stderr)

@@ -33,7 +33,7 @@ def kubectl(control_plane: testenv.ControlPlane):  # type: ignore[no-untyped-def
     """Run kubectl against the test control plane; returns the CompletedProcess (never raises on failure)."""
 
     def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*control_plane.kubectl, *args], input=stdin, capture_output=True, text=True,
+        return subprocess.run([*control_plane.kubectl, *args], input=stdin, capture_output=True, text=True, check=False,
                               timeout=60)
 
     return run

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from climatik.api import PowerCappingPolicy
+
 pytestmark = pytest.mark.integration
 
 VALID_POLICY = {
@@ -144,8 +146,6 @@ def test_explain_teaches_the_spec(kubectl) -> None:  # type: ignore[no-untyped-d
 
 
 def test_sample_yaml_parses_as_typed_policy(repo) -> None:  # type: ignore[no-untyped-def]
-    from climatik.api import PowerCappingPolicy
-
     data = yaml.safe_load((repo / "manifests/samples/powercappingpolicy.yaml").read_text())
     parsed = PowerCappingPolicy.from_api(data)
     assert parsed.spec.algorithm is not None and parsed.spec.algorithm.name == "dynamic-frequency-scaler"
