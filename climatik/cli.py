@@ -16,10 +16,34 @@ import click
 from climatik import __version__
 from climatik.clock import SystemClock
 from climatik.logconfig import configure_logging
+from climatik.monitor import app as monitor_app
+from climatik.prom import PromSettings
 from climatik.tune import app as tune_app
 from climatik.wiring import CommonSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Duration(click.ParamType[float]):
+    """Seconds, written as 500ms, 5s, 2m or a bare number of seconds."""
+
+    name = "duration"
+    _UNITS = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip()
+        for suffix, scale in self._UNITS:
+            if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+                return float(text[: -len(suffix)]) * scale
+        try:
+            seconds = float(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration such as 500ms, 5s or 2m", param, ctx)
+        if seconds < 0:
+            self.fail(f"{value!r} is negative", param, ctx)
+        return seconds
 
 
 def common_options(func: F) -> F:
@@ -85,9 +109,35 @@ def _not_implemented(name: str) -> None:
 
 
 @cli.command()
-def monitor() -> None:
+@common_options
+@click.option("--prometheus-url", required=True, envvar="CLIMATIK_PROMETHEUS_URL",
+              help="Base URL of the Prometheus HTTP API (path prefix included).")
+@click.option("--interval", type=Duration(), default="5s", show_default=True,
+              help="How often Prometheus is sampled and every policy re-evaluated (the control period).")
+@click.option("--metrics-profile", type=click.Choice(["dcgm", "kepler"]), default="dcgm", show_default=True,
+              help="Metric and label names: dcgm-exporter's, or Kepler's per-pod GPU power.")
+@click.option("--cpu-power-metric", default=None,
+              help="Also add the selected pods' CPU power from this per-pod metric (e.g. kepler_pod_cpu_watts).")
+@click.option("--bearer-token-file", type=click.Path(dir_okay=False), default=None)
+@click.option("--ca-bundle", type=click.Path(dir_okay=False), default=None)
+@click.option("--insecure-skip-verify", is_flag=True)
+@click.option("--max-sample-age", type=Duration(), default="60s", show_default=True,
+              help="Samples older than this are stale and never summed.")
+@click.option("--release-band", type=click.IntRange(1, 99), default=5, show_default=True,
+              help="Percent of the limit below the threshold at which capping is released (hysteresis).")
+@click.option("--heartbeat", type=Duration(), default="60s", show_default=True,
+              help="Most time between status writes of a steady policy.")
+@click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True)
+def monitor(**kwargs: Any) -> None:
     """Power Usage Monitor: measure each policy's power and decide whether capping is required."""
-    _not_implemented("monitor")
+    common = common_settings(kwargs)
+    prometheus = PromSettings(url=kwargs["prometheus_url"], bearer_token_file=kwargs["bearer_token_file"],
+                              ca_bundle=kwargs["ca_bundle"], insecure_skip_verify=kwargs["insecure_skip_verify"])
+    settings = monitor_app.MonitorSettings(
+        prometheus=prometheus, interval=kwargs["interval"], metrics_profile=kwargs["metrics_profile"],
+        cpu_power_metric=kwargs["cpu_power_metric"], max_sample_age=kwargs["max_sample_age"],
+        release_band=kwargs["release_band"], heartbeat=kwargs["heartbeat"], workers=kwargs["workers"])
+    sys.exit(monitor_app.build(settings, common, clock=SystemClock()).run())
 
 
 @cli.command()

@@ -142,7 +142,10 @@ class ControlPlane:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.kubeconfig.write_text(json.dumps({
             "apiVersion": "v1", "kind": "Config", "current-context": "testenv",
-            "clusters": [{"name": "testenv", "cluster": {"server": self.server, "insecure-skip-tls-verify": True}}],
+            "clusters": [{"name": "testenv", "cluster": {
+                "server": self.server,
+                # The apiserver writes its self-signed serving certificate and CA here on first start.
+                "certificate-authority": str(self.workdir / "certs" / "apiserver.crt")}}],
             "users": [{"name": "admin", "user": {"token": self.token}}],
             "contexts": [{"name": "testenv", "context": {"cluster": "testenv", "user": "admin"}}],
         }, indent=2))

@@ -1,7 +1,7 @@
 """Typed Climatik API objects (climatik.io/v1alpha1), parsed once from the API server's plain dicts."""
 
 from climatik.api.codec import DecodeError, from_dict, to_dict
-from climatik.api.meta import Condition, ObjectMeta, format_time, parse_time
+from climatik.api.meta import Condition, ObjectMeta, format_precise_time, format_time, parse_time
 from climatik.api.nodefrequencies import (
     CpuFrequency,
     CpuFrequencyStatus,
@@ -30,5 +30,5 @@ __all__ = [
     "GpuFrequency", "GpuFrequencyStatus", "GpuInventory", "GpuObservation", "LabelSelector", "NodeFrequencies",
     "NodeFrequenciesSpec", "NodeFrequenciesStatus", "NodeInventory", "NodeObservation", "ObjectMeta",
     "PolicySpec", "PolicyStatus", "PowerCappingPolicy", "Recommendation", "SelectorRequirement",
-    "format_time", "from_dict", "parse_time", "to_dict",
+    "format_precise_time", "format_time", "from_dict", "parse_time", "to_dict",
 ]

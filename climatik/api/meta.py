@@ -57,6 +57,11 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def format_precise_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds, for observation times that may be less than a second apart."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 def parse_time(text: str) -> datetime:
     """Parse an RFC 3339 timestamp written by the API server or by format_time."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))

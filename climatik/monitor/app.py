@@ -1,0 +1,68 @@
+"""Wiring of `climatik monitor`: pod and policy informers, the Prometheus sampler, the policy reconciler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from climatik.algorithms.registry import default_registry
+from climatik.clock import Clock
+from climatik.kube.events import EventRecorder
+from climatik.kube.handlers import enqueue_own_key
+from climatik.kube.resources import PODS, POLICIES
+from climatik.kube.shell import ProcessShell
+from climatik.kube.store import POD_INDEXES
+from climatik.monitor.controller import MonitorReconciler
+from climatik.monitor.metrics import MonitorMetrics
+from climatik.monitor.sampling import SAMPLE_KEY, LatestSample, Sampler
+from climatik.monitor.status import WritePolicy
+from climatik.prom import GpuSampler, PromClient, PromQueryMetrics, PromSettings, make_session, profile_named
+from climatik.validation import spec_problems
+from climatik.wiring import CommonSettings, Wiring
+
+LEASE_NAME = "climatik-monitor"
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    prometheus: PromSettings
+    interval: float = 5.0
+    metrics_profile: str = "dcgm"
+    cpu_power_metric: str | None = None
+    max_sample_age: float = 60.0
+    release_band: int = 5
+    heartbeat: float = 60.0
+    workers: int = 4
+
+
+def build(settings: MonitorSettings, common: CommonSettings, *, clock: Clock) -> ProcessShell:
+    wiring = Wiring(common, clock=clock)
+    profile = profile_named(settings.metrics_profile)
+    if settings.cpu_power_metric:
+        profile = profile.with_cpu_power(settings.cpu_power_metric)
+    prom = PromClient(settings.prometheus, session=make_session(settings.prometheus),
+                      observer=PromQueryMetrics(wiring.registry), clock=clock)
+    sampler_source = GpuSampler(prom, profile, max_sample_age_s=settings.max_sample_age)
+    policies = wiring.informer(POLICIES, name="powercappingpolicies")
+    pods = wiring.informer(PODS, name="pods", indexers=POD_INDEXES)
+    latest = LatestSample()
+    policy_queue = wiring.queue("monitor")
+    sample_queue = wiring.queue("monitor-sampler")
+    registry = default_registry()
+    reconciler = MonitorReconciler(
+        policies=policies.store, pods=pods.store, api=wiring.client.policies, latest=latest,
+        events=EventRecorder(wiring.client, component="climatik-monitor", clock=clock), clock=clock,
+        metrics=MonitorMetrics(wiring.registry), validate=lambda spec: spec_problems(spec, registry),
+        max_age=max(3 * settings.interval, 15.0), release_band=settings.release_band,
+        rules=WritePolicy(heartbeat=settings.heartbeat),
+    )
+    sampler = Sampler(fetch=sampler_source.fetch_gpu_samples, latest=latest, clock=clock,
+                      policy_keys=policies.store.keys, enqueue=policy_queue.add, interval=settings.interval)
+    policies.add_handler(enqueue_own_key(policy_queue))
+    sample_queue.add(SAMPLE_KEY)
+    return ProcessShell(
+        name="climatik-monitor", registry=wiring.registry, informers=[policies, pods],
+        controllers=[wiring.controller("monitor-sampler", sampler, sample_queue),
+                     wiring.controller("monitor", reconciler, policy_queue, workers=settings.workers)],
+        elector=wiring.elector(LEASE_NAME), host=common.metrics_host, port=common.metrics_port,
+        grace_period=common.grace_period, shutdown_hooks=[prom.close],
+    )

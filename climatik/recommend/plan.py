@@ -1,0 +1,179 @@
+"""Planning across policies: from every policy's targets to the desired spec of every NodeFrequencies object.
+
+Rules, applied the same way on every pass so that a steady cluster yields identical specs:
+
+* A policy that is being deleted or runs in dry-run contributes no entries; entries of policies that no longer
+  exist, and entries that name no policy, are dropped (the recommender owns NodeFrequencies specs).
+* A policy with no output this pass (invalid spec, failed algorithm, not run yet) keeps the entries it holds:
+  holding the last safe caps is safer than releasing them.
+* A GPU claimed by several policies (each claims the GPUs its pods use and those it targets) is driven by one:
+  the higher spec.priority, then the older creationTimestamp, then the lower namespace/name. Every such GPU is
+  reported as a Conflict so that both policies can say so in a condition.
+* Several policies asking for the same CPU get the lowest (most conservative) target, recorded with the policy
+  that asked for it (ties go to the higher-ranked policy).
+* Each entry names its policy (`namespace/name`); entries are sorted by GPU UUID and CPU id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from climatik.algorithms import CpuKey, Targets
+from climatik.algorithms.inputs import policy_targets
+from climatik.api import (
+    CpuFrequency,
+    GpuFrequency,
+    NodeFrequencies,
+    NodeFrequenciesSpec,
+    PowerCappingPolicy,
+    parse_time,
+)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two policies claim one GPU; `winner` drives it."""
+
+    gpu: str
+    node: str | None
+    winner: str
+    loser: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The desired spec of every node involved, and what the policies should be told.
+
+    `specs` holds every node that has a NodeFrequencies object or gets entries. `entries` counts the entries
+    each policy owns in `specs`. `unplaced` lists, per policy, GPUs whose node is not known (not targeted).
+    """
+
+    specs: dict[str, NodeFrequenciesSpec]
+    conflicts: tuple[Conflict, ...] = ()
+    entries: dict[str, int] = field(default_factory=dict)
+    unplaced: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def conflicts_of(self, policy_key: str) -> list[Conflict]:
+        """The conflicts `policy_key` takes part in, as winner or loser."""
+        return [c for c in self.conflicts if policy_key in (c.winner, c.loser)]
+
+    def changed(self, nodes: Iterable[NodeFrequencies]) -> dict[str, NodeFrequenciesSpec]:
+        """The specs that differ from the objects' current specs (and those of nodes without an object)."""
+        current = {_node_name(node): normalized(node.spec) for node in nodes}
+        return {name: spec for name, spec in self.specs.items() if current.get(name) != spec}
+
+
+def normalized(spec: NodeFrequenciesSpec) -> NodeFrequenciesSpec:
+    """A spec with absent entry lists written as empty ones, so that equal specs compare equal."""
+    return NodeFrequenciesSpec(node_name=spec.node_name, gpu_frequencies=list(spec.gpu_frequencies or []),
+                               cpu_frequencies=list(spec.cpu_frequencies or []))
+
+
+def plan(policies: Iterable[PowerCappingPolicy], outputs: Mapping[str, Targets],
+         nodes: Iterable[NodeFrequencies]) -> Plan:
+    """The desired NodeFrequencies specs for `policies`, given each policy's targets (`outputs`, by key)."""
+    node_list = sorted(nodes, key=_node_name)
+    active = sorted((p for p in policies if _contributes(p)), key=_rank)
+    wanted = {p.key: outputs[p.key] if p.key in outputs else policy_targets(p.key, node_list) for p in active}
+    gpu_owner, conflicts = _assign_gpus(active, wanted)
+    gpus: dict[str, list[GpuFrequency]] = {}
+    unplaced: dict[str, list[str]] = {}
+    entries: dict[str, int] = {}
+    for uuid, owner in sorted(gpu_owner.items()):
+        mhz = wanted[owner.key].gpus.get(uuid)
+        if mhz is None:
+            continue
+        node = _locate(uuid, owner, node_list)
+        if node is None:
+            unplaced.setdefault(owner.key, []).append(uuid)
+            continue
+        gpus.setdefault(node, []).append(GpuFrequency(gpu_id=uuid, target_frequency=int(mhz), policy=owner.key))
+        entries[owner.key] = entries.get(owner.key, 0) + 1
+    cpus = _merge_cpus(active, wanted)
+    for (node, _), entry in cpus.items():
+        gpus.setdefault(node, [])
+        entries[entry.policy or ""] = entries.get(entry.policy or "", 0) + 1
+    names = sorted({_node_name(node) for node in node_list} | set(gpus))
+    specs = {
+        name: NodeFrequenciesSpec(
+            node_name=name,
+            gpu_frequencies=sorted(gpus.get(name, []), key=lambda g: g.gpu_id),
+            cpu_frequencies=[entry for (node, _), entry in sorted(cpus.items()) if node == name],
+        )
+        for name in names
+    }
+    return Plan(specs=specs, conflicts=tuple(conflicts), entries=entries,
+                unplaced={key: tuple(uuids) for key, uuids in unplaced.items()})
+
+
+def _contributes(policy: PowerCappingPolicy) -> bool:
+    return policy.metadata.deletion_timestamp is None and not policy.spec.dry_run
+
+
+def _rank(policy: PowerCappingPolicy) -> tuple[int, float, str]:
+    """Sort key: the policy that wins a GPU sorts first."""
+    created = float("inf")
+    if policy.metadata.creation_timestamp:
+        try:
+            created = parse_time(policy.metadata.creation_timestamp).timestamp()
+        except ValueError:
+            created = float("inf")
+    return (-(policy.spec.priority or 0), created, policy.key)
+
+
+def _claims(policy: PowerCappingPolicy, wanted: Targets) -> set[str]:
+    observed = {gpu.uuid for node in (policy.status.nodes or [] if policy.status else []) for gpu in node.gpus or []}
+    return observed | set(wanted.gpu_entries())
+
+
+def _assign_gpus(active: list[PowerCappingPolicy],
+                 wanted: Mapping[str, Targets]) -> tuple[dict[str, PowerCappingPolicy], list[Conflict]]:
+    """Each claimed GPU's owner (policies come best-ranked first) and the conflicts found on the way."""
+    owner: dict[str, PowerCappingPolicy] = {}
+    conflicts: list[Conflict] = []
+    for policy in active:
+        for uuid in sorted(_claims(policy, wanted[policy.key])):
+            if uuid in owner:
+                conflicts.append(Conflict(gpu=uuid, node=_observed_node(uuid, owner[uuid]),
+                                          winner=owner[uuid].key, loser=policy.key))
+            else:
+                owner[uuid] = policy
+    return owner, sorted(conflicts, key=lambda c: (c.gpu, c.winner, c.loser))
+
+
+def _merge_cpus(active: list[PowerCappingPolicy], wanted: Mapping[str, Targets]) -> dict[CpuKey, CpuFrequency]:
+    merged: dict[CpuKey, CpuFrequency] = {}
+    for policy in active:
+        for (node, cpu), mhz in sorted(wanted[policy.key].cpu_entries().items()):
+            held = merged.get((node, cpu))
+            if held is None or mhz < held.target_frequency:
+                merged[(node, cpu)] = CpuFrequency(cpu_id=cpu, target_frequency=int(mhz), policy=policy.key)
+    return merged
+
+
+def _observed_node(uuid: str, policy: PowerCappingPolicy) -> str | None:
+    for node in policy.status.nodes or [] if policy.status else []:
+        if any(gpu.uuid == uuid for gpu in node.gpus or []):
+            return node.name
+    return None
+
+
+def _locate(uuid: str, policy: PowerCappingPolicy, nodes: list[NodeFrequencies]) -> str | None:
+    """The node a GPU is on: from the policy's observations, else from a tuner's inventory or an existing entry."""
+    observed = _observed_node(uuid, policy)
+    if observed is not None:
+        return observed
+    for node in nodes:
+        inventory = node.inventory
+        if inventory is not None and inventory.gpu(uuid) is not None:
+            return _node_name(node)
+    for node in nodes:
+        if any(gpu.gpu_id == uuid for gpu in node.spec.gpu_frequencies or []):
+            return _node_name(node)
+    return None
+
+
+def _node_name(node: NodeFrequencies) -> str:
+    return node.spec.node_name or node.metadata.name
+
