@@ -1,0 +1,329 @@
+"""The API client: plain-dict REST calls on top of the `kubernetes` package's transport and config loading.
+
+Together with `config.py` it holds every use of the `kubernetes` package, which serves for what it does well
+(kubeconfig and in-cluster credentials, TLS, connection pooling) and nothing else: requests go out through
+the `ApiClient`'s connection pool and JSON is encoded and decoded here, so the rest of Climatik sees plain
+dicts and never the package's model classes (nor its deprecated error paths). Every call has a timeout,
+and every failure is one of `climatik.kube.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+import urllib3
+
+from climatik.kube.errors import KubeError, UnavailableError, error_for_status
+from climatik.kube.resources import (
+    CONFIG_MAPS,
+    EVENTS,
+    LEASES,
+    NODE_FREQUENCIES,
+    NODES,
+    PODS,
+    POLICIES,
+    Resource,
+)
+from climatik.kube.watch import HttpWatchStream, WatchStream
+
+JSON = "application/json"
+USER_AGENT = "climatik"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+class KubeClient:
+    """Plain-dict access to the API server.
+
+    `timeout` is the read timeout of ordinary calls and `connect_timeout` that of connecting; watches get
+    their own read timeout (see `watch`). Build one with `climatik.kube.config.connect()`, or hand in a
+    configured `kubernetes.client.ApiClient`.
+    """
+
+    def __init__(self, api_client: Any, *, timeout: float = 30.0, connect_timeout: float = 5.0) -> None:
+        self._api = api_client
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+
+    @property
+    def server(self) -> str:
+        return str(self._api.configuration.host)
+
+    def close(self) -> None:
+        self._api.close()
+
+    def __enter__(self) -> KubeClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- typed helpers -------------------------------------------------------------------------------------
+
+    def resource(self, resource: Resource) -> ResourceClient:
+        return ResourceClient(self, resource)
+
+    @property
+    def policies(self) -> ResourceClient:
+        return ResourceClient(self, POLICIES)
+
+    @property
+    def node_frequencies(self) -> ResourceClient:
+        return ResourceClient(self, NODE_FREQUENCIES)
+
+    @property
+    def pods(self) -> ResourceClient:
+        return ResourceClient(self, PODS)
+
+    @property
+    def nodes(self) -> ResourceClient:
+        return ResourceClient(self, NODES)
+
+    @property
+    def leases(self) -> ResourceClient:
+        return ResourceClient(self, LEASES)
+
+    @property
+    def events(self) -> ResourceClient:
+        return ResourceClient(self, EVENTS)
+
+    @property
+    def config_maps(self) -> ResourceClient:
+        return ResourceClient(self, CONFIG_MAPS)
+
+    # -- verbs ---------------------------------------------------------------------------------------------
+
+    def get(self, resource: Resource, name: str, *, namespace: str | None = None) -> dict[str, Any]:
+        return self.request("GET", resource.path(namespace=namespace, name=name))
+
+    def list(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str = "",
+        field_selector: str = "",
+        limit: int = 0,
+        continue_token: str = "",
+        resource_version: str = "",
+    ) -> dict[str, Any]:
+        """One page of a list; the result is the `<Kind>List` object (items, metadata.continue, ...)."""
+        query = _selectors(label_selector, field_selector)
+        if limit:
+            query["limit"] = str(limit)
+        if continue_token:
+            query["continue"] = continue_token
+        if resource_version:
+            query["resourceVersion"] = resource_version
+        return self.request("GET", resource.path(namespace=namespace), query=query)
+
+    def create(self, resource: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create `body` (its metadata.namespace says where, for namespaced kinds)."""
+        return self.request("POST", resource.path(namespace=_namespace(resource, body)), body=_typed(resource, body))
+
+    def replace(self, resource: Resource, body: Mapping[str, Any], *, subresource: str = "") -> dict[str, Any]:
+        """PUT `body`; its metadata.resourceVersion, if set, makes this a compare-and-swap (409 if stale)."""
+        name = str(body.get("metadata", {}).get("name", ""))
+        path = resource.path(namespace=_namespace(resource, body), name=name, subresource=subresource)
+        return self.request("PUT", path, body=_typed(resource, body))
+
+    def replace_status(self, resource: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.replace(resource, body, subresource="status")
+
+    def patch(
+        self,
+        resource: Resource,
+        name: str,
+        patch: Any,
+        *,
+        namespace: str | None = None,
+        subresource: str = "",
+        content_type: str = MERGE_PATCH,
+    ) -> dict[str, Any]:
+        path = resource.path(namespace=namespace, name=name, subresource=subresource)
+        return self.request("PATCH", path, body=patch, content_type=content_type)
+
+    def delete(
+        self,
+        resource: Resource,
+        name: str,
+        *,
+        namespace: str | None = None,
+        uid: str = "",
+        resource_version: str = "",
+    ) -> dict[str, Any]:
+        """Delete an object, optionally only if its uid/resourceVersion still match (409 otherwise)."""
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
+        if preconditions:
+            body["preconditions"] = preconditions
+        return self.request("DELETE", resource.path(namespace=namespace, name=name), body=body)
+
+    def watch(
+        self,
+        resource: Resource,
+        *,
+        resource_version: str,
+        timeout_seconds: int,
+        read_timeout: float,
+        namespace: str | None = None,
+        label_selector: str = "",
+        field_selector: str = "",
+        allow_bookmarks: bool = True,
+    ) -> WatchStream:
+        """Open a watch from `resource_version`. The server ends it after `timeout_seconds`; if no bytes
+        arrive for `read_timeout` seconds the socket is presumed hung and reading it raises UnavailableError."""
+        query = _selectors(label_selector, field_selector)
+        query.update(watch="true", resourceVersion=resource_version, timeoutSeconds=str(timeout_seconds))
+        if allow_bookmarks:
+            query["allowWatchBookmarks"] = "true"
+        resp = self._call(
+            "GET", resource.path(namespace=namespace), query=query, body=None, content_type=JSON,
+            read_timeout=read_timeout,
+        )
+        return HttpWatchStream(resp)
+
+    # -- transport -----------------------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """One call whose answer is a JSON object."""
+        resp = self._call(
+            method, path, query=query, body=body, content_type=content_type,
+            read_timeout=timeout or self._timeout,
+        )
+        try:
+            data = resp.data
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise UnavailableError(f"{method} {path}: {exc}") from exc
+        finally:
+            resp.release_conn()
+        if not data:
+            return {}
+        decoded = json.loads(data)
+        if not isinstance(decoded, dict):
+            raise KubeError(f"{method} {path}: expected a JSON object, got {type(decoded).__name__}")
+        return decoded
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None,
+        body: Any,
+        content_type: str,
+        read_timeout: float,
+    ) -> Any:
+        configuration = self._api.configuration
+        headers = {"Accept": JSON, "Content-Type": content_type, "User-Agent": USER_AGENT}
+        # auth_settings() also refreshes expiring tokens (in-cluster service account tokens rotate).
+        bearer = configuration.auth_settings().get("BearerToken")
+        if bearer:
+            headers[bearer["key"]] = bearer["value"]
+        url = configuration.host + path + (f"?{urlencode(query)}" if query else "")
+        payload = None if body is None else json.dumps(body).encode()
+        try:
+            resp = self._api.rest_client.pool_manager.request(
+                method,
+                url,
+                body=payload,
+                headers=headers,
+                preload_content=False,
+                timeout=urllib3.Timeout(connect=self._connect_timeout, read=read_timeout),
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise UnavailableError(f"{method} {path}: {exc}") from exc
+        if 200 <= resp.status < 300:
+            return resp
+        try:
+            data = resp.data
+        except (urllib3.exceptions.HTTPError, OSError):
+            data = b""
+        finally:
+            resp.release_conn()
+        raise error_for_status(resp.status, data, fallback=f"{method} {path}: HTTP {resp.status} {resp.reason}")
+
+
+class ResourceClient:
+    """The verbs of `KubeClient` bound to one resource type."""
+
+    def __init__(self, client: KubeClient, resource: Resource) -> None:
+        self.client = client
+        self.resource = resource
+
+    def get(self, name: str, *, namespace: str | None = None) -> dict[str, Any]:
+        return self.client.get(self.resource, name, namespace=namespace)
+
+    def list(self, *, namespace: str | None = None, label_selector: str = "", field_selector: str = "") -> list[
+        dict[str, Any]
+    ]:
+        """All items (following continue tokens)."""
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            page = self.client.list(
+                self.resource,
+                namespace=namespace,
+                label_selector=label_selector,
+                field_selector=field_selector,
+                limit=500,
+                continue_token=token,
+            )
+            items.extend(page.get("items") or [])
+            token = str(page.get("metadata", {}).get("continue", "") or "")
+            if not token:
+                return items
+
+    def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.client.create(self.resource, body)
+
+    def replace(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.client.replace(self.resource, body)
+
+    def replace_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.client.replace_status(self.resource, body)
+
+    def patch(
+        self, name: str, patch: Any, *, namespace: str | None = None, subresource: str = ""
+    ) -> dict[str, Any]:
+        return self.client.patch(self.resource, name, patch, namespace=namespace, subresource=subresource)
+
+    def delete(self, name: str, *, namespace: str | None = None) -> dict[str, Any]:
+        return self.client.delete(self.resource, name, namespace=namespace)
+
+
+def _selectors(label_selector: str, field_selector: str) -> dict[str, str]:
+    query: dict[str, str] = {}
+    if label_selector:
+        query["labelSelector"] = label_selector
+    if field_selector:
+        query["fieldSelector"] = field_selector
+    return query
+
+
+def _typed(resource: Resource, body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`body` with apiVersion and kind filled in (custom resources need them; list items lack them)."""
+    if body.get("apiVersion") and body.get("kind"):
+        return body
+    return {**body, "apiVersion": resource.api_version, "kind": resource.kind}
+
+
+def _namespace(resource: Resource, body: Mapping[str, Any]) -> str | None:
+    if not resource.namespaced:
+        return None
+    namespace = body.get("metadata", {}).get("namespace")
+    if not namespace:
+        raise ValueError(f"a {resource.kind} needs metadata.namespace")
+    return str(namespace)

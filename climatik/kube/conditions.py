@@ -1,0 +1,89 @@
+"""Standard status conditions (metav1.Condition): set one without churning lastTransitionTime.
+
+Functions here are pure: they take the current list and return a new one, so status mutation functions can
+use them on read-only cached objects.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from climatik.api.meta import format_time
+
+TRUE = "True"
+FALSE = "False"
+UNKNOWN = "Unknown"
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]] | None,
+    *,
+    type: str,
+    status: str | bool,
+    reason: str,
+    message: str,
+    observed_generation: int | None,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """The conditions with `type` set; lastTransitionTime moves only when the status changes.
+
+    `status` may be a bool (True/False); reasons must be CamelCase (the API server rejects others).
+    """
+    status_text = _status_text(status)
+    if not reason:
+        raise ValueError("a condition needs a reason")
+    fields: dict[str, Any] = {"reason": reason, "message": message, "observed_generation": observed_generation}
+    result: list[dict[str, Any]] = []
+    found = False
+    for existing in conditions or ():
+        if existing.get("type") != type:
+            result.append(dict(existing))
+            continue
+        found = True
+        unchanged = existing.get("status") == status_text and existing.get("lastTransitionTime")
+        since = existing["lastTransitionTime"] if unchanged else format_time(now)
+        result.append(_condition(type, status_text, **fields, since=since))
+    if not found:
+        result.append(_condition(type, status_text, **fields, since=format_time(now)))
+    return result
+
+
+def find_condition(conditions: Sequence[Mapping[str, Any]] | None, type: str) -> Mapping[str, Any] | None:
+    for condition in conditions or ():
+        if condition.get("type") == type:
+            return condition
+    return None
+
+
+def is_condition_true(conditions: Sequence[Mapping[str, Any]] | None, type: str) -> bool:
+    condition = find_condition(conditions, type)
+    return condition is not None and condition.get("status") == TRUE
+
+
+def remove_condition(conditions: Sequence[Mapping[str, Any]] | None, type: str) -> list[dict[str, Any]]:
+    return [dict(c) for c in conditions or () if c.get("type") != type]
+
+
+def _status_text(status: str | bool) -> str:
+    if isinstance(status, bool):
+        return TRUE if status else FALSE
+    if status not in (TRUE, FALSE, UNKNOWN):
+        raise ValueError(f"condition status must be True, False or Unknown, not {status!r}")
+    return status
+
+
+def _condition(
+    type_: str, status: str, *, reason: str, message: str, observed_generation: int | None, since: str
+) -> dict[str, Any]:
+    condition: dict[str, Any] = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+    }
+    if observed_generation is not None:
+        condition["observedGeneration"] = observed_generation
+    return condition

@@ -1,0 +1,8 @@
+"""In-process fakes of the API server for component tests: a `FakeCluster` with real resourceVersion,
+conflict, finalizer, status-subresource and watch semantics, a `KubeClient` that talks to it, and hooks to
+inject faults (dropped watches, 410 Gone, failing requests, racing writers)."""
+
+from climatik.kube.testing.client import FakeKubeClient
+from climatik.kube.testing.cluster import FakeCluster, FakeRequest
+
+__all__ = ["FakeCluster", "FakeKubeClient", "FakeRequest"]
