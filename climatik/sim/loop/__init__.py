@@ -1,0 +1,33 @@
+"""The control loop in simulated time: production algorithms driven through a model of the real data path
+(exporter, Prometheus, monitor, recommender, tuner, each with its delay), against baselines and an oracle, with
+the control-quality metrics the benchmark reports. Nothing here sleeps or does I/O."""
+
+from climatik.sim.loop.baselines import NoCapping, Oracle, StaticClock, StaticPowerLimit
+from climatik.sim.loop.datapath import DataPath
+from climatik.sim.loop.harness import DEFAULT_DT_S, Controller, RunContext, run
+from climatik.sim.loop.loop import ProductionLoop
+from climatik.sim.loop.metrics import Episode, PolicyMetrics, policy_metrics
+from climatik.sim.loop.recording import PolicySeries, Recording
+from climatik.sim.loop.scenario import CapChange, GpuPlan, PolicyPlan, Scenario
+
+__all__ = [
+    "DEFAULT_DT_S",
+    "CapChange",
+    "Controller",
+    "DataPath",
+    "Episode",
+    "GpuPlan",
+    "NoCapping",
+    "Oracle",
+    "PolicyMetrics",
+    "PolicyPlan",
+    "PolicySeries",
+    "ProductionLoop",
+    "Recording",
+    "RunContext",
+    "Scenario",
+    "StaticClock",
+    "StaticPowerLimit",
+    "policy_metrics",
+    "run",
+]

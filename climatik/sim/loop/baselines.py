@@ -1,0 +1,136 @@
+"""What the closed loop is measured against: no capping, static settings, and the oracle.
+
+* NoCapping: the GPUs run at their defaults.
+* StaticPowerLimit: every GPU of a policy gets a board power limit of cap / GPU count, enforced by the GPU's own
+  firmware, as a static power-limit tool sets it (re-set when the cap changes).
+* StaticClock: one locked clock per policy for the whole run (the best one is found with hindsight from the
+  oracle: the lowest clock the oracle ever needed).
+* Oracle: before every step, the highest uniform supported clock at which the policy's GPUs, under the load they
+  are about to run, draw at most the cap; applied without delay. No controller that measures can do better.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from climatik.sim.loop.harness import RunContext
+from climatik.sim.loop.world import PlacedGpu, World
+from climatik.sim.model import firmware_clock_mhz, power_w
+from climatik.sim.phases import Load
+
+
+class NoCapping:
+    """Leaves every GPU at its defaults."""
+
+    label = "no capping"
+    instant = True
+
+    def start(self, ctx: RunContext) -> None:
+        return None
+
+    def before_step(self, now_s: float) -> None:
+        return None
+
+
+class StaticPowerLimit:
+    """A per-GPU board power limit of the policy's cap divided by its GPU count."""
+
+    label = "static power limit"
+    instant = True
+
+    def __init__(self) -> None:
+        self._world: World | None = None
+        self._applied: dict[str, float] = {}
+
+    def start(self, ctx: RunContext) -> None:
+        self._world = ctx.world
+
+    def before_step(self, now_s: float) -> None:
+        assert self._world is not None
+        for policy in self._world.policies:
+            placed = self._world.gpus_of(policy.name)
+            limit = policy.cap_at(now_s) / len(placed)
+            if self._applied.get(policy.name) != limit:
+                for gpu in placed:
+                    gpu.node.set_power_limit(gpu.uuid, limit)
+                self._applied[policy.name] = limit
+
+
+class StaticClock:
+    """One locked SM clock per policy, set before the run starts."""
+
+    instant = True
+
+    def __init__(self, clocks: Mapping[str, int], label: str = "best static clock") -> None:
+        self.label = label
+        self.clocks = dict(clocks)
+
+    def start(self, ctx: RunContext) -> None:
+        for policy in ctx.world.policies:
+            for gpu in ctx.world.gpus_of(policy.name):
+                gpu.node.set_locked_clock(gpu.uuid, self.clocks[policy.name])
+
+    def before_step(self, now_s: float) -> None:
+        return None
+
+
+class Oracle:
+    """The highest uniform clock that keeps each policy at or under its cap at every step, known in advance.
+
+    `lowest` holds, per policy, the lowest clock it needed during the run: the best static clock in hindsight.
+    """
+
+    label = "oracle"
+    instant = True
+
+    def __init__(self) -> None:
+        self._world: World | None = None
+        self._applied: dict[str, int] = {}
+        self._clocks: dict[str, list[int]] = {}
+        self.lowest: dict[str, int] = {}
+
+    def start(self, ctx: RunContext) -> None:
+        self._world = ctx.world
+        self._clocks = {policy.name: common_clocks(ctx.world.gpus_of(policy.name)) for policy in ctx.world.policies}
+
+    def before_step(self, now_s: float) -> None:
+        assert self._world is not None
+        for policy in self._world.policies:
+            placed = self._world.gpus_of(policy.name)
+            loads = [gpu.upcoming_load() for gpu in placed]
+            mhz = highest_clock_within(placed, loads, policy.cap_at(now_s), self._clocks[policy.name])
+            self.lowest[policy.name] = min(mhz, self.lowest.get(policy.name, mhz))
+            if self._applied.get(policy.name) != mhz:
+                for gpu in placed:
+                    gpu.node.set_locked_clock(gpu.uuid, mhz)
+                self._applied[policy.name] = mhz
+
+
+def drawn_power(gpus: Sequence[PlacedGpu], loads: Sequence[Load], mhz: int) -> float:
+    """What `gpus` draw under `loads` when locked at `mhz` (each one's firmware limit applied)."""
+    total = 0.0
+    for placed, load in zip(gpus, loads, strict=True):
+        gpu = placed.gpu
+        clock = firmware_clock_mhz(gpu.profile, mhz, load, gpu.power_limit_w)
+        total += power_w(gpu.profile, clock, load)
+    return total
+
+
+def common_clocks(gpus: Sequence[PlacedGpu]) -> list[int]:
+    """The clocks every one of `gpus` supports, ascending."""
+    return sorted(set.intersection(*(set(p.gpu.profile.supported_clocks()) for p in gpus)))
+
+
+def highest_clock_within(gpus: Sequence[PlacedGpu], loads: Sequence[Load], cap: float, clocks: Sequence[int]) -> int:
+    """The highest of `clocks` (ascending) at which `gpus` draw at most `cap` (the lowest one when none does)."""
+    if drawn_power(gpus, loads, clocks[-1]) <= cap:
+        return clocks[-1]
+    low, high = 0, len(clocks) - 1
+    # Invariant: clocks[high] draws more than the cap; clocks[low] fits unless low == 0 and nothing fits.
+    while high - low > 1:
+        middle = (low + high) // 2
+        if drawn_power(gpus, loads, clocks[middle]) <= cap:
+            low = middle
+        else:
+            high = middle
+    return clocks[low]

@@ -1,0 +1,100 @@
+"""Control-quality metrics on hand-made series: energy and time above the cap, violation episodes and the time
+from a violation showing in Prometheus to power being back under the cap, and lockstep groups' useful work."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from climatik.sim.gpu import SimGpu
+from climatik.sim.loop import PolicySeries, policy_metrics
+from climatik.sim.loop.recording import useful_work
+from climatik.sim.loop.world import PlacedGpu
+from climatik.sim.node import SimNode
+from climatik.sim.phases import Load, Phase, PhaseMix
+from climatik.sim.profiles import H100
+from climatik.sim.traces import ConstantTrace
+
+NAN = float("nan")
+
+
+def series(power: list[float], prom: list[float], *, cap: float = 1000.0, dt: float = 0.5) -> PolicySeries:
+    n = len(power)
+    return PolicySeries(end_s=[dt * (i + 1) for i in range(n)], dt_s=[dt] * n, power=power, cap=[cap] * n,
+                        prom=prom, clock=[1980.0] * n, work=[1.0] * n)
+
+
+def test_energy_and_time_above_the_cap_count_only_the_excess() -> None:
+    s = series([900.0, 1100.0, 1300.0, 1000.0], [NAN] * 4)
+    m = policy_metrics(s)
+    assert m.energy_above_cap_j == pytest.approx((100.0 + 300.0) * 0.5)
+    assert m.cap_energy_j == pytest.approx(1000.0 * 2.0)
+    assert m.energy_above_cap_share == pytest.approx(200.0 / 2000.0)
+    assert m.time_above_cap_s == pytest.approx(1.0)
+    assert m.time_above_cap_share == pytest.approx(0.5)
+    assert m.work == pytest.approx(4.0)
+
+
+def test_time_to_under_runs_from_the_first_prometheus_sample_over_the_cap_to_power_back_under() -> None:
+    # Over from 1.0 s; Prometheus shows it at the end of the step ending at 2.0 s; back under from 3.0 s.
+    power = [900.0, 900.0, 1300.0, 1300.0, 1300.0, 1300.0, 950.0, 950.0, 950.0, 950.0]
+    prom = [900.0, 900.0, 900.0, 1300.0, 1300.0, 1300.0, 1300.0, 950.0, 950.0, 950.0]
+    (episode,) = policy_metrics(series(power, prom)).episodes
+    assert (episode.start_s, episode.visible_s, episode.end_s) == pytest.approx((1.0, 2.0, 3.0))
+    assert episode.time_to_under_s == pytest.approx(1.0)
+
+
+def test_power_within_the_tolerance_is_back_under() -> None:
+    power = [1300.0, 1300.0, 1015.0, 1015.0, 1015.0]
+    prom = [1300.0] * 5
+    m = policy_metrics(series(power, prom))
+    assert m.worst_time_to_under_s == pytest.approx(1.0 - 0.5)
+
+
+def test_a_dip_shorter_than_the_hold_time_does_not_end_the_episode() -> None:
+    power = [1300.0, 900.0, 1300.0, 900.0, 900.0, 900.0]
+    prom = [1300.0] * 6
+    (episode,) = policy_metrics(series(power, prom)).episodes
+    assert episode.end_s == pytest.approx(1.5)
+    assert episode.time_to_under_s == pytest.approx(1.0)
+
+
+def test_a_spike_over_before_prometheus_shows_it_has_no_time_to_under_but_its_energy_counts() -> None:
+    power = [900.0, 1500.0, 900.0, 900.0, 900.0]
+    prom = [900.0, 900.0, 900.0, 1100.0, 900.0]
+    m = policy_metrics(series(power, prom))
+    (episode,) = m.episodes
+    assert not episode.visible
+    assert episode.time_to_under_s is None
+    assert m.worst_time_to_under_s is None
+    assert m.energy_above_cap_j == pytest.approx(250.0)
+
+
+def test_a_violation_that_never_ends_takes_for_ever() -> None:
+    m = policy_metrics(series([1300.0] * 4, [NAN, 1300.0, 1300.0, 1300.0]))
+    assert math.isinf(m.worst_time_to_under_s or 0.0)
+
+
+def test_separate_violations_are_separate_episodes() -> None:
+    power = [1300.0, 900.0, 900.0, 900.0, 1300.0, 1300.0, 900.0, 900.0]
+    prom = [1300.0, 1300.0, 900.0, 900.0, 900.0, 1300.0, 1300.0, 900.0]
+    m = policy_metrics(series(power, prom))
+    assert [e.start_s for e in m.episodes] == pytest.approx([0.0, 2.0])
+    assert m.times_to_under_s == pytest.approx([0.0, 0.0])
+
+
+def placed(node: SimNode, index: int, group: str) -> PlacedGpu:
+    return PlacedGpu(node, node.gpus[index], ConstantTrace(Load.idle()), None, group)
+
+
+def test_a_lockstep_group_progresses_at_its_slowest_members_pace() -> None:
+    busy = Load(0.5, PhaseMix.only(Phase.TRAINING))
+    gpus = [SimGpu(profile=H100, uuid=f"g{i}", index=i) for i in range(3)]
+    node = SimNode(name="n", gpus=gpus, traces=[ConstantTrace(busy)] * 3)
+    node.step(1.0)
+    group = [placed(node, 0, "tp"), placed(node, 1, "tp")]
+    # Each busy half of the second; the first did 2 units per busy second, the second only 1.
+    assert useful_work(group, {"g0": 1.0, "g1": 0.5}, 1.0) == pytest.approx(1.0 * (0.5 + 0.5))
+    alone = [placed(node, 2, "")]
+    assert useful_work(alone, {"g2": 0.7}, 1.0) == pytest.approx(0.7)
