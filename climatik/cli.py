@@ -18,6 +18,7 @@ from climatik.clock import SystemClock
 from climatik.logconfig import configure_logging
 from climatik.monitor import app as monitor_app
 from climatik.prom import PromSettings
+from climatik.recommend import app as recommend_app
 from climatik.tune import app as tune_app
 from climatik.wiring import CommonSettings
 
@@ -103,11 +104,6 @@ def version() -> None:
     click.echo(__version__)
 
 
-def _not_implemented(name: str) -> None:
-    click.echo(f"climatik {name}: not implemented yet", err=True)
-    sys.exit(2)
-
-
 @cli.command()
 @common_options
 @click.option("--prometheus-url", required=True, envvar="CLIMATIK_PROMETHEUS_URL",
@@ -141,9 +137,23 @@ def monitor(**kwargs: Any) -> None:
 
 
 @cli.command()
-def recommend() -> None:
+@common_options
+@click.option("--release-band", type=click.IntRange(1, 99), default=5, show_default=True,
+              help="Percent of the limit below the threshold at which caps are given back, for policies without "
+                   "releaseThreshold (as the monitor's).")
+@click.option("--max-observation-age", type=Duration(), default="180s", show_default=True,
+              help="A policy whose last observation is older holds its targets and runs no algorithm; keep it "
+                   "well above the monitor's --heartbeat.")
+@click.option("--resync", type=Duration(), default="5m", show_default=True,
+              help="How often every policy is reconciled even without a change.")
+@click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True)
+def recommend(**kwargs: Any) -> None:
     """Action Recommender: turn each policy's state into target clocks per node."""
-    _not_implemented("recommend")
+    common = common_settings(kwargs)
+    settings = recommend_app.RecommendSettings(release_band=kwargs["release_band"],
+                                               max_observation_age=kwargs["max_observation_age"],
+                                               resync=kwargs["resync"], workers=kwargs["workers"])
+    sys.exit(recommend_app.build(settings, common, clock=SystemClock()).run())
 
 
 @cli.command()

@@ -131,9 +131,10 @@ class FakeClock:
             self._unpark(token)
 
     def waiters(self) -> list[float]:
-        """Seconds from now until each parked wait's deadline (inf for waits without one)."""
+        """Seconds from now until the deadline of each parked wait that is still pending (inf for waits
+        without a deadline); waits whose deadline has passed are about to return and are not counted."""
         with self._cond:
-            return sorted(d - self._now for d in self._deadlines.values())
+            return sorted(d - self._now for d in self._deadlines.values() if d > self._now)
 
     def await_waiters(self, count: int = 1, *, timeout: float = 5.0) -> list[float]:
         """Block (in real time, at most `timeout`) until `count` waits are parked; return `waiters()`."""

@@ -112,7 +112,7 @@ class ProcessShell:
                 for controller in self._controllers:
                     controller.start()
                 log.info("controllers_started", process=self.name)
-                self._stop.wait()
+                self._wait_for_stop()
             return self._shut_down(elector_thread)
         finally:
             self._restore_signals(previous)
@@ -130,6 +130,12 @@ class ProcessShell:
         thread = threading.Thread(target=lead, name="leader-election", daemon=True)
         thread.start()
         return thread
+
+    def _wait_for_stop(self) -> None:
+        # Python runs signal handlers in the main thread, but the kernel may deliver the signal to any thread;
+        # a main thread blocked without a timeout would then not notice until something else woke it.
+        while not self._stop.wait(_POLL_S * 4):
+            pass
 
     def _lost(self) -> None:
         if not self._elector_stop.is_set():

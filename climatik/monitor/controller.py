@@ -23,7 +23,7 @@ from climatik.monitor.status import Verdict, WritePolicy, monitor_status
 
 log = structlog.get_logger(__name__)
 
-#: Extra checks of a spec the schema cannot express (e.g. the algorithm's parameters); [] when valid.
+#: Checks of a spec the schema cannot express (selector, algorithm and parameters); [] when valid.
 SpecValidator = Callable[[PolicySpec], list[str]]
 
 
@@ -32,7 +32,7 @@ class MonitorReconciler:
 
     def __init__(self, *, policies: CacheReader, pods: CacheReader, api: ResourceClient, latest: LatestSample,
                  events: EventRecorder | None, clock: Clock, metrics: MonitorMetrics | None = None,
-                 validate: SpecValidator = lambda spec: [], max_age: float = 30.0,
+                 validate: SpecValidator = lambda spec: spec.selector.problems(), max_age: float = 30.0,
                  release_band: int = DEFAULT_RELEASE_BAND, rules: WritePolicy | None = None) -> None:
         self._policies = policies
         self._pods = pods
@@ -57,7 +57,7 @@ class MonitorReconciler:
         except DecodeError as exc:
             self._invalid(obj, key, [str(exc)])
             return Result()
-        problems = policy.spec.selector.problems() + self._validate(policy.spec)
+        problems = self._validate(policy.spec)
         verdict = self._verdict(policy, self._latest.get(), problems)
         self._write(obj, policy, verdict)
         if self._metrics is not None:

@@ -1,0 +1,332 @@
+"""`climatik recommend` as a real process against the real API server.
+
+Policy statuses are written the way the monitor writes them and NodeFrequencies inventories the way tuners
+report them (both through the status subresource), so the recommender sees exactly what it would in a cluster.
+Each test uses its own namespace, nodes and GPU UUIDs; one recommender process serves the whole module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+import requests
+from climatik_procs import ClimatikProcess, wait_for
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+
+LEASE_NAMESPACE = "recommend-it"
+STEPS = list(range(210, 1981, 15))
+# dynamic-frequency-scaler at 0.5 cuts a GPU measured at 1980 MHz to 990 MHz, a supported step: easy to check.
+HALVING = {"name": "dynamic-frequency-scaler", "parameters": {"scaling-factor": "0.5"}}
+
+
+def run_kubectl(control_plane, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return subprocess.run([*control_plane.kubectl, *args], input=stdin, capture_output=True, text=True,
+                          check=False, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def recommender(control_plane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClimatikProcess]:  # type: ignore[no-untyped-def]
+    run_kubectl(control_plane, "create", "namespace", LEASE_NAMESPACE)
+    proc = ClimatikProcess(
+        ["recommend", f"--kubeconfig={control_plane.kubeconfig}", "--metrics-port=0", "--workers=2",
+         "--leader-elect", f"--leader-election-namespace={LEASE_NAMESPACE}"],
+        tmp_path_factory.mktemp("recommend") / "recommend.log").start()
+    try:
+        yield proc
+    finally:
+        proc.stop_quietly()
+
+
+@pytest.fixture(scope="module")
+def created(control_plane, recommender: ClimatikProcess) -> Iterator[dict[str, set[str]]]:  # type: ignore[no-untyped-def]
+    """What the tests created; removed while the recommender still runs, so that no finalizer is left behind."""
+    made: dict[str, set[str]] = {"namespaces": set(), "nodes": set()}
+    yield made
+    for namespace in sorted(made["namespaces"]):
+        run_kubectl(control_plane, "delete", "pcp", "--all", "-n", namespace, "--wait=false")
+    for namespace in sorted(made["namespaces"]):
+        wait_for(lambda ns=namespace: not json.loads(run_kubectl(control_plane, "get", "pcp", "-n", ns, "-o",  # type: ignore[misc]
+                                                                 "json").stdout)["items"],
+                 what=f"the policies of {namespace} gone", diagnostics=recommender.output)
+    for node in sorted(made["nodes"]):
+        run_kubectl(control_plane, "delete", "nf", node, "--ignore-not-found")
+
+
+class Cluster:
+    """kubectl, spoken the way the monitor and the tuners write."""
+
+    def __init__(self, kubectl, created: dict[str, set[str]], namespace: str) -> None:  # type: ignore[no-untyped-def]
+        self.kubectl = kubectl
+        self.namespace = namespace
+        self.created = created
+        assert kubectl("create", "namespace", namespace).returncode == 0
+        created["namespaces"].add(namespace)
+
+    def ok(self, *args: str, stdin: str | None = None) -> str:
+        result = self.kubectl(*args, stdin=stdin)
+        assert result.returncode == 0, result.stderr
+        return str(result.stdout)
+
+    def tuner_reports(self, node: str, gpus: list[str]) -> None:
+        """What a node's tuner does: report the inventory in status (creating the object, as the recommender
+        would have, when the test starts from a node without one)."""
+        self.created["nodes"].add(node)
+        if self.kubectl("get", "nf", node).returncode != 0:
+            body = {"apiVersion": "climatik.io/v1alpha1", "kind": "NodeFrequencies", "metadata": {"name": node},
+                    "spec": {"nodeName": node}}
+            self.ok("create", "-f", "-", stdin=json.dumps(body))
+        inventory = {"backend": "sim", "gpus": [
+            {"uuid": uuid, "index": i, "model": "NVIDIA H100 80GB HBM3", "minFrequency": 210, "maxFrequency": 1980,
+             "defaultFrequency": 1980, "supportedFrequencies": STEPS, "powerLimit": 700}
+            for i, uuid in enumerate(gpus)]}
+        self.ok("patch", "nf", node, "--subresource=status", "--type=merge",
+                "-p", json.dumps({"status": {"gpuCount": len(gpus), "inventory": inventory}}))
+
+    def policy(self, name: str, *, limit: int = 1000, algorithm: dict[str, Any] | None = None,
+               **spec: Any) -> None:
+        body = {"apiVersion": "climatik.io/v1alpha1", "kind": "PowerCappingPolicy",
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": {"powerCapLimit": limit, "selector": {"matchLabels": {"app": name}},
+                         **({"customAlgorithms": [algorithm]} if algorithm else {}), **spec}}
+        self.ok("apply", "-f", "-", stdin=json.dumps(body))
+
+    def monitor_reports(self, name: str, gpus: dict[str, list[str]], *, power: float, capping: bool) -> None:
+        """What the monitor does: write the observation and its conditions in the policy's status."""
+        self.created["nodes"].update(gpus)
+        count = sum(len(uuids) for uuids in gpus.values())
+        nodes = [{"name": node, "power": power * len(uuids) / count,
+                  "gpus": [{"uuid": uuid, "index": i, "power": power / count, "smClock": 1980}
+                           for i, uuid in enumerate(uuids)]} for node, uuids in gpus.items()]
+        now = dt.datetime.now(dt.UTC)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+        condition = {"type": "MetricsAvailable", "status": "True", "reason": "MetricsFresh",
+                     "message": f"{count} GPUs measured", "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        status = {"cappingActionRequired": capping, "lastUpdated": stamp, "currentPower": power, "gpuCount": count,
+                  "nodes": nodes, "truncated": False, "conditions": [condition]}
+        self.ok("patch", "pcp", "-n", self.namespace, name, "--subresource=status", "--type=merge",
+                "-p", json.dumps({"status": status}))
+
+    def policy_object(self, name: str) -> dict[str, Any]:
+        result = self.kubectl("get", "pcp", "-n", self.namespace, name, "-o", "json")
+        return json.loads(result.stdout) if result.returncode == 0 else {}
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.policy_object(name).get("status") or {})
+
+    def condition(self, name: str, type: str) -> dict[str, Any]:
+        return next((c for c in self.status(name).get("conditions") or [] if c["type"] == type), {})
+
+    def node(self, node: str) -> dict[str, Any]:
+        result = self.kubectl("get", "nf", node, "-o", "json")
+        return json.loads(result.stdout) if result.returncode == 0 else {}
+
+    def entries(self, node: str) -> list[tuple[str, int, str]]:
+        spec = self.node(node).get("spec") or {}
+        return [(e["gpuId"], e["targetFrequency"], e.get("policy")) for e in spec.get("gpuFrequencies") or []]
+
+    def events(self, name: str) -> list[tuple[str, str, str]]:
+        out = self.ok("get", "events", "-n", self.namespace, "--field-selector", f"involvedObject.name={name}",
+                      "-o", "json")
+        return [(e["type"], e["reason"], e["message"]) for e in json.loads(out)["items"]]
+
+
+def gpus(prefix: str, count: int) -> list[str]:
+    return [f"GPU-{prefix}-{i:04d}-0000-4000-8000-000000000000" for i in range(count)]
+
+
+def test_a_policy_over_its_threshold_gets_entries_on_each_of_its_nodes(  # type: ignore[no-untyped-def]
+    kubectl, recommender: ClimatikProcess, created: dict[str, set[str]]
+) -> None:
+    cluster = Cluster(kubectl, created, "rec-cap")
+    (a0, a1), (b0,) = gpus("cap-a", 2), gpus("cap-b", 1)
+    cluster.tuner_reports("rec-cap-a", [a0, a1])
+    cluster.tuner_reports("rec-cap-b", [b0])
+    cluster.policy("llm", algorithm=HALVING)
+    cluster.monitor_reports("llm", {"rec-cap-a": [a0], "rec-cap-b": [b0]}, power=1400, capping=True)
+
+    wait_for(lambda: cluster.entries("rec-cap-b"), what="entries on rec-cap-b", diagnostics=recommender.output)
+    assert cluster.entries("rec-cap-a") == [(a0, 990, "rec-cap/llm")], "only the policy's GPU, cut in half"
+    assert cluster.entries("rec-cap-b") == [(b0, 990, "rec-cap/llm")]
+    actuated = wait_for(lambda: (c := cluster.condition("llm", "Actuated")).get("status") == "True" and c,
+                        what="Actuated=True", diagnostics=recommender.output)
+    assert actuated["reason"] == "TargetsWritten"
+    policy = cluster.policy_object("llm")
+    assert policy["metadata"]["finalizers"] == ["climatik.io/node-frequencies"]
+    recommendation = policy["status"]["recommendation"]
+    assert recommendation["gpuFrequency"] == 990 and recommendation["applied"] is True
+    assert recommendation["algorithm"] == "dynamic-frequency-scaler" and recommendation["state"]
+    assert policy["status"]["currentPower"] == 1400, "the monitor's observation is left as it was"
+
+    # Steady now: a tuner's heartbeat wakes the policy, and the recommender writes nothing.
+    def versions() -> tuple[str, int, int]:
+        nodes = [cluster.node(node)["metadata"]["generation"] for node in ("rec-cap-a", "rec-cap-b")]
+        return cluster.policy_object("llm")["metadata"]["resourceVersion"], nodes[0], nodes[1]
+
+    settled = _settled(versions)
+    port = wait_for(lambda: _port(recommender), what="the metrics port in the log")
+    reconciles = _reconciles(port)
+    for node in ("rec-cap-a", "rec-cap-b"):
+        cluster.ok("patch", "nf", node, "--subresource=status", "--type=merge",
+                   "-p", json.dumps({"status": {"lastUpdated": "2030-01-01T00:00:00Z"}}))
+    wait_for(lambda: _reconciles(port) >= reconciles + 2, what="the policy reconciled again")
+    time.sleep(1.0)
+    assert versions() == settled
+
+
+def test_a_second_policy_on_the_same_node_merges_and_deleting_one_removes_only_its_entries(  # type: ignore[no-untyped-def]
+    kubectl, recommender: ClimatikProcess, created: dict[str, set[str]]
+) -> None:
+    cluster = Cluster(kubectl, created, "rec-merge")
+    g0, g1 = gpus("merge", 2)
+    cluster.tuner_reports("rec-merge-a", [g0, g1])
+    cluster.policy("inference", algorithm=HALVING)
+    cluster.policy("training")  # the default closed-loop algorithm
+    cluster.monitor_reports("inference", {"rec-merge-a": [g0]}, power=1400, capping=True)
+    cluster.monitor_reports("training", {"rec-merge-a": [g1]}, power=1400, capping=True)
+
+    merged: list[tuple[str, int, str]] = wait_for(
+        lambda: e if len(e := cluster.entries("rec-merge-a")) == 2 else None, what="both policies' entries",
+        diagnostics=recommender.output)
+    assert merged[0] == (g0, 990, "rec-merge/inference")
+    assert merged[1][0] == g1 and merged[1][2] == "rec-merge/training" and 210 <= merged[1][1] < 1980
+
+    assert kubectl("delete", "pcp", "-n", "rec-merge", "inference", "--wait=false").returncode == 0
+    wait_for(lambda: [e[2] for e in cluster.entries("rec-merge-a")] == ["rec-merge/training"],
+             what="the deleted policy's entry removed", diagnostics=recommender.output)
+    wait_for(lambda: not cluster.policy_object("inference"), what="the finalizer let the policy go",
+             diagnostics=recommender.output)
+
+
+def test_two_policies_observing_one_gpu_both_report_the_conflict(  # type: ignore[no-untyped-def]
+    kubectl, recommender: ClimatikProcess, created: dict[str, set[str]]
+) -> None:
+    cluster = Cluster(kubectl, created, "rec-conflict")
+    (shared,) = gpus("conflict", 1)
+    cluster.tuner_reports("rec-conflict-a", [shared])
+    cluster.policy("senior", algorithm=HALVING, priority=10)
+    cluster.policy("junior", algorithm=HALVING)
+    for name in ("senior", "junior"):
+        cluster.monitor_reports(name, {"rec-conflict-a": [shared]}, power=1400, capping=True)
+
+    junior = wait_for(lambda: (c := cluster.condition("junior", "Conflict")).get("status") == "True" and c,
+                      what="Conflict on the junior policy", diagnostics=recommender.output)
+    senior = wait_for(lambda: (c := cluster.condition("senior", "Conflict")).get("status") == "True" and c,
+                      what="Conflict on the senior policy", diagnostics=recommender.output)
+    assert junior["reason"] == "LosesSharedGpus" and "rec-conflict/senior" in junior["message"]
+    assert "higher priority" in junior["message"]
+    assert senior["reason"] == "WinsSharedGpus" and "rec-conflict/junior" in senior["message"]
+    wait_for(lambda: cluster.entries("rec-conflict-a") == [(shared, 990, "rec-conflict/senior")],
+             what="the senior policy drives the GPU", diagnostics=recommender.output)
+    assert cluster.condition("junior", "Actuated")["reason"] == "Conflict"
+
+
+def test_dry_run_reports_targets_and_writes_no_entries(  # type: ignore[no-untyped-def]
+    kubectl, recommender: ClimatikProcess, created: dict[str, set[str]]
+) -> None:
+    cluster = Cluster(kubectl, created, "rec-dry")
+    (g0,) = gpus("dry", 1)
+    cluster.tuner_reports("rec-dry-a", [g0])
+    cluster.policy("trial", algorithm=HALVING, dryRun=True)
+    cluster.monitor_reports("trial", {"rec-dry-a": [g0]}, power=1400, capping=True)
+
+    recommendation = wait_for(lambda: cluster.status("trial").get("recommendation"), what="a recommendation",
+                              diagnostics=recommender.output)
+    assert recommendation["gpuFrequency"] == 990 and recommendation["applied"] is False
+    assert cluster.condition("trial", "Actuated")["reason"] == "DryRun"
+    assert cluster.entries("rec-dry-a") == []
+    assert cluster.node("rec-dry-a")["metadata"]["generation"] == 1, "the spec was never written"
+    wait_for(lambda: any(e[:2] == ("Normal", "DryRunTargets") for e in cluster.events("trial")),
+             what="a DryRunTargets event", diagnostics=recommender.output)
+
+
+def test_an_unknown_algorithm_is_reported_in_a_condition_and_an_event(  # type: ignore[no-untyped-def]
+    kubectl, recommender: ClimatikProcess, created: dict[str, set[str]]
+) -> None:
+    cluster = Cluster(kubectl, created, "rec-bad")
+    (g0,) = gpus("bad", 1)
+    cluster.tuner_reports("rec-bad-a", [g0])
+    cluster.policy("bad", algorithm={"name": "warp-drive", "parameters": {}})
+    cluster.monitor_reports("bad", {"rec-bad-a": [g0]}, power=1400, capping=True)
+
+    invalid = wait_for(lambda: (c := cluster.condition("bad", "InvalidSpec")).get("status") == "True" and c,
+                       what="InvalidSpec=True", diagnostics=recommender.output)
+    assert "warp-drive" in invalid["message"]
+    warning = wait_for(lambda: [e for e in cluster.events("bad") if e[:2] == ("Warning", "InvalidSpec")],
+                       what="an InvalidSpec event", diagnostics=recommender.output)
+    assert "warp-drive" in warning[0][2]
+    assert cluster.condition("bad", "Actuated")["reason"] == "Invalid"
+    assert cluster.entries("rec-bad-a") == []
+
+
+def test_an_observed_node_without_an_object_gets_an_empty_one_then_targets_once_its_tuner_reports(  # type: ignore[no-untyped-def]
+    kubectl, recommender: ClimatikProcess, created: dict[str, set[str]]
+) -> None:
+    cluster = Cluster(kubectl, created, "rec-new")
+    (g0,) = gpus("new", 1)
+    cluster.policy("fresh", algorithm=HALVING)
+    cluster.monitor_reports("fresh", {"rec-new-a": [g0]}, power=1400, capping=True)
+
+    empty = wait_for(lambda: cluster.node("rec-new-a"), what="an empty NodeFrequencies",
+                     diagnostics=recommender.output)
+    assert empty["spec"] == {"nodeName": "rec-new-a"}
+    wait_for(lambda: cluster.condition("fresh", "Actuated").get("reason") == "WaitingForInventory",
+             what="Actuated=False WaitingForInventory", diagnostics=recommender.output)
+
+    cluster.tuner_reports("rec-new-a", [g0])
+    wait_for(lambda: cluster.entries("rec-new-a") == [(g0, 990, "rec-new/fresh")],
+             what="targets once the inventory is there", diagnostics=recommender.output)
+
+
+def test_the_recommender_exports_its_metrics_and_holds_its_lease(  # type: ignore[no-untyped-def]
+    control_plane, recommender: ClimatikProcess
+) -> None:
+    port = wait_for(lambda: _port(recommender), what="the metrics port in the log")
+    text = wait_for(lambda: t if 'policy="rec-cap/llm"' in (t := requests.get(f"http://127.0.0.1:{port}/metrics",
+                                                                               timeout=5).text) else None,
+                    what="per-policy series")
+    assert 'climatik_recommend_policy_gpu_target_mhz{policy="rec-cap/llm"} 990.0' in text
+    assert 'climatik_recommend_actions_total{action="lower",policy="rec-cap/llm"}' in text
+    assert 'climatik_workqueue_depth{queue="recommend"}' in text
+    assert 'climatik_leader_election_is_leader{lease="climatik-recommend"} 1.0' in text
+    lease = run_kubectl(control_plane, "get", "lease", "-n", LEASE_NAMESPACE, "climatik-recommend", "-o", "json")
+    assert lease.returncode == 0, lease.stderr
+
+
+def test_the_log_names_no_unexpected_errors(recommender: ClimatikProcess) -> None:
+    errors = [line for line in recommender.output().splitlines() if '"level": "error"' in line]
+    assert errors == []
+
+
+def _settled(read: Callable[[], T], *, quiet: float = 1.0, timeout: float = 30.0) -> T:
+    """`read()` once it has stayed the same for `quiet` seconds."""
+    deadline = time.monotonic() + timeout
+    last = read()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"still changing after {timeout} s: {last!r}")
+
+
+def _reconciles(port: int) -> float:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("climatik_controller_reconcile_total{") and 'controller="recommend"' in line)
+
+
+def _port(proc: ClimatikProcess) -> int | None:
+    for line in proc.output().splitlines():
+        if '"process_started"' in line:
+            return int(json.loads(line)["port"])
+    return None

@@ -1,0 +1,187 @@
+"""A small world for the recommender's reconciler: an in-process API server, caches that always show what it
+holds, a fake clock, and a deterministic plug-in algorithm, so that tests read like a cluster's story."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from climatik.algorithms import (
+    AlgorithmInput,
+    AlgorithmOutput,
+    AlgorithmRegistry,
+    ParamReader,
+    Targets,
+    builtin_factories,
+)
+from climatik.api import format_precise_time
+from climatik.clock import FakeClock
+from climatik.kube.events import EventRecorder
+from climatik.kube.objects import Obj
+from climatik.kube.resources import EVENTS, NODE_FREQUENCIES, POLICIES, Resource
+from climatik.kube.store import IndexFunc, Store
+from climatik.kube.testing import FakeCluster, FakeKubeClient
+from climatik.recommend.controller import RecommendReconciler
+from climatik.recommend.memory import Memory
+from climatik.recommend.metrics import RecommendMetrics
+from climatik.recommend.nodes import NodeWriter
+from climatik.recommend.planner import Planner
+from climatik.recommend.routing import POLICY_INDEXES
+
+STEPS = list(range(210, 1981, 15))
+
+
+class Fixed:
+    """A plug-in: on each new observation, caps every observed GPU at `mhz` while capping is required and
+    removes its caps otherwise."""
+
+    name = "fixed"
+
+    def __init__(self, mhz: int) -> None:
+        self.mhz = mhz
+
+    @classmethod
+    def create(cls, parameters: Mapping[str, str]) -> Fixed:
+        return cls(ParamReader(cls.name, parameters, ("mhz",)).integer("mhz", 1200, minimum=1, maximum=10000) or 1)
+
+    def step(self, inp: AlgorithmInput) -> AlgorithmOutput:
+        if inp.observation.at == inp.state.get("seen"):
+            return AlgorithmOutput(inp.current, dict(inp.state), "no new observation")
+        gpus = {gpu.uuid: self.mhz for gpu in inp.observation.gpus} if inp.observation.capping_required else {}
+        return AlgorithmOutput(Targets(gpus), {"seen": inp.observation.at}, "fixed")
+
+
+class LiveCache:
+    """A CacheReader over the fake cluster that is never behind (frozen objects, indexes, like the informer's)."""
+
+    def __init__(self, cluster: FakeCluster, resource: Resource,
+                 indexers: Mapping[str, IndexFunc] | None = None) -> None:
+        self._cluster = cluster
+        self._resource = resource
+        self._indexers = indexers
+
+    def _store(self) -> Store:
+        store = Store(self._indexers)
+        store.replace(self._cluster.objects(self._resource))
+        return store
+
+    def get(self, key: str) -> Obj | None:
+        return self._store().get(key)
+
+    def list(self) -> builtins.list[Obj]:
+        return self._store().list()
+
+    def keys(self) -> builtins.list[str]:
+        return self._store().keys()
+
+    def by_index(self, index: str, value: str) -> builtins.list[Obj]:
+        return self._store().by_index(index, value)
+
+
+class World:
+    """The cluster, the reconciler under test and the queue it asks to re-run (`requeued`)."""
+
+    def __init__(self) -> None:
+        self.cluster = FakeCluster()
+        self.client = FakeKubeClient(self.cluster)
+        self.clock = FakeClock()
+        self.registry = CollectorRegistry()
+        self.requeued: list[str] = []
+        self.policies = LiveCache(self.cluster, POLICIES, POLICY_INDEXES)
+        self.nodes = LiveCache(self.cluster, NODE_FREQUENCIES)
+        self.reconciler = self.build(self.registry)
+
+    def build(self, registry: CollectorRegistry | None = None) -> RecommendReconciler:
+        """A fresh reconciler with empty memory, as after a restart."""
+        metrics = RecommendMetrics(registry or CollectorRegistry())
+        memory = Memory()
+        writer = NodeWriter(api=self.client.node_frequencies, cache=self.nodes, metrics=metrics)
+        planner = Planner(policies=self.policies, writer=writer, memory=memory, enqueue=self.requeued.append,
+                          metrics=metrics)
+        algorithms = AlgorithmRegistry({**builtin_factories(), Fixed.name: Fixed.create})
+        return RecommendReconciler(
+            policies=self.policies, api=self.client.policies, writer=writer, planner=planner, memory=memory,
+            registry=algorithms, events=EventRecorder(self.client, component="climatik-recommend", clock=self.clock),
+            clock=self.clock, metrics=metrics)
+
+    # -- the cluster's story -------------------------------------------------------------------------------
+
+    def policy(self, name: str, *, namespace: str = "ml", limit: int = 1000, algorithm: str | None = "fixed",
+               parameters: dict[str, str] | None = None, **spec: Any) -> str:
+        body: dict[str, Any] = {"metadata": {"name": name, "namespace": namespace},
+                                "spec": {"powerCapLimit": limit, "selector": {"matchLabels": {"app": name}},
+                                         **spec}}
+        if algorithm is not None:
+            body["spec"]["customAlgorithms"] = [{"name": algorithm, "parameters": parameters or {}}]
+        self.client.policies.create(body)
+        return f"{namespace}/{name}"
+
+    def observe(self, key: str, gpus: dict[str, list[str]], *, power: float, capping: bool,
+                metrics: tuple[str, str] = ("True", "MetricsFresh")) -> None:
+        """Write the policy's status as the monitor would: power, GPUs per node, conditions, now."""
+        namespace, name = key.split("/")
+        current = self.client.policies.get(name, namespace=namespace).get("status") or {}
+        conditions = [c for c in current.get("conditions") or [] if c["type"] != "MetricsAvailable"]
+        conditions.append({"type": "MetricsAvailable", "status": metrics[0], "reason": metrics[1], "message": "",
+                           "lastTransitionTime": "2025-01-01T00:00:00Z"})
+        nodes = [{"name": node, "gpus": [{"uuid": uuid, "power": power / sum(map(len, gpus.values())),
+                                           "smClock": 1980} for uuid in uuids]} for node, uuids in gpus.items()]
+        status = {**current, "cappingActionRequired": capping, "currentPower": power, "nodes": nodes,
+                  "lastUpdated": format_precise_time(self.clock.wall()), "conditions": conditions}
+        self.cluster.patch(POLICIES, namespace, name, {"status": status}, subresource="status")
+
+    def inventory(self, node: str, uuids: list[str]) -> None:
+        """Report the node's GPUs as its tuner would (creating the object if the recommender has not)."""
+        if not any(o["metadata"]["name"] == node for o in self.cluster.objects(NODE_FREQUENCIES)):
+            self.client.node_frequencies.create({"metadata": {"name": node}, "spec": {"nodeName": node}})
+        gpus = [{"uuid": uuid, "index": i, "minFrequency": 210, "maxFrequency": 1980, "defaultFrequency": 1980,
+                 "supportedFrequencies": STEPS, "powerLimit": 700} for i, uuid in enumerate(uuids)]
+        self.cluster.patch(NODE_FREQUENCIES, None, node, {"status": {"inventory": {"gpus": gpus}}},
+                           subresource="status")
+
+    def reconcile(self, *keys: str) -> None:
+        for key in keys:
+            self.reconciler(key)
+
+    def delete(self, key: str) -> None:
+        namespace, name = key.split("/")
+        self.client.policies.delete(name, namespace=namespace)
+
+    # -- what a user sees ----------------------------------------------------------------------------------
+
+    def entries(self, node: str) -> list[tuple[str, int, str]]:
+        spec = self.client.node_frequencies.get(node)["spec"]
+        return [(e["gpuId"], e["targetFrequency"], e.get("policy")) for e in spec.get("gpuFrequencies") or []]
+
+    def status(self, key: str) -> dict[str, Any]:
+        namespace, name = key.split("/")
+        return dict(self.client.policies.get(name, namespace=namespace).get("status") or {})
+
+    def condition(self, key: str, type: str) -> tuple[str, str, str] | None:
+        for c in self.status(key).get("conditions") or []:
+            if c["type"] == type:
+                return c["status"], c["reason"], c["message"]
+        return None
+
+    def exists(self, key: str) -> bool:
+        namespace, name = key.split("/")
+        return any(o["metadata"]["name"] == name and o["metadata"]["namespace"] == namespace
+                   for o in self.cluster.objects(POLICIES))
+
+    def node_names(self) -> list[str]:
+        return sorted(o["metadata"]["name"] for o in self.cluster.objects(NODE_FREQUENCIES))
+
+    def events(self, key: str) -> list[tuple[str, str, str]]:
+        name = key.split("/")[1]
+        return [(e["type"], e["reason"], e["message"]) for e in self.cluster.objects(EVENTS)
+                if e["involvedObject"]["name"] == name]
+
+    def writes(self) -> list[tuple[str, str, str]]:
+        """(verb, kind, subresource) of every write except Events."""
+        return [(r.verb, r.resource.kind, r.subresource) for r in self.cluster.writes() if r.resource != EVENTS]
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, labels)

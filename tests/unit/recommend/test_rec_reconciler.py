@@ -1,0 +1,314 @@
+"""The recommender's reconciler against an in-process API server: targets land in the right NodeFrequencies
+objects, several policies share nodes, deletion cleans up, and a steady cluster costs nothing."""
+
+from __future__ import annotations
+
+import pytest
+from rec_world import World
+
+from climatik.api.constants import POLICY_FINALIZER
+from climatik.kube.errors import ConflictError
+from climatik.kube.resources import NODE_FREQUENCIES
+from climatik.kube.testing import FakeRequest
+
+GPU_A, GPU_B, GPU_C = "GPU-aaaa", "GPU-bbbb", "GPU-cccc"
+
+
+@pytest.fixture
+def world() -> World:
+    w = World()
+    w.inventory("n1", [GPU_A, GPU_B])
+    w.inventory("n2", [GPU_C])
+    return w
+
+
+def test_a_policy_over_its_threshold_caps_its_gpus_on_each_node_and_says_so(world: World) -> None:
+    llm = world.policy("llm", parameters={"mhz": "1200"})
+    world.observe(llm, {"n1": [GPU_A], "n2": [GPU_C]}, power=950, capping=True)
+    world.reconcile(llm)
+
+    assert world.entries("n1") == [(GPU_A, 1200, llm)]
+    assert world.entries("n2") == [(GPU_C, 1200, llm)]
+    status = world.status(llm)
+    assert status["recommendation"]["gpuFrequency"] == 1200 and status["recommendation"]["applied"] is True
+    assert world.condition(llm, "Actuated") == ("True", "TargetsWritten", "2 GPUs at 1200 MHz")
+    assert world.condition(llm, "Conflict")[0] == "False"  # type: ignore[index]
+    assert world.condition(llm, "InvalidSpec") == ("False", "Valid", "spec is valid")
+    assert status["currentPower"] == 950, "the monitor's fields are kept"
+    assert world.metric("climatik_recommend_policy_gpu_target_mhz", policy=llm) == 1200
+    assert world.metric("climatik_recommend_actions_total", policy=llm, action="lower") == 1
+    assert ("Normal", "TargetsChanged") in [e[:2] for e in world.events(llm)]
+
+
+def test_the_first_reconcile_adds_the_finalizer(world: World) -> None:
+    llm = world.policy("llm")
+    world.reconcile(llm)
+
+    namespace, name = llm.split("/")
+    assert world.client.policies.get(name, namespace=namespace)["metadata"]["finalizers"] == [POLICY_FINALIZER]
+
+
+def test_a_steady_cluster_costs_no_writes(world: World) -> None:
+    llm = world.policy("llm")
+    world.observe(llm, {"n1": [GPU_A]}, power=950, capping=True)
+    world.reconcile(llm)
+    before = len(world.writes())
+
+    for _ in range(3):
+        world.clock.advance(5)
+        world.reconcile(llm)
+
+    assert len(world.writes()) == before
+    assert world.metric("climatik_recommend_actions_total", policy=llm, action="hold") == 3
+
+
+def test_two_policies_on_one_node_merge_and_each_keeps_its_own_entry(world: World) -> None:
+    llm = world.policy("llm", parameters={"mhz": "1200"})
+    train = world.policy("train", parameters={"mhz": "900"})
+    world.observe(llm, {"n1": [GPU_A]}, power=950, capping=True)
+    world.observe(train, {"n1": [GPU_B]}, power=950, capping=True)
+    world.reconcile(llm, train)
+
+    assert world.entries("n1") == [(GPU_A, 1200, llm), (GPU_B, 900, train)]
+
+    world.clock.advance(10)
+    world.observe(train, {"n1": [GPU_B]}, power=500, capping=False)
+    world.reconcile(train)
+
+    assert world.entries("n1") == [(GPU_A, 1200, llm)]
+    assert world.metric("climatik_recommend_actions_total", policy=train, action="release") == 1
+
+
+def test_deleting_a_policy_removes_its_entries_before_its_finalizer(world: World) -> None:
+    llm, train = world.policy("llm"), world.policy("train")
+    world.observe(llm, {"n1": [GPU_A], "n2": [GPU_C]}, power=950, capping=True)
+    world.observe(train, {"n1": [GPU_B]}, power=950, capping=True)
+    world.reconcile(llm, train)
+    world.delete(llm)
+
+    assert world.exists(llm), "the finalizer holds the policy until its entries are gone"
+    world.reconcile(llm)
+
+    assert world.entries("n1") == [(GPU_B, 1200, train)]
+    assert world.entries("n2") == []
+    assert not world.exists(llm)
+    assert world.metric("climatik_recommend_policy_gpu_target_mhz", policy=llm) is None
+
+
+def test_a_failed_entry_removal_keeps_the_finalizer_until_it_succeeds(world: World) -> None:
+    llm = world.policy("llm")
+    world.observe(llm, {"n1": [GPU_A]}, power=950, capping=True)
+    world.reconcile(llm)
+    world.delete(llm)
+    world.cluster.fail_next(ConflictError("busy", status=409), count=5, verbs=["update"])
+
+    with pytest.raises(ConflictError):
+        world.reconcile(llm)
+    assert world.exists(llm) and world.entries("n1") == [(GPU_A, 1200, llm)]
+
+    world.reconcile(llm)
+    assert not world.exists(llm) and world.entries("n1") == []
+
+
+def test_a_policy_deleted_without_the_finalizer_loses_its_entries_on_the_next_pass(world: World) -> None:
+    llm = world.policy("llm")
+    world.observe(llm, {"n1": [GPU_A]}, power=950, capping=True)
+    world.reconcile(llm)
+    namespace, name = llm.split("/")
+    policy = world.client.policies.get(name, namespace=namespace)
+    policy["metadata"]["finalizers"] = []
+    world.client.policies.replace(policy)
+    world.delete(llm)
+
+    world.reconcile(llm)
+    assert world.entries("n1") == []
+
+
+def test_a_write_that_races_the_tuner_is_retried_and_lands(world: World) -> None:
+    llm = world.policy("llm")
+    world.observe(llm, {"n1": [GPU_A]}, power=950, capping=True)
+    raced = False
+
+    def tuner_writes_status(request: FakeRequest) -> None:
+        nonlocal raced
+        if request.verb == "update" and request.resource == NODE_FREQUENCIES and not raced:
+            raced = True
+            world.cluster.patch(NODE_FREQUENCIES, None, "n1", {"status": {"lastUpdated": "2025-01-01T00:00:01Z"}},
+                                subresource="status")
+
+    world.cluster.add_reactor(tuner_writes_status)
+    world.reconcile(llm)
+
+    assert raced
+    assert world.entries("n1") == [(GPU_A, 1200, llm)]
+
+
+def test_an_observed_node_without_an_object_gets_an_empty_one_and_the_policy_waits(world: World) -> None:
+    llm = world.policy("llm")
+    world.observe(llm, {"n3": ["GPU-new"]}, power=950, capping=True)
+    world.reconcile(llm)
+
+    assert "n3" in world.node_names()
+    assert world.entries("n3") == []
+    actuated = world.condition(llm, "Actuated")
+    assert actuated is not None and actuated[:2] == ("False", "WaitingForInventory") and "GPU-new" in actuated[2]
+
+
+def test_inventory_arriving_later_acts_on_the_observation_it_waited_with(world: World) -> None:
+    llm = world.policy("llm")
+    world.observe(llm, {"n3": ["GPU-new"]}, power=950, capping=True)
+    world.reconcile(llm)
+
+    world.inventory("n3", ["GPU-new"])
+    world.reconcile(llm)
+
+    assert world.entries("n3") == [("GPU-new", 1200, llm)]
+    assert world.condition(llm, "Actuated")[:2] == ("True", "TargetsWritten")  # type: ignore[index]
+
+
+def test_dry_run_reports_targets_and_writes_no_entries(world: World) -> None:
+    trial = world.policy("trial", dryRun=True)
+    world.observe(trial, {"n1": [GPU_A]}, power=950, capping=True)
+    world.reconcile(trial)
+
+    assert world.entries("n1") == []
+    recommendation = world.status(trial)["recommendation"]
+    assert recommendation["gpuFrequency"] == 1200 and recommendation["applied"] is False
+    assert world.condition(trial, "Actuated")[:2] == ("False", "DryRun")  # type: ignore[index]
+    assert [e[:2] for e in world.events(trial)] == [("Normal", "DryRunTargets")]
+    assert not any(kind == NODE_FREQUENCIES.kind and verb == "update" for verb, kind, _ in world.writes())
+
+
+def test_switching_to_dry_run_removes_the_entries_and_back_writes_them_again(world: World) -> None:
+    llm = world.policy("llm")
+    world.observe(llm, {"n1": [GPU_A]}, power=950, capping=True)
+    world.reconcile(llm)
+    namespace, name = llm.split("/")
+
+    world.cluster.patch(world.client.policies.resource, namespace, name, {"spec": {"dryRun": True}})
+    world.reconcile(llm)
+    assert world.entries("n1") == []
+
+    world.cluster.patch(world.client.policies.resource, namespace, name, {"spec": {"dryRun": False}})
+    world.reconcile(llm)
+    assert world.entries("n1") == [(GPU_A, 1200, llm)]
+
+
+def test_an_unknown_algorithm_is_reported_and_drives_nothing(world: World) -> None:
+    bad = world.policy("bad", algorithm="no-such-algorithm")
+    world.observe(bad, {"n1": [GPU_A]}, power=950, capping=True)
+    world.reconcile(bad)
+
+    invalid = world.condition(bad, "InvalidSpec")
+    assert invalid is not None and invalid[:2] == ("True", "InvalidSpec") and "no-such-algorithm" in invalid[2]
+    assert world.condition(bad, "Actuated")[:2] == ("False", "Invalid")  # type: ignore[index]
+    assert world.entries("n1") == []
+    assert [e[:2] for e in world.events(bad)] == [("Warning", "InvalidSpec")]
+
+    world.reconcile(bad)
+    assert len(world.events(bad)) == 1, "a standing problem is told once"
+
+
+def test_a_policy_that_turns_invalid_holds_the_caps_it_had(world: World) -> None:
+    llm = world.policy("llm")
+    world.observe(llm, {"n1": [GPU_A]}, power=950, capping=True)
+    world.reconcile(llm)
+    namespace, name = llm.split("/")
+
+    world.cluster.patch(world.client.policies.resource, namespace, name,
+                        {"spec": {"customAlgorithms": [{"name": "fixed", "parameters": {"mhz": "fast"}}]}})
+    world.clock.advance(10)
+    world.observe(llm, {"n1": [GPU_A]}, power=500, capping=False)
+    world.reconcile(llm)
+
+    assert world.entries("n1") == [(GPU_A, 1200, llm)]
+    assert world.condition(llm, "InvalidSpec")[0] == "True"  # type: ignore[index]
+    assert world.status(llm)["recommendation"]["applied"] is False
+
+
+def test_lost_metrics_hold_the_caps_although_the_algorithm_would_release_them(world: World) -> None:
+    llm = world.policy("llm")
+    world.observe(llm, {"n1": [GPU_A]}, power=950, capping=True)
+    world.reconcile(llm)
+
+    world.clock.advance(10)
+    world.observe(llm, {"n1": [GPU_A]}, power=100, capping=False, metrics=("False", "PrometheusError"))
+    world.reconcile(llm)
+
+    assert world.entries("n1") == [(GPU_A, 1200, llm)]
+    actuated = world.condition(llm, "Actuated")
+    assert actuated is not None and actuated[:2] == ("True", "Holding") and "PrometheusError" in actuated[2]
+
+
+def test_a_stale_observation_holds_the_caps(world: World) -> None:
+    llm = world.policy("llm")
+    world.observe(llm, {"n1": [GPU_A]}, power=950, capping=True)
+    world.reconcile(llm)
+    world.clock.advance(10)
+    world.observe(llm, {"n1": [GPU_A]}, power=100, capping=False)
+
+    world.clock.advance(600)
+    world.reconcile(llm)
+
+    assert world.entries("n1") == [(GPU_A, 1200, llm)]
+
+
+def test_a_restart_keeps_entries_and_resumes_the_algorithm_state_from_status(world: World) -> None:
+    llm = world.policy("llm")
+    world.observe(llm, {"n1": [GPU_A]}, power=950, capping=True)
+    world.reconcile(llm)
+    world.reconciler = world.build()
+    before = len(world.writes())
+
+    world.reconcile(llm)
+
+    assert world.entries("n1") == [(GPU_A, 1200, llm)]
+    assert len(world.writes()) == before, "the same observation is not acted on twice"
+
+
+def test_two_policies_claiming_one_gpu_are_both_told_and_the_winner_drives_it(world: World) -> None:
+    first = world.policy("first", parameters={"mhz": "900"}, priority=5)
+    second = world.policy("second", parameters={"mhz": "1500"})
+    world.observe(first, {"n1": [GPU_A]}, power=950, capping=True)
+    world.observe(second, {"n1": [GPU_A, GPU_B]}, power=950, capping=True)
+    world.reconcile(first)
+
+    won = world.condition(first, "Conflict")
+    assert won is not None and won[:2] == ("True", "WinsSharedGpus") and second in won[2]
+    assert ("Warning", "Conflict") in [e[:2] for e in world.events(first)]
+    assert world.requeued == [second], "the other policy is asked to report the conflict too"
+
+    world.reconcile(second)
+    assert world.entries("n1") == [(GPU_A, 900, first), (GPU_B, 1500, second)]
+    lost = world.condition(second, "Conflict")
+    assert lost is not None and lost[:2] == ("True", "LosesSharedGpus")
+    assert first in lost[2] and "higher priority: 5 over 0" in lost[2]
+    assert world.condition(second, "Actuated")[:2] == ("False", "Conflict")  # type: ignore[index]
+    assert world.status(second)["recommendation"]["applied"] is False
+
+
+def test_the_conflict_clears_when_the_other_policy_goes(world: World) -> None:
+    first, second = world.policy("first", priority=5), world.policy("second")
+    world.observe(first, {"n1": [GPU_A]}, power=950, capping=True)
+    world.observe(second, {"n1": [GPU_A]}, power=950, capping=True)
+    world.reconcile(first, second, first)
+    world.requeued.clear()
+
+    world.delete(first)
+    world.reconcile(first)
+    assert second in world.requeued
+    world.reconcile(second)
+
+    assert world.condition(second, "Conflict")[:2] == ("False", "NoSharedGpus")  # type: ignore[index]
+
+
+def test_the_default_algorithm_lowers_the_clocks_of_a_workload_over_its_budget(world: World) -> None:
+    llm = world.policy("llm", algorithm=None)
+    world.observe(llm, {"n1": [GPU_A, GPU_B]}, power=1300, capping=True)
+    world.reconcile(llm)
+
+    entries = world.entries("n1")
+    assert [gpu for gpu, _, _ in entries] == [GPU_A, GPU_B]
+    assert all(210 <= mhz < 1980 and mhz in range(210, 1981, 15) for _, mhz, _ in entries)
+    assert entries[0][1] == entries[1][1], "one workload's GPUs share one clock"
+    assert world.status(llm)["recommendation"]["algorithm"] == "closed-loop"
