@@ -39,6 +39,9 @@ lint: $(BIN)/.installed ## ruff and mypy
 bench: setup ## Benchmarks under hack/bench (prints tables)
 	@for b in hack/bench/*/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+demo: setup ## The whole loop locally on simulated GPU nodes: live line, summary, out/demo/climatik-demo.png
+	$(BIN)/python hack/demo.py $(DEMO_ARGS)
+
 testenv: setup ## Run a kube-apiserver + etcd with the CRDs by hand; prints its kubeconfig
 	$(BIN)/python hack/testenv.py
 
