@@ -6,6 +6,7 @@ so the manifests can configure the controllers from ConfigMaps and the downward 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -47,9 +48,15 @@ class Duration(click.ParamType[float]):
         return seconds
 
 
-def common_options(func: F) -> F:
-    """Options every controller takes: API access, the metrics/health port, shutdown, leader election."""
-    options = [
+def _apply(func: F, options: list[Callable[[F], F]]) -> F:
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def process_options(func: F) -> F:
+    """Options every controller takes: API access, the metrics/health port, shutdown."""
+    return _apply(func, [
         click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, envvar="KUBECONFIG",
                      help="Kubeconfig file; in a pod, the service account is used when unset."),
         click.option("--metrics-port", type=int, default=8080, show_default=True,
@@ -57,6 +64,12 @@ def common_options(func: F) -> F:
         click.option("--metrics-host", default="0.0.0.0", show_default=True),
         click.option("--grace-period", type=float, default=25.0, show_default=True,
                      help="Seconds in-flight work may take to finish after SIGTERM."),
+    ])
+
+
+def leader_options(func: F) -> F:
+    """Options of the leader-elected controllers (monitor, recommend)."""
+    return _apply(func, [
         click.option("--leader-elect/--no-leader-elect", default=False, show_default=True,
                      help="Run only while holding the component's Lease (one active replica)."),
         click.option("--leader-election-namespace", default="climatik-system", show_default=True,
@@ -66,24 +79,29 @@ def common_options(func: F) -> F:
         click.option("--lease-duration", type=float, default=15.0, show_default=True),
         click.option("--renew-deadline", type=float, default=10.0, show_default=True),
         click.option("--retry-period", type=float, default=2.0, show_default=True),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    ])
+
+
+def common_options(func: F) -> F:
+    """Process and leader-election options together."""
+    return process_options(leader_options(func))
 
 
 def common_settings(kwargs: dict[str, Any]) -> CommonSettings:
-    """Take the common options out of a command's keyword arguments."""
-    identity = kwargs.pop("leader_election_identity")
+    """Take the process (and, where present, leader-election) options out of a command's keyword arguments."""
+    defaults = CommonSettings()
+    identity = kwargs.pop("leader_election_identity", None)
     settings = CommonSettings(
         kubeconfig=kwargs.pop("kubeconfig"), metrics_port=kwargs.pop("metrics_port"),
         metrics_host=kwargs.pop("metrics_host"), grace_period=kwargs.pop("grace_period"),
-        leader_elect=kwargs.pop("leader_elect"), leader_election_namespace=kwargs.pop("leader_election_namespace"),
-        lease_duration=kwargs.pop("lease_duration"), renew_deadline=kwargs.pop("renew_deadline"),
-        retry_period=kwargs.pop("retry_period"),
+        leader_elect=kwargs.pop("leader_elect", False),
+        leader_election_namespace=kwargs.pop("leader_election_namespace", defaults.leader_election_namespace),
+        lease_duration=kwargs.pop("lease_duration", defaults.lease_duration),
+        renew_deadline=kwargs.pop("renew_deadline", defaults.renew_deadline),
+        retry_period=kwargs.pop("retry_period", defaults.retry_period),
     )
     if identity:
-        settings = CommonSettings(**{**settings.__dict__, "leader_election_identity": identity})
+        settings = dataclasses.replace(settings, leader_election_identity=identity)
     return settings
 
 
@@ -157,7 +175,7 @@ def recommend(**kwargs: Any) -> None:
 
 
 @cli.command()
-@common_options
+@process_options
 @click.option("--node-name", required=True, envvar="NODE_NAME",
               help="This node (from the downward API); only its NodeFrequencies object is watched.")
 @click.option("--gpu-backend", type=click.Choice(["nvml", "sim", "none"]), default="nvml", show_default=True)
