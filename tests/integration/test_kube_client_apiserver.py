@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,17 +23,6 @@ from climatik.kube.status import create_or_update
 pytestmark = pytest.mark.integration
 
 
-def verified_kubeconfig(plane: testenv.ControlPlane, directory: Path) -> Path:
-    """The control plane's kubeconfig, trusting the apiserver's own CA instead of skipping verification."""
-    config = json.loads(plane.kubeconfig.read_text())
-    cluster = config["clusters"][0]["cluster"]
-    cluster.pop("insecure-skip-tls-verify", None)
-    cluster["certificate-authority"] = str(plane.workdir / "certs" / "apiserver.crt")
-    path = directory / "kubeconfig-verified"
-    path.write_text(json.dumps(config))
-    return path
-
-
 def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -46,7 +33,7 @@ def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
 
 @pytest.fixture(scope="module")
 def client(control_plane: testenv.ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClient]:
-    with connect(verified_kubeconfig(control_plane, tmp_path_factory.mktemp("kubeconfig")), timeout=10) as client:
+    with connect(control_plane.kubeconfig, timeout=10) as client:
         yield client
 
 

@@ -5,11 +5,9 @@ These tests own their control plane (started once for the module) because they k
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,17 +26,6 @@ from climatik.kube.resources import CONFIG_MAPS, NAMESPACES
 from climatik.kube.watch import WatchStream
 
 pytestmark = pytest.mark.integration
-
-
-def verified_kubeconfig(plane: testenv.ControlPlane, directory: Path) -> Path:
-    """The control plane's kubeconfig, trusting the apiserver's own CA instead of skipping verification."""
-    config = json.loads(plane.kubeconfig.read_text())
-    cluster = config["clusters"][0]["cluster"]
-    cluster.pop("insecure-skip-tls-verify", None)
-    cluster["certificate-authority"] = str(plane.workdir / "certs" / "apiserver.crt")
-    path = directory / "kubeconfig-verified"
-    path.write_text(json.dumps(config))
-    return path
 
 
 def eventually(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
@@ -61,7 +48,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testenv.ControlP
 
 @pytest.fixture(scope="module")
 def client(plane: testenv.ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClient]:
-    with connect(verified_kubeconfig(plane, tmp_path_factory.mktemp("kubeconfig")), timeout=10) as client:
+    with connect(plane.kubeconfig, timeout=10) as client:
         yield client
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
@@ -46,20 +45,9 @@ sys.exit(0 if kept else 1)
 """
 
 
-def verified_kubeconfig(plane: testenv.ControlPlane, directory: Path) -> Path:
-    """The control plane's kubeconfig, trusting the apiserver's own CA instead of skipping verification."""
-    config = json.loads(plane.kubeconfig.read_text())
-    cluster = config["clusters"][0]["cluster"]
-    cluster.pop("insecure-skip-tls-verify", None)
-    cluster["certificate-authority"] = str(plane.workdir / "certs" / "apiserver.crt")
-    path = directory / "kubeconfig-verified"
-    path.write_text(json.dumps(config))
-    return path
-
-
 @pytest.fixture(scope="module")
 def kubeconfig(control_plane: testenv.ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return verified_kubeconfig(control_plane, tmp_path_factory.mktemp("kubeconfig"))
+    return control_plane.kubeconfig
 
 
 @pytest.fixture(scope="module")
