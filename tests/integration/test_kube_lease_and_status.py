@@ -46,7 +46,7 @@ sys.exit(0 if kept else 1)
 
 
 @pytest.fixture(scope="module")
-def kubeconfig(control_plane: testenv.ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def kubeconfig(control_plane: testenv.ControlPlane) -> Path:
     return control_plane.kubeconfig
 
 
