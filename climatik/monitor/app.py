@@ -13,6 +13,7 @@ from climatik.kube.shell import ProcessShell
 from climatik.kube.store import POD_INDEXES
 from climatik.monitor.controller import MonitorReconciler
 from climatik.monitor.metrics import MonitorMetrics
+from climatik.monitor.pods import BY_LABEL, index_by_label
 from climatik.monitor.sampling import SAMPLE_KEY, LatestSample, Sampler
 from climatik.monitor.status import WritePolicy
 from climatik.prom import GpuSampler, PromClient, PromQueryMetrics, PromSettings, make_session, profile_named
@@ -43,7 +44,7 @@ def build(settings: MonitorSettings, common: CommonSettings, *, clock: Clock) ->
                       observer=PromQueryMetrics(wiring.registry), clock=clock)
     sampler_source = GpuSampler(prom, profile, max_sample_age_s=settings.max_sample_age)
     policies = wiring.informer(POLICIES, name="powercappingpolicies")
-    pods = wiring.informer(PODS, name="pods", indexers=POD_INDEXES)
+    pods = wiring.informer(PODS, name="pods", indexers={**POD_INDEXES, BY_LABEL: index_by_label})
     latest = LatestSample()
     policy_queue = wiring.queue("monitor")
     sample_queue = wiring.queue("monitor-sampler")

@@ -13,11 +13,11 @@ from climatik.kube.client import ResourceClient
 from climatik.kube.events import EventRecorder
 from climatik.kube.runner import Result
 from climatik.kube.status import update_status
-from climatik.kube.store import BY_NAMESPACE, CacheReader
+from climatik.kube.store import CacheReader
 from climatik.monitor.decision import DEFAULT_RELEASE_BAND, CappingDecision, decide
 from climatik.monitor.measure import measure
 from climatik.monitor.metrics import MonitorMetrics
-from climatik.monitor.pods import select_pods
+from climatik.monitor.pods import candidate_pods, select_pods
 from climatik.monitor.sampling import LatestSample, SampleOutcome
 from climatik.monitor.status import Verdict, WritePolicy, monitor_status
 
@@ -75,7 +75,7 @@ class MonitorReconciler:
         if age > self._max_age:
             return self._no_data(policy, was, "SampleStale", f"the last sample is {age:.0f} s old", problems)
         namespace = policy.metadata.namespace or ""
-        pods = select_pods(policy.spec.selector, self._pods.by_index(BY_NAMESPACE, namespace))
+        pods = select_pods(policy.spec.selector, candidate_pods(self._pods, namespace, policy.spec.selector))
         measurement = measure(pods, outcome.snapshot)
         if measurement.complete:
             capping = decide(policy.spec, measurement.power, was, release_band=self._band)

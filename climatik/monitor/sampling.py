@@ -61,6 +61,7 @@ class Sampler:
         self._failing = False
 
     def __call__(self, key: str) -> Result:
+        started = self._clock.now()
         taken_at = self._clock.wall().timestamp()
         try:
             outcome = SampleOutcome(self._fetch(), None, taken_at)
@@ -75,4 +76,5 @@ class Sampler:
         self._latest.set(outcome)
         for policy in self._policy_keys():
             self._enqueue(policy)
-        return Result(requeue_after=self._interval)
+        # The period runs from the start of one sample to the next, however long the queries took.
+        return Result(requeue_after=max(0.0, self._interval - (self._clock.now() - started)))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from climatik.api import LabelSelector, SelectorRequirement
+from climatik.kube.store import BY_NAMESPACE, POD_INDEXES, Store
 from climatik.monitor.measure import MAX_GPUS_PER_NODE, measure
-from climatik.monitor.pods import SelectedPod, select_pods
+from climatik.monitor.pods import BY_LABEL, SelectedPod, candidate_pods, index_by_label, select_pods
 from climatik.prom.profiles import PodKey
 from climatik.prom.snapshot import GpuReading, GpuSnapshot
 
@@ -104,3 +105,14 @@ def test_observations_are_bounded_and_say_so() -> None:
 def test_no_selected_pods_is_zero_power_with_complete_data() -> None:
     result = measure([], snapshot(reading("GPU-1", 100.0, "other")))
     assert result.power == 0.0 and result.complete and result.nodes == []
+
+
+def test_candidates_come_from_the_rarest_match_label_or_the_namespace() -> None:
+    store = Store({**POD_INDEXES, BY_LABEL: index_by_label})
+    for i in range(6):
+        store.upsert(pod(f"p{i}", {"app": "llm", "shard": "a" if i < 2 else "b"}))
+    store.upsert(pod("web", {"app": "web"}))
+    narrow = LabelSelector(match_labels={"app": "llm", "shard": "a"})
+    assert sorted(p["metadata"]["name"] for p in candidate_pods(store, "ns", narrow)) == ["p0", "p1"]
+    assert len(candidate_pods(store, "ns", LabelSelector())) == len(store.by_index(BY_NAMESPACE, "ns")) == 7
+    assert [p.key.name for p in select_pods(narrow, candidate_pods(store, "ns", narrow))] == ["p0", "p1"]

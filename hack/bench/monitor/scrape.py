@@ -1,0 +1,100 @@
+"""What the monitor benchmark reads: the monitor's own /metrics, the kube-apiserver's request counter, and the
+monitor process's memory and CPU time from /proc."""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "APPLY", "DELETECOLLECTION"})
+_REQUEST_TOTAL = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True)
+class MonitorCounters:
+    """One look at the monitor's runtime metrics (cumulative since it started)."""
+
+    at: float
+    samples: float = 0.0
+    sample_seconds: float = 0.0
+    reconciles: float = 0.0
+    reconcile_seconds: float = 0.0
+    query_seconds: dict[str, float] = field(default_factory=dict)
+    query_count: dict[str, float] = field(default_factory=dict)
+
+
+#: The runtime metrics' controller label -> (count field, seconds field) of MonitorCounters.
+_CONTROLLERS = {"monitor-sampler": ("samples", "sample_seconds"), "monitor": ("reconciles", "reconcile_seconds")}
+
+
+def fetch_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def parse_monitor(text: str, at: float) -> MonitorCounters:
+    values = dict.fromkeys(("samples", "sample_seconds", "reconciles", "reconcile_seconds"), 0.0)
+    query_seconds: dict[str, float] = {}
+    query_count: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            names = _CONTROLLERS.get(sample.labels.get("controller", ""))
+            if names and sample.name == "climatik_controller_reconcile_total":
+                values[names[0]] += sample.value
+            elif names and sample.name == "climatik_controller_reconcile_duration_seconds_sum":
+                values[names[1]] += sample.value
+            elif family.name == "climatik_prom_query_duration_seconds":
+                query = f"{sample.labels.get('query')}/{sample.labels.get('outcome')}"
+                if sample.name.endswith("_sum"):
+                    query_seconds[query] = sample.value
+                elif sample.name.endswith("_count"):
+                    query_count[query] = sample.value
+    return MonitorCounters(at=at, query_seconds=query_seconds, query_count=query_count, **values)
+
+
+def apiserver_writes(server: str, token: str, ca_file: Path) -> Counter[str]:
+    """Write requests the kube-apiserver has served since it started, by resource[/subresource]."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    request = urllib.request.Request(f"{server}/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, context=context, timeout=30) as response:
+        text = response.read().decode()
+    writes: Counter[str] = Counter()
+    for line in text.splitlines():
+        match = _REQUEST_TOTAL.match(line)
+        if match is None:
+            continue
+        labels = dict(_LABEL.findall(match["labels"]))
+        if labels.get("verb") in WRITE_VERBS:
+            resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+            writes[resource] += int(float(match["value"]))
+    return writes
+
+
+@dataclass(frozen=True)
+class ProcessUsage:
+    rss_kib: int
+    peak_rss_kib: int
+    cpu_seconds: float
+
+
+def process_usage(pid: int) -> ProcessUsage:
+    """Resident and peak resident memory, and user + system CPU time, of a live process."""
+    status = {line.split(":", 1)[0]: line.split(":", 1)[1] for line in
+              Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line}
+    # Fields after the command name (which may hold spaces); utime and stime are fields 14 and 15.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ProcessUsage(rss_kib=int(status["VmRSS"].split()[0]), peak_rss_kib=int(status["VmHWM"].split()[0]),
+                        cpu_seconds=ticks / _clock_ticks())
+
+
+def _clock_ticks() -> int:
+    return int(os.sysconf("SC_CLK_TCK"))

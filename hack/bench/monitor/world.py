@@ -1,0 +1,57 @@
+"""The API objects of the monitor benchmark: Running pods (one per GPU) and one policy per 40 pods.
+
+There is no scheduler or kubelet, so each pod costs two calls (create, then its Running status); a thread pool
+keeps the setup of thousands of pods within a couple of minutes. What exists already is kept, so a larger
+layout only adds to a smaller one.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from fleet import Layout
+from simworld import create_running_pod, ensure_namespace
+
+from climatik.kube.client import KubeClient
+from climatik.kube.resources import PODS, POLICIES, Resource
+
+#: Well above the 40 GPUs' draw (at most 16 kW), so no policy needs capping and the cluster stays steady.
+POWER_CAP_LIMIT_W = 24_000
+
+
+def policy_body(layout: Layout, policy: int) -> dict[str, object]:
+    return {"apiVersion": "climatik.io/v1alpha1", "kind": "PowerCappingPolicy",
+            "metadata": {"name": f"cap-{layout.app(policy)}", "namespace": layout.namespace},
+            "spec": {"powerCapLimit": POWER_CAP_LIMIT_W, "selector": {"matchLabels": {"app": layout.app(policy)}}}}
+
+
+def existing_names(client: KubeClient, resource: Resource, namespace: str) -> set[str]:
+    names: set[str] = set()
+    token = ""
+    while True:
+        page = client.list(resource, namespace=namespace, limit=2000, continue_token=token)
+        names.update(item["metadata"]["name"] for item in page.get("items") or [])
+        token = (page.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return names
+
+
+def create_world(client: KubeClient, layout: Layout, *, threads: int = 8) -> tuple[int, float]:
+    """Create the layout's missing pods and policies; (objects created, seconds taken)."""
+    started = time.perf_counter()
+    ensure_namespace(client, layout.namespace)
+    have = existing_names(client, PODS, layout.namespace)
+    missing = [pod for pod in layout.pods() if pod[0] not in have]
+
+    def create_pod(pod: tuple[str, str, dict[str, str]]) -> None:
+        name, node, labels = pod
+        create_running_pod(client, namespace=layout.namespace, name=name, node=node, labels=labels)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(create_pod, missing, chunksize=32))
+    policies = existing_names(client, POLICIES, layout.namespace)
+    new_policies = [p for p in range(layout.policies) if f"cap-{layout.app(p)}" not in policies]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(lambda p: client.create(POLICIES, policy_body(layout, p)), new_policies))
+    return len(missing) + len(new_policies), time.perf_counter() - started
