@@ -1,17 +1,25 @@
 """dynamic-frequency-scaler: the seed design's algorithm, kept as a simple, predictable alternative.
 
-On each new observation, once the last change has had `settle-seconds` (default "40") to show in the readings:
+On each new observation that shows the last change (climatik.algorithms.settle: taken at least `settle-seconds`,
+default "2", after it with every GPU at or under its new cap, or `settle-max-seconds`, default "60", after it):
 
-* while the monitor says capping is required (status.cappingActionRequired), every GPU's clock (the lower of
-  its cap and its measured clock; its maximum when neither is known) is multiplied by `scaling-factor` (default
-  "0.8", strictly between 0 and 1) and set as its cap, never below `min-frequency` (MHz; default: the hardware
-  minimum). Starting from the measured clock means a cap that did not take effect is not cut again and again;
-* when capping is not required, capped GPUs are raised by `step-up` MHz (default "100", at least one supported
-  step), and an entry is removed (the tuner restores the defaults) once its cap reaches the maximum. A step up
-  is taken only if power would stay under the release level even if it grew with the cube of the clock (an
-  upper bound for GPU power), so that raising, noise included, does not push the workload straight back over
-  the threshold and start a cut-and-raise cycle;
-* with no power, or an observation older than `stale-seconds` (default "180"), nothing changes.
+* while the measured power is at or above the threshold, every GPU's clock (the lower of its cap and its
+  measured clock; its maximum when neither is known) is multiplied by `scaling-factor` (default "0.8", strictly
+  between 0 and 1) and set as its cap, never below `min-frequency` (MHz; default: the hardware minimum).
+  Starting from the measured clock means a cap that did not take effect is not cut again and again. The
+  monitor's hysteresis flag (status.cappingActionRequired) is not used: it stays up down to the release level,
+  and cutting on it would cut a workload that already runs under the threshold;
+* while power is under the release level, capped GPUs are raised by `step-up` MHz (default "100", at least one
+  supported step), and an entry is removed (the tuner restores the defaults) once its cap reaches the maximum.
+  A step up is taken only if power would stay under the release level even if it grew with the cube of the
+  clock (an upper bound for GPU power), so that raising, noise included, does not push the workload straight
+  back over the threshold and start a cut-and-raise cycle;
+* in between, and with no power or an observation older than `stale-seconds` (default "180"), nothing changes.
+
+A raise of GPUs that ran at their caps shows once a reading reports a clock above the highest one they ran at
+before it. The one thing that does not wait for the last change to show is a cut after a raise: a reading over
+the threshold then shows clocks no higher than they are now, so cutting on it is safe (after a cut, an early
+reading may still carry the power from before it, and cutting again on it would cut twice for one overload).
 
 CPUs are not tuned by this algorithm.
 """
@@ -25,65 +33,94 @@ from climatik.algorithms.base import AlgorithmInput, AlgorithmOutput, GpuLimits,
 from climatik.algorithms.clamp import clamp_gpu, floor_gpu, step_above
 from climatik.algorithms.fresh import hold_reason
 from climatik.algorithms.params import ParamReader
+from climatik.algorithms.settle import settled
 from climatik.algorithms.state import as_float
 
 NAME = "dynamic-frequency-scaler"
-PARAMETERS = ("scaling-factor", "min-frequency", "step-up", "settle-seconds", "stale-seconds")
+PARAMETERS = ("scaling-factor", "min-frequency", "step-up", "settle-seconds", "stale-seconds", "settle-max-seconds")
+_VERSION = 2
 #: Power of a GPU grows at most with this power of its clock (dynamic power ~ f * V^2, V rising with f).
 _GROWTH_EXPONENT = 3.0
 
 
 class DynamicFrequencyScaler:
-    """Multiplicative decrease while capping is required, additive increase after; see the module docstring."""
+    """Multiplicative decrease while over the threshold, additive increase under the release level; see the module
+    docstring."""
 
     name = NAME
 
     def __init__(self, *, scaling_factor: float = 0.8, min_frequency: int | None = None, step_up: int = 100,
-                 settle_seconds: float = 40.0, stale_seconds: float = 180.0) -> None:
+                 settle_seconds: float = 2.0, stale_seconds: float = 180.0, settle_max_seconds: float = 60.0) -> None:
         self.scaling_factor = scaling_factor
         self.min_frequency = min_frequency
         self.step_up = step_up
         self.settle_seconds = settle_seconds
         self.stale_seconds = stale_seconds
+        self.settle_max_seconds = max(settle_max_seconds, settle_seconds)
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str] | None) -> DynamicFrequencyScaler:
         read = ParamReader(NAME, parameters, PARAMETERS)
+        settle = read.number("settle-seconds", 2.0, minimum=0.0, maximum=3600.0)
         return cls(
             scaling_factor=read.number("scaling-factor", 0.8, minimum=0.0, maximum=1.0, exclusive=True),
             min_frequency=read.integer("min-frequency", None, minimum=1, maximum=10000),
             step_up=read.integer("step-up", 100, minimum=1, maximum=10000) or 100,
-            settle_seconds=read.number("settle-seconds", 40.0, minimum=0.0, maximum=3600.0),
+            settle_seconds=settle,
             stale_seconds=read.number("stale-seconds", 180.0, minimum=1.0, maximum=86400.0),
+            settle_max_seconds=read.number("settle-max-seconds", max(60.0, settle), minimum=settle,
+                                           maximum=86400.0),
         )
 
     def step(self, inp: AlgorithmInput) -> AlgorithmOutput:
-        valid = inp.state.get("v") == 1
-        seen = as_float(inp.state.get("seen")) if valid else None
-        changed = as_float(inp.state.get("changed")) if valid else None
-        state: dict[str, Any] = {"v": 1, "seen": seen, "changed": changed}
-        held = hold_reason(inp, seen, self.stale_seconds)
+        valid = inp.state.get("v") == _VERSION
+        seen, threshold, changed, rise = (as_float(inp.state.get(key)) if valid else None
+                                          for key in ("seen", "threshold", "changed", "rise"))
+        raised = valid and inp.state.get("raised") is True
+        state: dict[str, Any] = {"v": _VERSION, "seen": seen, "threshold": threshold, "changed": changed,
+                                 "raised": raised or None, "rise": rise}
+        held = hold_reason(inp, seen, self.stale_seconds, last_threshold=threshold)
         obs = inp.observation
-        if held is not None or obs.at is None:
+        if held is not None or obs.at is None or obs.power is None:
             return AlgorithmOutput(inp.current, _compact(state), held or "holding: no power data")
-        state["seen"] = obs.at
+        state.update(seen=obs.at, threshold=inp.threshold_watts)
         gpus = self._gpus(inp)
         current: dict[str, int | None] = {
             uuid: mhz for uuid, mhz in inp.current.gpu_entries().items() if uuid in gpus}
-        targets: dict[str, int | None]
-        if changed is not None and obs.at < changed + self.settle_seconds:
-            targets, reason = current, "waiting for the last change to show"
-        elif obs.capping_required:
-            targets = {uuid: self._cut(inp, uuid, limits) for uuid, limits in gpus.items()}
-            reason = f"capping: scaling clocks by {self.scaling_factor}"
-        else:
-            raised = self._raise(inp, gpus, current)
-            targets, reason = (current, "holding: no safe step up") if raised is None else (
-                raised, f"releasing: raising clocks by {self.step_up} MHz")
+        wait = not settled(obs, current, changed, floor_s=self.settle_seconds, max_wait_s=self.settle_max_seconds,
+                           raised_from=rise)
+        # After a raise, a reading over the threshold, however early, shows clocks no higher than they are now:
+        # cutting on it is safe. After a cut, an early reading may still show the power from before it.
+        targets, reason = self._decide(inp, gpus, current, wait=wait, cut_only=wait and raised)
+        if targets is None:
+            return AlgorithmOutput(Targets(current), _compact(state), reason)
         result = Targets(targets)
-        if not result.same_as(Targets(current)):
-            state["changed"] = inp.now
+        if result.same_as(Targets(current)):
+            if not wait:
+                state.update(changed=None, raised=None, rise=None)
+        elif _lowered(current, targets, gpus):
+            state.update(changed=inp.now, raised=None, rise=None)
+        else:
+            state.update(changed=inp.now, raised=True, rise=_running_at_caps(inp, gpus, current))
         return AlgorithmOutput(result, _compact(state), reason)
+
+    def _decide(self, inp: AlgorithmInput, gpus: Mapping[str, GpuLimits], current: dict[str, int | None], *,
+                wait: bool, cut_only: bool) -> tuple[dict[str, int | None] | None, str]:
+        """New targets and why; None while the last change has not shown yet."""
+        power = inp.observation.power or 0.0
+        over = power >= inp.threshold_watts
+        if wait and not (cut_only and over):
+            return None, "waiting for the last change to show"
+        if over:
+            return ({uuid: self._cut(inp, uuid, limits) for uuid, limits in gpus.items()},
+                    f"capping: {power:.0f} W is over {inp.threshold_watts:.0f} W; scaling clocks by "
+                    f"{self.scaling_factor}")
+        if power >= inp.release_watts:
+            return current, "holding: power is within the band"
+        raised = self._raise(inp, gpus, current)
+        if raised is None:
+            return current, "holding: no safe step up"
+        return raised, f"releasing: raising clocks by {self.step_up} MHz"
 
     def _gpus(self, inp: AlgorithmInput) -> dict[str, GpuLimits]:
         """The workload's GPUs with known limits (plus, when observations were truncated, those capped now)."""
@@ -115,6 +152,24 @@ class DynamicFrequencyScaler:
         if (inp.observation.power or 0.0) * growth**_GROWTH_EXPONENT >= inp.release_watts:
             return None
         return raised
+
+
+def _lowered(before: Mapping[str, int | None], after: Mapping[str, int | None],
+             gpus: Mapping[str, GpuLimits]) -> bool:
+    """Whether some GPU's cap went down (no entry: its maximum)."""
+    return any((after.get(uuid) or limits.max_frequency) < (before.get(uuid) or limits.max_frequency)
+               for uuid, limits in gpus.items())
+
+
+def _running_at_caps(inp: AlgorithmInput, gpus: Mapping[str, GpuLimits], caps: Mapping[str, int | None]) -> int | None:
+    """The highest clock of the GPUs that run at their caps (their maximum: no cap); None when none does."""
+    clocks = []
+    for uuid, limits in gpus.items():
+        reading = inp.observation.gpu(uuid)
+        cap = caps.get(uuid) or limits.max_frequency
+        if reading is not None and reading.sm_clock is not None and reading.sm_clock >= 0.97 * cap:
+            clocks.append(reading.sm_clock)
+    return max(clocks, default=None)
 
 
 def _compact(state: dict[str, Any]) -> dict[str, Any]:

@@ -4,9 +4,10 @@ Each GPU draws `idle + D * ((1 - theta) + theta * x ** exponent)`, where x is it
 maximum and `theta` the share of its above-idle power at full clock that follows the clock (about 0.8 for
 compute-bound work, 0.5 for memory-bound decoding). The curve is anchored at every new measurement (D is
 whatever makes it pass through the measured power at the measured clock), so a change of load moves the anchor
-and never the shape; only `theta` is learned, from how far power actually moved after a change compared with
-the prediction. A GPU that runs below its cap (idle, memory-bound, firmware limited) gains nothing from a
-higher cap, so its curve is flat above the measured point.
+and never the shape; only `theta` is learned, from how far power moved after a change compared with how far
+the measured clocks moved, and only when the two fit together (a load that changed meanwhile teaches nothing).
+A GPU that runs below its cap (idle, memory-bound, firmware limited) gains nothing from a higher cap, so its
+curve is flat above the measured point.
 """
 
 from __future__ import annotations
@@ -20,8 +21,20 @@ from dataclasses import dataclass
 PRIOR_THETA = 0.8
 THETA_MIN = 0.1
 THETA_MAX = 1.0
-#: Learn only from changes the model expected to move power by at least this share, so noise cannot dominate.
+#: Cuts assume that between this much and this much of the above-idle power follows the clock, so that a
+#: misleading lesson (a load that changed while the clocks did) can neither make the model ask for a cut to the
+#: floor nor leave a burst uncapped...
+CUT_THETA = (0.5, 0.9)
+#: ... and raises at least this much, so that such a lesson cannot make a raise to the maximum look harmless.
+RAISE_THETA = (0.5, 1.0)
+#: What a clock change alone can do to power; a change outside this range means the load moved meanwhile.
+PLAUSIBLE_THETA = (0.2, 1.02)
+#: Learn only from clock movements that should move power by at least this share, so noise cannot dominate...
 MIN_EXCITATION = 0.05
+#: ... and by at least this many times the load's own step-to-step power variation (bursty serving).
+NOISE_MARGIN = 3.0
+#: Learn only while the clocks move at least this share of the power: the idle estimate dominates the rest.
+MIN_DYNAMIC_SHARE = 0.5
 #: How many recent gain observations the median is taken over (robust to a single outlier).
 HISTORY = 3
 #: Idle power as a share of the board power limit when the inventory reports a limit (H100: 75 W of 700 W).
@@ -87,17 +100,29 @@ class PowerModel:
         return other + sum(self.gpu_power(point, x) for point, x in zip(points, xs, strict=True))
 
 
-def observed_theta(theta_used: float, share: float, before: float, predicted: float, after: float) -> float | None:
-    """The full-clock theta a change revealed (None: the change was too small to tell from noise).
+def observed_theta(share_before: float, share_after: float, dyn_before: float, before: float, after: float, *,
+                   noise: float = 0.0) -> float | None:
+    """The full-clock theta a change revealed, from how far the measured clocks and the power moved.
 
-    The predicted movement is proportional to the local theta at the operating point `share` (x ** exponent
-    before the change), so the actual over predicted movement scales it; it is then converted back to full clock.
+    `share_*` are the GPUs' operating shares (x ** exponent, weighted by above-idle power) measured before and after
+    the change, `dyn_before` their above-idle power before it, `before`/`after` the workload's power, `noise` how
+    much the load's power varies from one reading to the next by itself (a share). Measured clocks, not the caps
+    that were set, so that a cap that did not bite or a reading that predates the change teaches nothing. None
+    when the clocks hardly moved compared with the noise, when the GPUs were near idle, or when power did not
+    move in a way the clock change can explain: the load changed meanwhile (a burst), and learning from it would
+    teach the model that the clock does not matter (or matters more than it can).
     """
-    expected = predicted - before
-    if before <= 0.0 or abs(expected) < MIN_EXCITATION * before:
+    if before <= 0.0 or dyn_before < MIN_DYNAMIC_SHARE * before or share_before <= 0.0:
         return None
-    local = min(max(_local(theta_used, share) * (after - before) / expected, 1e-3), 1.0)
-    full = local / (local + share * (1.0 - local))
+    clock_term = dyn_before * (share_after / share_before - 1.0)
+    if abs(clock_term) < max(MIN_EXCITATION, NOISE_MARGIN * noise) * before:
+        return None
+    local = (after - before) / clock_term
+    if local <= 0.0:
+        return None
+    full = local / (local + share_before * (1.0 - local))
+    if not PLAUSIBLE_THETA[0] <= full <= PLAUSIBLE_THETA[1]:
+        return None
     return min(max(full, THETA_MIN), THETA_MAX)
 
 

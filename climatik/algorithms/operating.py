@@ -7,7 +7,7 @@ for the GPUs whose limits are known, and turns clock fractions back into snapped
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from climatik.algorithms.base import AlgorithmInput, CpuKey, GpuLimits
 from climatik.algorithms.clamp import clamp_cpu, clamp_gpu, floor_gpu
@@ -51,6 +51,34 @@ def workload(inp: AlgorithmInput, min_frequency: int | None) -> Workload:
         limits[gpu.uuid] = gpu_limits
     other = total - sum(point.power for point in points)
     return Workload(tuple(points), limits, other)
+
+
+def anchored_at(work: Workload, x: float) -> Workload:
+    """The workload as if every GPU ran at least at clock fraction `x`: how a reading that may predate the last
+    change (or average across it) is read, so that it asks for no more than the load itself added."""
+    bound = min(max(x, 0.0), 1.0)
+    return Workload(tuple(replace(p, x_op=max(p.x_op, bound)) for p in work.points), work.limits, work.other)
+
+
+def above_idle(work: Workload) -> float:
+    """The GPUs' power above their idle estimate: what their clocks can move."""
+    return sum(max(p.power - p.idle, 0.0) for p in work.points)
+
+
+def raised(work: Workload, before: Mapping[str, int | None], after: Mapping[str, int | None]) -> bool:
+    """Whether going from caps `before` to `after` raised some GPU's cap and lowered none."""
+    old, new = fractions(work, before), fractions(work, after)
+    return old != new and all(b >= a - 1e-9 for a, b in zip(old, new, strict=True))
+
+
+def raised_from(work: Workload, before: Mapping[str, int | None], after: Mapping[str, int | None]) -> float | None:
+    """For a change that only raised caps: the highest clock (MHz) measured on a GPU that ran at its cap before
+    it (a reading shows the raise once some clock is above it). None for other changes, or when no GPU ran at its
+    cap (the raise then has no visible signature)."""
+    if not raised(work, before, after):
+        return None
+    binding = [p.x_op * p.max_mhz for p in work.points if p.binding]
+    return max(binding) if binding else None
 
 
 def gpu_targets(work: Workload, xs: list[float]) -> dict[str, int | None]:

@@ -27,6 +27,8 @@ VARIANTS = [
     Variant("closed-loop, settle-seconds=2", DEFAULT_ALGORITHM, {"settle-seconds": "2"}),
     Variant("closed-loop, cappingThreshold=100", DEFAULT_ALGORITHM, capping_threshold=100),
     Variant("closed-loop, both", DEFAULT_ALGORITHM, {"settle-seconds": "2"}, capping_threshold=100),
+    Variant("closed-loop, cappingThreshold=98", DEFAULT_ALGORITHM, capping_threshold=98),
+    Variant("DFS, cappingThreshold=100", "dynamic-frequency-scaler", capping_threshold=100),
 ]
 
 LEGEND = """\

@@ -1,9 +1,10 @@
 """A small GPU plant for algorithm tests: N GPUs whose power follows the clock, with noise and lag.
 
 Each GPU draws `idle + u * (p_max - idle) * (beta + (1 - beta) * (f / f_max) ** 2.7)` at load u. A cap set at
-one tick is running by the next; the power reading lags the clock by `power_lag` ticks, as DCGM averages and
-scrapes do. `run` drives an algorithm through the framework (`run_step`) with a simulated clock, persisting its
-state as text between steps as the recommender does.
+one tick is running by the next; a reading (power and SM clock, taken together as the exporter collects them)
+is `power_lag` ticks old when it is observed, as slow exporter collects and scrapes make it, although it carries
+the time it is observed at. `run` drives an algorithm through the framework (`run_step`) with a simulated
+clock, persisting its state as text between steps as the recommender does.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class Plant:
     seed: int = 7
     clocks: list[int] = field(init=False)
     cpu_fraction: dict[str, float] = field(init=False)
-    history: list[tuple[float, list[float]]] = field(init=False, default_factory=list)
+    history: list[tuple[list[float], list[int]]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.clocks = [MAX_MHZ] * self.gpus
@@ -85,14 +86,14 @@ class Plant:
         return sum(self.gpu_power(t, i) for i in range(self.gpus)) + cpu
 
     def tick(self, t: float) -> None:
-        """Record the power drawn at time t (what a reading `power_lag` ticks later reports)."""
-        self.history.append((t, [self.gpu_power(t, i) for i in range(self.gpus)]))
+        """Record the power drawn and the clocks run at time t (what a reading `power_lag` ticks later reports)."""
+        self.history.append(([self.gpu_power(t, i) for i in range(self.gpus)], list(self.clocks)))
 
     def observe(self, t: float) -> Observation:
-        _, powers = self.history[max(len(self.history) - 1 - self.power_lag, 0)]
+        powers, clocks = self.history[max(len(self.history) - 1 - self.power_lag, 0)]
         noisy = [p * (1 + self.rng.gauss(0, self.noise)) for p in powers]
         cpu = sum(self.cpu_watts_per_node * f for f in self.cpu_fraction.values())
-        readings = tuple(GpuReading(self.uuid(i), self.node(i), noisy[i], self.clocks[i]) for i in range(self.gpus))
+        readings = tuple(GpuReading(self.uuid(i), self.node(i), noisy[i], clocks[i]) for i in range(self.gpus))
         return Observation(at=t, power=sum(noisy) + cpu, gpus=readings)
 
     def apply(self, targets: Targets) -> None:

@@ -29,7 +29,7 @@ def test_converges_under_the_threshold_from_30_percent_over(lag: int) -> None:
 
     assert trace.power[0] <= spec.threshold_watts  # the very first step already brings it under
     assert all(p <= spec.threshold_watts * 1.01 for p in settled_power(trace, 20))
-    assert min(settled_power(trace)) >= spec.threshold_watts * 0.9  # without giving away much performance
+    assert min(settled_power(trace)) >= spec.threshold_watts * 0.97  # it aims at the threshold itself
     assert trace.changes() <= 3
 
 
@@ -233,3 +233,100 @@ def test_garbage_state_is_a_fresh_start_not_a_crash() -> None:
     for state in ('{"v": 2, "gains": ["x", 7, null], "anchor": [1, 2]}', "not json", "[1,2]"):
         targets, _, _ = one_step(ClosedLoop(), plant, 3000.0, plant.observe(T0), current=Targets(), state=state)
         assert targets.gpu_entries()
+
+
+def readings(plant: Plant, at: float, *, mhz: int, watts: float) -> Observation:
+    """Every GPU of `plant` read at `mhz` drawing `watts`."""
+    gpus = tuple(GpuReading(plant.uuid(i), plant.node(i), watts, mhz) for i in range(plant.gpus))
+    return Observation(at=at, power=watts * plant.gpus, gpus=gpus)
+
+
+def clock_of(targets: Targets) -> int:
+    (mhz,) = set(targets.gpu_entries().values())
+    return mhz
+
+
+THRESHOLD = 4000.0
+
+
+def test_cuts_further_before_the_last_cut_shows_when_the_load_grows() -> None:
+    plant = Plant()
+    algorithm = ClosedLoop()
+    first, state, _ = one_step(algorithm, plant, THRESHOLD, readings(plant, T0, mhz=MAX_MHZ, watts=650.0),
+                               current=Targets())
+    # One second later the reading still carries the power from before the cut: collected before it took
+    # effect (old clocks), or averaged across it (new clocks already).
+    collected_before = readings(plant, T0 + 1, mhz=MAX_MHZ, watts=650.0)
+    averaged_across = readings(plant, T0 + 1, mhz=clock_of(first), watts=650.0)
+    grown_load = readings(plant, T0 + 1, mhz=MAX_MHZ, watts=780.0)
+    for early in (collected_before, averaged_across):
+        held, _, reason = one_step(algorithm, plant, THRESHOLD, early, current=first, state=state, now=T0 + 2)
+        assert held.gpu_entries() == first.gpu_entries(), "a reading from before the cut asks for no second cut"
+        assert reason.startswith("waiting")
+    further, _, _ = one_step(algorithm, plant, THRESHOLD, grown_load, current=first, state=state, now=T0 + 2)
+
+    assert clock_of(further) < clock_of(first), "a load that grew is cut further at once"
+
+
+def test_a_burst_right_after_a_cut_teaches_the_model_nothing() -> None:
+    plant = Plant()
+    algorithm = ClosedLoop()
+    first, state, _ = one_step(algorithm, plant, THRESHOLD, readings(plant, T0, mhz=MAX_MHZ, watts=650.0),
+                               current=Targets())
+    mhz = clock_of(first)
+    expected = 75.0 + 575.0 * (0.2 + 0.8 * (mhz / MAX_MHZ) ** 2.7)  # what the cut alone does to a steady load
+    _, steady, _ = one_step(algorithm, plant, THRESHOLD, readings(plant, T0 + 5, mhz=mhz, watts=expected),
+                            current=first, state=state)
+    _, burst, _ = one_step(algorithm, plant, THRESHOLD, readings(plant, T0 + 5, mhz=mhz, watts=700.0),
+                           current=first, state=state)
+
+    assert decode_state(steady)["gains"] == [pytest.approx(0.8, abs=0.05)]
+    assert "gains" not in decode_state(burst)
+
+
+def test_a_single_cut_is_bounded_even_after_learning_that_the_clock_hardly_matters() -> None:
+    plant = Plant()
+    collapsed = encode_state({"v": 3, "gains": [0.1, 0.1, 0.1]})
+    targets, _, _ = one_step(ClosedLoop(), plant, THRESHOLD / 2, readings(plant, T0, mhz=MAX_MHZ, watts=700.0),
+                             current=Targets(), state=collapsed)
+
+    assert 0.6 * MAX_MHZ - 15 <= clock_of(targets) < MAX_MHZ
+
+
+def test_a_lower_threshold_is_acted_on_at_once_with_the_latest_observation() -> None:
+    plant = Plant()
+    algorithm = ClosedLoop()
+    observation = readings(plant, T0, mhz=MAX_MHZ, watts=500.0)
+    held, state, _ = one_step(algorithm, plant, THRESHOLD * 1.2, observation, current=Targets())
+    lowered, _, _ = one_step(algorithm, plant, THRESHOLD * 0.8, observation, current=held, state=state)
+
+    assert held.gpu_entries() == {}
+    assert lowered.gpu_entries()
+
+
+def test_raises_again_only_once_a_reading_shows_the_last_raise() -> None:
+    plant = Plant()
+    algorithm = ClosedLoop()
+    capped = Targets({plant.uuid(i): 1200 for i in range(plant.gpus)})
+    raised, state, _ = one_step(algorithm, plant, THRESHOLD, readings(plant, T0, mhz=1200, watts=250.0),
+                                current=capped)
+    assert clock_of(raised) > 1200
+    stale = readings(plant, T0 + 10, mhz=1200, watts=250.0)  # collected before the raise took effect
+    fresh = readings(plant, T0 + 10, mhz=clock_of(raised), watts=300.0)
+    after_stale, _, reason = one_step(algorithm, plant, THRESHOLD, stale, current=raised, state=state)
+    after_fresh, _, _ = one_step(algorithm, plant, THRESHOLD, fresh, current=raised, state=state)
+
+    assert after_stale.gpu_entries() == raised.gpu_entries()
+    assert reason.startswith("waiting")
+    assert (after_fresh.gpus.get(plant.uuid(0)) or MAX_MHZ) > clock_of(raised)
+
+
+def test_a_slow_data_path_neither_oscillates_nor_unlearns_the_clock() -> None:
+    plant = Plant(power_lag=3, noise=0.02)  # readings three control periods old, like a 30 s exporter collect
+    spec = spec_for(plant.true_power(T0) / 1.3)
+    trace, state, _ = run(ClosedLoop.from_parameters({}), plant, spec, ticks=80)
+
+    assert all(p <= spec.threshold_watts * 1.01 for p in trace.power[20:])
+    assert min(trace.power[20:]) >= spec.threshold_watts * 0.9
+    assert trace.changes() <= 6
+    assert all(gain >= 0.5 for gain in decode_state(state).get("gains", []))

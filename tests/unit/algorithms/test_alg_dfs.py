@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 from alg_plant import MAX_MHZ, STEPS, T0, Plant, hysteresis, run, spec_for
 
-from climatik.algorithms import AlgorithmInput, DynamicFrequencyScaler, InvalidParameterError, Targets, run_step
+from climatik.algorithms import (
+    AlgorithmInput,
+    DynamicFrequencyScaler,
+    GpuReading,
+    InvalidParameterError,
+    Observation,
+    Targets,
+    decode_state,
+    run_step,
+)
 
 
 def dfs(**parameters: str) -> DynamicFrequencyScaler:
@@ -23,10 +32,9 @@ def test_converges_under_the_threshold_from_30_percent_over(lag: int) -> None:
 
 
 def test_each_cut_multiplies_the_clock_by_the_scaling_factor() -> None:
-    plant = Plant(noise=0.0)
-    spec = spec_for(plant.true_power(T0) / 3)
-    trace, _, _ = run(dfs(**{"scaling-factor": "0.5", "settle-seconds": "0"}), plant, spec, ticks=3,
-                      capping=lambda power, was: True)
+    plant = Plant(noise=0.0, power_lag=0)  # every reading already shows the last cut
+    spec = spec_for(plant.true_power(T0) / 8)  # still over the threshold after each cut
+    trace, _, _ = run(dfs(**{"scaling-factor": "0.5"}), plant, spec, ticks=3)
 
     clocks = [next(iter(t.gpu_entries().values())) for t in trace.targets]
     assert clocks == [990, 495, 240]  # 247.5 snapped down to a 15 MHz step
@@ -94,3 +102,58 @@ def test_accepts_the_seed_parameters() -> None:
     algorithm = dfs(**{"scaling-factor": "0.8", "min-frequency": "300"})
 
     assert (algorithm.scaling_factor, algorithm.min_frequency) == (0.8, 300)
+
+
+THRESHOLD = 4000.0
+
+
+def reading(plant: Plant, at: float, *, mhz: int, watts: float, flag: bool = True) -> Observation:
+    """Every GPU of `plant` read at `mhz`, the workload drawing `watts`; `flag` is the monitor's hysteresis flag."""
+    gpus = tuple(GpuReading(plant.uuid(i), plant.node(i), watts / plant.gpus, mhz) for i in range(plant.gpus))
+    return Observation(at=at, power=watts, capping_required=flag, gpus=gpus)
+
+
+def step(plant: Plant, observation: Observation, *, current: Targets, state: str = "",
+         now: float | None = None) -> tuple[Targets, str, str]:
+    inp = AlgorithmInput(spec=spec_for(THRESHOLD), observation=observation, inventory=plant.inventory(),
+                         current=current, state=decode_state(state), now=now or (observation.at or T0) + 1)
+    result = run_step(dfs(), inp)
+    return result.targets, result.state_text, result.reason
+
+
+def test_cuts_only_once_power_reaches_the_threshold_whatever_the_monitor_flag_says() -> None:
+    plant = Plant()
+    # Between the release level and the threshold the monitor still says capping is required (hysteresis).
+    in_band, _, _ = step(plant, reading(plant, T0, mhz=MAX_MHZ, watts=THRESHOLD * 0.97), current=Targets())
+    at_threshold, _, _ = step(plant, reading(plant, T0, mhz=MAX_MHZ, watts=THRESHOLD), current=Targets())
+
+    assert in_band.gpu_entries() == {}
+    assert set(at_threshold.gpu_entries().values()) == {1575}  # 1980 * 0.8 snapped to a step
+
+
+def test_a_burst_after_a_raise_is_cut_at_once_but_a_reading_from_before_a_cut_is_not_cut_again() -> None:
+    plant = Plant()
+    capped = Targets({plant.uuid(i): 1200 for i in range(plant.gpus)})
+    raised, after_raise, _ = step(plant, reading(plant, T0, mhz=1200, watts=1000.0), current=capped)
+    cut, after_cut, _ = step(plant, reading(plant, T0, mhz=MAX_MHZ, watts=5000.0), current=Targets())
+    burst = reading(plant, T0 + 1, mhz=1200, watts=5000.0)  # one second later: the raise has not shown yet
+
+    cut_after_raise, _, _ = step(plant, burst, current=raised, state=after_raise, now=T0 + 2)
+    again, _, reason = step(plant, reading(plant, T0 + 1, mhz=MAX_MHZ, watts=5000.0), current=cut,
+                            state=after_cut, now=T0 + 2)
+
+    assert max(cut_after_raise.gpu_entries().values()) < 1200
+    assert again.gpu_entries() == cut.gpu_entries()
+    assert reason.startswith("waiting")
+
+
+def test_raises_again_only_once_a_reading_shows_the_last_raise() -> None:
+    plant = Plant()
+    capped = Targets({plant.uuid(i): 1200 for i in range(plant.gpus)})
+    raised, state, _ = step(plant, reading(plant, T0, mhz=1200, watts=1000.0), current=capped)
+    stale, _, reason = step(plant, reading(plant, T0 + 10, mhz=1200, watts=1000.0), current=raised, state=state)
+    shown, _, _ = step(plant, reading(plant, T0 + 10, mhz=1290, watts=1100.0), current=raised, state=state)
+
+    assert set(raised.gpu_entries().values()) == {1290}  # 1200 + 100, snapped down to a supported step
+    assert stale.gpu_entries() == raised.gpu_entries() and reason.startswith("waiting")
+    assert set(shown.gpu_entries().values()) == {1380}

@@ -66,20 +66,37 @@ def test_per_gpu_water_filling_lowers_the_hungriest_first() -> None:
     assert model.total(points, xs, 0.0) == pytest.approx(goal, rel=1e-3)
 
 
+def learned_from(x_before: float, x_after: float, before: float, after: float, *, noise: float = 0.0,
+                 idle: float = 70.0) -> float | None:
+    """What a change from clock x_before to x_after (measured) that moved one GPU from `before` to `after` W
+    teaches."""
+    model = PowerModel()
+    share_before = model.operating_share([GpuPoint("a", 1980.0, x_before, x_before, 0.2, before, idle)])
+    share_after = model.operating_share([GpuPoint("a", 1980.0, x_after, x_after, 0.2, after, idle)])
+    return observed_theta(share_before, share_after, before - idle, before, after, noise=noise)
+
+
 @pytest.mark.parametrize("true_theta", [0.5, 0.8, 1.0])
 @pytest.mark.parametrize(("x_before", "x_after"), [(1.0, 0.7), (0.8, 0.55), (0.6, 0.9)])
 def test_a_change_reveals_the_true_sensitivity(true_theta: float, x_before: float, x_after: float) -> None:
-    used = PowerModel(theta=0.8)
-    before = point("a", x_before, theta=true_theta, x_cap=x_before)
-    predicted = used.gpu_power(before, x_after)
-    actual = plant_power(x_after, true_theta)
+    gain = learned_from(x_before, x_after, plant_power(x_before, true_theta), plant_power(x_after, true_theta))
 
-    gain = observed_theta(used.theta, used.operating_share([before]), before.power, predicted, actual)
     assert gain == pytest.approx(true_theta, abs=0.01)
 
 
 def test_a_change_too_small_to_tell_from_noise_teaches_nothing() -> None:
-    assert observed_theta(0.8, 1.0, 1000.0, 990.0, 900.0) is None
+    assert learned_from(1.0, 0.99, 700.0, 690.0) is None
+    assert learned_from(1.0, 0.9, 700.0, 600.0, noise=0.25) is None  # a bursty load moves more by itself
+
+
+def test_a_load_that_moved_against_the_clock_teaches_nothing() -> None:
+    assert learned_from(1.0, 0.8, 700.0, 720.0) is None  # clock cut, power up: a burst arrived
+    assert learned_from(1.0, 0.8, 700.0, 300.0) is None  # more than the clock can explain: the load left
+    assert learned_from(0.7, 0.9, 400.0, 420.0) is None  # barely moved with a big raise: the load eased off
+
+
+def test_nothing_is_learned_near_idle_where_the_idle_estimate_dominates() -> None:
+    assert learned_from(0.8, 1.0, 110.0, 125.0, idle=70.0) is None
 
 
 def test_the_learned_value_is_the_median_of_recent_observations() -> None:

@@ -64,19 +64,21 @@ def test_closed_loop_parameters_map_to_its_configuration() -> None:
     config = ClosedLoopConfig.from_parameters({
         "margin-percent": "5", "deadband-percent": "2", "min-frequency": "600", "uniform": "false",
         "settle-seconds": "30", "stale-seconds": "90", "max-step-up-percent": "50", "exponent": "3",
-        "cpu-step-percent": "20", "cpu-min-percent": "60",
+        "cpu-step-percent": "20", "cpu-min-percent": "60", "max-step-down-percent": "25",
+        "settle-max-seconds": "120",
     })
 
     assert config == ClosedLoopConfig(margin=0.05, deadband=0.02, min_frequency=600, uniform=False,
                                       settle_seconds=30.0, stale_seconds=90.0, max_step_up=0.5, exponent=3.0,
-                                      cpu_step=0.2, cpu_floor=0.6)
+                                      cpu_step=0.2, cpu_floor=0.6, max_step_down=0.25, settle_max_seconds=120.0)
     assert ClosedLoopConfig.from_parameters(None) == ClosedLoopConfig()
+    assert ClosedLoopConfig.from_parameters({"settle-seconds": "90"}).settle_max_seconds == 90.0
 
 
 @pytest.mark.parametrize(("name", "value"), [
     ("margin-percent", "-1"), ("margin-percent", "80"), ("deadband-percent", "x"), ("min-frequency", "0"),
     ("uniform", "sometimes"), ("exponent", "9"), ("cpu-min-percent", "5"), ("max-step-up-percent", "0"),
-    ("scaling-factor", "0.8"),
+    ("max-step-down-percent", "95"), ("settle-max-seconds", "1"), ("scaling-factor", "0.8"),
 ])
 def test_closed_loop_rejects_bad_parameters(name: str, value: str) -> None:
     with pytest.raises(InvalidParameterError) as caught:
