@@ -27,7 +27,7 @@ OUT = Path(__file__).resolve().parent.parent / "out" / "demo"
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=150.0, help="seconds of busy service (default 150)")
-    parser.add_argument("--quiet-tail", type=float, default=45.0, help="seconds of low load afterwards")
+    parser.add_argument("--quiet-tail", type=float, default=60.0, help="seconds of low load afterwards")
     parser.add_argument("--policy", type=Path, default=REPO_SAMPLE, help="the PowerCappingPolicy to apply")
     parser.add_argument("--algorithm", default=None,
                         help="use this algorithm instead of the policy's (closed-loop: the built-in default)")

@@ -80,7 +80,8 @@ class MonitorReconciler:
         if measurement.complete:
             capping = decide(policy.spec, measurement.power, was, release_band=self._band)
             return Verdict(capping, measurement, True, "MetricsFresh",
-                           f"{measurement.gpu_count} GPUs of {len(pods)} pods measured", tuple(problems))
+                           f"{measurement.gpu_count} GPUs of {len(pods)} pods measured", tuple(problems),
+                           urgent=self._in_motion(policy, measurement.power))
         missing = measurement.missing_gpus + measurement.pods_without_metrics
         message = f"no valid reading for {len(missing)}: {', '.join(missing[:10])}"
         if measurement.power >= policy.spec.threshold_watts:
@@ -89,6 +90,15 @@ class MonitorReconciler:
         else:
             capping = CappingDecision(was, "IncompleteData", f"holding the decision: {message}")
         return Verdict(capping, measurement, False, "IncompleteData", message, tuple(problems))
+
+    def _in_motion(self, policy: PowerCappingPolicy, power: float) -> bool:
+        """Over the threshold, or under the release level while the recommender still holds clock caps."""
+        spec = policy.spec
+        if power >= spec.threshold_watts:
+            return True
+        release = spec.power_cap_limit * spec.release_percent(self._band) / 100.0
+        recommendation = policy.status.recommendation if policy.status else None
+        return power < release and bool(recommendation and recommendation.target_count)
 
     def _no_data(self, policy: PowerCappingPolicy, was: bool, reason: str, message: str,
                  problems: list[str]) -> Verdict:

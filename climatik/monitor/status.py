@@ -34,6 +34,9 @@ class Verdict:
     metrics_reason: str
     metrics_message: str
     spec_problems: tuple[str, ...] = ()
+    #: The loop is in motion (over the threshold, or under the release level with clocks still capped): every new
+    #: observation is worth a write, since the recommender acts only on new ones.
+    urgent: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ def monitor_status(current: Mapping[str, Any] | None, verdict: Verdict, *, limit
         candidate = {k: v for k, v in candidate.items() if k != "podsWithoutMetrics"}
         candidate.update(_observation_fields(verdict.measurement, now))
     candidate["conditions"] = _conditions(current.get("conditions"), verdict, generation, now)
+    if verdict.urgent and candidate.get("lastUpdated") != current.get("lastUpdated"):
+        return candidate
     if not _worth_writing(current, candidate, limit=limit, now=now, rules=rules):
         return None
     return candidate

@@ -85,3 +85,14 @@ def test_losing_metrics_keeps_the_last_observation_and_says_why() -> None:
     assert status["currentPower"] == 950.0 and status["lastUpdated"] == first["lastUpdated"]  # type: ignore[index]
     metrics = next(c for c in status["conditions"] if c["type"] == "MetricsAvailable")
     assert (metrics["status"], metrics["reason"]) == ("False", "PrometheusUnreachable")
+
+
+def test_every_new_observation_is_written_while_the_loop_is_in_motion() -> None:
+    first = write(None, verdict(400.0))
+    later = T0 + dt.timedelta(seconds=1)
+    steady = verdict(400.0, at=later)
+    assert write(first, steady, later) is None
+    moving = Verdict(steady.capping, steady.measurement, True, "MetricsFresh", "m", urgent=True)
+    status = write(first, moving, later)
+    assert status is not None and status["lastUpdated"] == "2026-11-29T06:00:01.000Z"
+    assert write(status, moving, later) is None, "the same observation twice is still one write"
