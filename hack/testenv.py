@@ -49,7 +49,7 @@ class ControlPlane:
     """etcd plus kube-apiserver with an admin token, RBAC and a kubeconfig, all under one work directory."""
 
     def __init__(self, workdir: Path, binaries: Path | None = None, ready_timeout: float = 120.0) -> None:
-        self.workdir = workdir
+        self.workdir = workdir.resolve()
         self.binaries = binaries or ensure_binaries()
         self.ready_timeout = ready_timeout
         self.etcd_port = free_port()
