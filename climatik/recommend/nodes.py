@@ -14,6 +14,7 @@ import structlog
 
 from climatik.api import NodeFrequencies, NodeFrequenciesSpec, to_dict
 from climatik.api.constants import API_VERSION, NODE_FREQUENCIES_KIND
+from climatik.api.decoded import DecodedCache
 from climatik.kube.client import ResourceClient
 from climatik.kube.errors import AlreadyExistsError, InvalidError
 from climatik.kube.status import update_object
@@ -36,15 +37,16 @@ class NodeWriter:
         self._api = api
         self._cache = cache
         self._metrics = metrics
+        self._decoded: DecodedCache[NodeFrequencies] = DecodedCache(NodeFrequencies.from_api)
 
     def objects(self) -> list[NodeFrequencies]:
         """Every cached NodeFrequencies object, typed (an object that does not decode is skipped and logged)."""
         nodes = []
-        for obj in self._cache.list():
-            try:
-                nodes.append(NodeFrequencies.from_api(obj))
-            except ValueError as exc:
-                log.warning("node_frequencies_undecodable", controller="recommend", error=str(exc))
+        for decoded in self._decoded.decode_all(self._cache.list()):
+            if isinstance(decoded, Exception):
+                log.warning("node_frequencies_undecodable", controller="recommend", error=str(decoded))
+            else:
+                nodes.append(decoded)
         return nodes
 
     def ensure(self, names: Iterable[str]) -> list[str]:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from climatik.api import DecodeError, PowerCappingPolicy
+from climatik.api import PowerCappingPolicy
+from climatik.api.decoded import DecodedCache
 from climatik.kube.store import CacheReader
 from climatik.recommend.memory import Memory
 from climatik.recommend.metrics import RecommendMetrics
@@ -43,6 +44,8 @@ class Planner:
         self._memory = memory
         self._enqueue = enqueue
         self._metrics = metrics
+        # Every pass reads every policy; decoding each only when its resourceVersion moved keeps a pass cheap.
+        self._decode_cache: DecodedCache[PowerCappingPolicy] = DecodedCache(PowerCappingPolicy.from_api)
 
     def replan(self, *, origin: str) -> Planned:
         """One pass on behalf of policy `origin`; raises when a write fails (the reconcile is retried)."""
@@ -60,12 +63,10 @@ class Planner:
 
     def _decoded(self) -> dict[str, PowerCappingPolicy]:
         policies = {}
-        for obj in self._policies.list():
-            try:
-                policy = PowerCappingPolicy.from_api(obj)
-            except DecodeError as exc:
+        for decoded in self._decode_cache.decode_all(self._policies.list()):
+            if isinstance(decoded, Exception):
                 # The schema makes this all but impossible; such a policy is left out like a deleted one.
-                log.warning("policy_undecodable", controller="recommend", error=str(exc))
+                log.warning("policy_undecodable", controller="recommend", error=str(decoded))
                 continue
-            policies[policy.key] = policy
+            policies[decoded.key] = decoded
         return policies
