@@ -12,6 +12,15 @@ from pathlib import Path
 import pytest
 import testenv
 
+CONTROL_PLANE_LINE = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Say which kube-apiserver the integration tests ran against (its /version), in the test log."""
+    line = config.stash.get(CONTROL_PLANE_LINE, None)
+    if line is not None:
+        terminalreporter.write_line(line)
+
 
 @pytest.fixture(scope="session")
 def control_plane(
@@ -19,9 +28,7 @@ def control_plane(
 ) -> Iterator[testenv.ControlPlane]:
     """A real kube-apiserver + etcd with Climatik's CRDs installed and served, shared by the session."""
     plane = testenv.start_with_crds(tmp_path_factory.mktemp("control-plane"))
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\ntest control plane: kube-apiserver {plane.version()} at {plane.server}")
+    pytestconfig.stash[CONTROL_PLANE_LINE] = f"test control plane: kube-apiserver {plane.version()} at {plane.server}"
     try:
         yield plane
     finally:
