@@ -34,8 +34,9 @@ import structlog  # noqa: E402
 from cycles import CounterPoller, cut_cycles, mean_gap, query_means, sample_period, summary  # noqa: E402
 from fleet import ExporterEndpoints, Layout  # noqa: E402
 from loopenv import ClimatikProcesses  # noqa: E402
+from procusage import ProcessUsage, process_usage  # noqa: E402
 from promenv import PrometheusServer  # noqa: E402
-from scrape import MonitorCounters, ProcessUsage, apiserver_writes, process_usage  # noqa: E402
+from scrape import MonitorCounters, apiserver_writes  # noqa: E402
 from testenv import ControlPlane, start_with_crds  # noqa: E402
 from world import create_world  # noqa: E402
 

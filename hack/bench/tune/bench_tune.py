@@ -32,8 +32,8 @@ sys.path.insert(0, str(REPO / "hack"))
 
 import structlog  # noqa: E402
 from loopenv import ClimatikProcesses  # noqa: E402
+from procusage import ProcessUsage, process_usage  # noqa: E402
 from testenv import start_with_crds  # noqa: E402
-from usage import ProcessUsage, process_usage  # noqa: E402
 from watcher import StatusWatcher  # noqa: E402
 
 from climatik.clock import SystemClock  # noqa: E402

@@ -1,4 +1,4 @@
-"""Resident memory and CPU time of a process, from /proc."""
+"""Resident memory and CPU time of a process, from /proc (for the benchmarks)."""
 
 from __future__ import annotations
 
