@@ -7,7 +7,6 @@ guarantees (scope, clamping to hardware limits, bounded state).
 """
 
 from climatik.algorithms.base import (
-    DEFAULT_RELEASE_BAND,
     Algorithm,
     AlgorithmFactory,
     AlgorithmInput,
@@ -40,6 +39,7 @@ from climatik.algorithms.registry import (
 )
 from climatik.algorithms.runner import StepResult, run_step
 from climatik.algorithms.state import MAX_STATE_CHARS, StateTooLargeError, decode_state, encode_state
+from climatik.api.constants import DEFAULT_RELEASE_BAND
 
 __all__ = [
     "DEFAULT_RELEASE_BAND", "ENTRY_POINT_GROUP", "MAX_STATE_CHARS", "Algorithm", "AlgorithmError",

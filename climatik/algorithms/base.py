@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from climatik.api import PolicySpec
+from climatik.api.constants import DEFAULT_RELEASE_BAND
 
 #: (node name, logical CPU id)
 CpuKey = tuple[str, int]
 
-#: Default distance, in percent of the limit, between the capping and the release threshold (as the monitor's).
-DEFAULT_RELEASE_BAND = 5
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,7 @@ class AlgorithmInput:
     @property
     def release_watts(self) -> float:
         """Power under which a capped workload may have its clocks given back."""
-        return self.spec.power_cap_limit * self.spec.release_percent(self.release_band) / 100.0
+        return self.spec.release_watts(self.release_band)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from climatik.algorithms.base import (
-    DEFAULT_RELEASE_BAND,
     AlgorithmInput,
     CpuKey,
     CpuLimits,
@@ -21,6 +20,7 @@ from climatik.algorithms.base import (
     Targets,
 )
 from climatik.api import GpuInventory, NodeFrequencies, PolicyStatus, PowerCappingPolicy, parse_time
+from climatik.api.constants import DEFAULT_RELEASE_BAND
 
 
 def observation_from_status(status: PolicyStatus | None) -> Observation:

@@ -17,5 +17,8 @@ NODE_FREQUENCIES_SHORT_NAME: Final = "nf"
 #: Set by the recommender on every policy so that its NodeFrequencies entries are removed before the policy goes.
 POLICY_FINALIZER: Final = f"{GROUP}/node-frequencies"
 
+#: Default distance, in percent of the limit, between the capping threshold and the release level (hysteresis).
+DEFAULT_RELEASE_BAND: Final = 5
+
 #: Name of the built-in closed-loop algorithm used when a policy lists no custom algorithm.
 DEFAULT_ALGORITHM: Final = "closed-loop"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from climatik.api.codec import from_dict, to_dict
-from climatik.api.constants import API_VERSION, POLICY_KIND
+from climatik.api.constants import API_VERSION, DEFAULT_RELEASE_BAND, POLICY_KIND
 from climatik.api.meta import Condition, ObjectMeta
 from climatik.api.selector import LabelSelector
 
@@ -43,7 +43,11 @@ class PolicySpec:
         """Power at which capping starts and which the default controller aims at."""
         return self.power_cap_limit * self.threshold_percent / 100.0
 
-    def release_percent(self, default_band: int) -> int:
+    def release_watts(self, default_band: int = DEFAULT_RELEASE_BAND) -> float:
+        """Power under which capping is released and clocks may be given back."""
+        return self.power_cap_limit * self.release_percent(default_band) / 100.0
+
+    def release_percent(self, default_band: int = DEFAULT_RELEASE_BAND) -> int:
         """Percent of the limit below which capping is released (hysteresis)."""
         if self.release_threshold is not None:
             return self.release_threshold

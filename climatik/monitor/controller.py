@@ -8,18 +8,20 @@ from typing import Any
 import structlog
 
 from climatik.api import DecodeError, PolicySpec, PowerCappingPolicy
+from climatik.api.constants import DEFAULT_RELEASE_BAND
 from climatik.clock import Clock
 from climatik.kube.client import ResourceClient
+from climatik.kube.conditions import find_condition, is_condition_true
 from climatik.kube.events import EventRecorder
 from climatik.kube.runner import Result
 from climatik.kube.status import update_status
 from climatik.kube.store import CacheReader
-from climatik.monitor.decision import DEFAULT_RELEASE_BAND, CappingDecision, decide
+from climatik.monitor.decision import CappingDecision, decide
 from climatik.monitor.measure import measure
 from climatik.monitor.metrics import MonitorMetrics
 from climatik.monitor.pods import candidate_pods, select_pods
 from climatik.monitor.sampling import LatestSample, SampleOutcome
-from climatik.monitor.status import Verdict, WritePolicy, monitor_status
+from climatik.monitor.status import INVALID_SPEC, METRICS_AVAILABLE, Verdict, WritePolicy, monitor_status
 
 log = structlog.get_logger(__name__)
 
@@ -96,7 +98,7 @@ class MonitorReconciler:
         spec = policy.spec
         if power >= spec.threshold_watts:
             return True
-        release = spec.power_cap_limit * spec.release_percent(self._band) / 100.0
+        release = spec.release_watts(self._band)
         recommendation = policy.status.recommendation if policy.status else None
         return power < release and bool(recommendation and recommendation.target_count)
 
@@ -128,10 +130,11 @@ class MonitorReconciler:
             self._events.normal(obj, "CappingStarted", verdict.capping.message)
         elif was and not verdict.capping.required:
             self._events.normal(obj, "CappingReleased", verdict.capping.message)
-        had_metrics = _condition_status(obj, "MetricsAvailable")
-        if not verdict.metrics_available and had_metrics != "False":
+        conditions = (obj.get("status") or {}).get("conditions")
+        had_metrics = find_condition(conditions, METRICS_AVAILABLE)
+        if not verdict.metrics_available and (had_metrics is None or had_metrics.get("status") != "False"):
             self._events.warning(obj, "MetricsLost", f"{verdict.metrics_reason}: {verdict.metrics_message}")
-        if verdict.spec_problems and _condition_status(obj, "InvalidSpec") != "True":
+        if verdict.spec_problems and not is_condition_true(conditions, INVALID_SPEC):
             self._events.warning(obj, "InvalidSpec", "; ".join(verdict.spec_problems))
 
     def _invalid(self, obj: dict[str, Any], key: str, problems: list[str]) -> None:
@@ -139,9 +142,3 @@ class MonitorReconciler:
         if self._events is not None:
             self._events.warning(obj, "InvalidSpec", "; ".join(problems))
 
-
-def _condition_status(obj: dict[str, Any], type: str) -> str | None:
-    for condition in (obj.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == type:
-            return str(condition.get("status"))
-    return None

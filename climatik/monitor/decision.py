@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from climatik.api import PolicySpec
-
-#: Default distance, in percent of the limit, between the capping threshold and the release threshold.
-DEFAULT_RELEASE_BAND = 5
+from climatik.api.constants import DEFAULT_RELEASE_BAND
 
 
 @dataclass(frozen=True)
@@ -23,7 +21,7 @@ def decide(spec: PolicySpec, power: float | None, was_required: bool, *,
            release_band: int = DEFAULT_RELEASE_BAND) -> CappingDecision:
     """Decide from the policy's current power (None: no fresh, complete data) and the previous decision."""
     on_at = spec.threshold_watts
-    off_below = spec.power_cap_limit * spec.release_percent(release_band) / 100.0
+    off_below = spec.release_watts(release_band)
     if power is None:
         return CappingDecision(False, "NoFreshData", "no fresh power data; capping is not required until there is")
     if power >= on_at:
