@@ -18,7 +18,7 @@ from pathlib import Path
 
 from loopenv import REPO_SAMPLE, LoopConfig, Reading, load_policy, running
 
-from climatik.logconfig import configure_logging
+from climatik.cli import configure_logging
 from climatik.sim.traces import InferenceParams
 
 OUT = Path(__file__).resolve().parent.parent / "out" / "demo"

@@ -27,10 +27,8 @@ from simworld import create_node, create_pods, ensure_namespace
 from testenv import ControlPlane, start_with_crds
 
 from climatik.clock import SystemClock
-from climatik.kube.client import KubeClient
-from climatik.kube.config import connect
+from climatik.kube.client import POLICIES, KubeClient, connect
 from climatik.kube.errors import KubeError
-from climatik.kube.resources import POLICIES
 from climatik.sim.client import SimControlClient
 from climatik.sim.cluster import ClusterConfig, GpuConfig, NodeConfig, SimCluster, start_cluster
 from climatik.sim.node import PodRef

@@ -9,9 +9,8 @@ import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from climatik.kube.client import KubeClient
+from climatik.kube.client import NAMESPACES, NODES, PODS, KubeClient
 from climatik.kube.errors import AlreadyExistsError
-from climatik.kube.resources import NAMESPACES, NODES, PODS
 
 
 def ensure_namespace(client: KubeClient, name: str) -> None:

@@ -1,12 +1,14 @@
-"""Shared test set-up: hack/ (the test control plane and simulators) is importable from every test."""
+"""Shared test set-up: hack/ (the test control plane and simulators) and tests/support (test doubles) are
+importable from every test."""
 
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack"))
+sys.path.insert(0, str(REPO / "tests"))
 
-from climatik.logconfig import configure_logging  # noqa: E402
+from climatik.cli import configure_logging  # noqa: E402
 
 
 def pytest_configure(config: object) -> None:

@@ -1,7 +1,8 @@
 """Typed Climatik API objects (climatik.io/v1alpha1), parsed once from the API server's plain dicts."""
 
 from climatik.api.codec import DecodeError, from_dict, to_dict
-from climatik.api.meta import Condition, ObjectMeta, format_precise_time, format_time, parse_time
+from climatik.api.conditions import Condition
+from climatik.api.meta import ObjectMeta, format_precise_time, format_time, parse_time
 from climatik.api.nodefrequencies import (
     CpuFrequency,
     CpuFrequencyStatus,

@@ -1,4 +1,4 @@
-"""Object metadata and standard conditions shared by both Climatik resources."""
+"""Object metadata and the API's time formats, shared by every Climatik resource."""
 
 from __future__ import annotations
 
@@ -38,18 +38,6 @@ class ObjectMeta:
     def key(self) -> str:
         """The work-queue key: namespace/name, or just name for cluster-scoped objects."""
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A metav1.Condition."""
-
-    type: str
-    status: str
-    reason: str
-    message: str
-    last_transition_time: str
-    observed_generation: int | None = None
 
 
 def format_time(moment: datetime) -> str:

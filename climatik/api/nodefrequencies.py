@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from climatik.api.codec import from_dict, to_dict
+from climatik.api.conditions import Condition
 from climatik.api.constants import API_VERSION, NODE_FREQUENCIES_KIND
-from climatik.api.meta import Condition, ObjectMeta
+from climatik.api.meta import ObjectMeta
 
 APPLIED = "Applied"
 PENDING = "Pending"

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from climatik.api.codec import from_dict, to_dict
+from climatik.api.conditions import Condition
 from climatik.api.constants import API_VERSION, DEFAULT_RELEASE_BAND, POLICY_KIND
-from climatik.api.meta import Condition, ObjectMeta
+from climatik.api.meta import ObjectMeta
 from climatik.api.selector import LabelSelector
 
 DEFAULT_CAPPING_THRESHOLD = 90

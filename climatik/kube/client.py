@@ -1,33 +1,83 @@
-"""The API client: plain-dict REST calls on top of the `kubernetes` package's transport and config loading.
+"""The API client: the resources Climatik reads and writes, plain-dict REST calls, and loading credentials.
 
-Together with `config.py` it holds every use of the `kubernetes` package, which serves for what it does well
-(kubeconfig and in-cluster credentials, TLS, connection pooling) and nothing else: requests go out through
-the `ApiClient`'s connection pool and JSON is encoded and decoded here, so the rest of Climatik sees plain
-dicts and never the package's model classes (nor its deprecated error paths). Every call has a timeout,
-and every failure is one of `climatik.kube.errors`.
+It holds every use of the `kubernetes` package, which serves for what it does well (kubeconfig and in-cluster
+credentials, TLS, connection pooling) and nothing else: requests go out through the `ApiClient`'s connection
+pool and JSON is encoded and decoded here, so the rest of Climatik sees plain dicts and never the package's
+model classes (nor its deprecated error paths). Every call has a timeout, and every failure is one of
+`climatik.kube.errors`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.config.config_exception import ConfigException
 
-from climatik.kube.errors import KubeError, UnavailableError, error_for_status
-from climatik.kube.resources import (
-    CONFIG_MAPS,
-    EVENTS,
-    LEASES,
-    NODE_FREQUENCIES,
-    NODES,
-    PODS,
-    POLICIES,
-    Resource,
+from climatik.api.constants import (
+    GROUP,
+    NODE_FREQUENCIES_KIND,
+    NODE_FREQUENCIES_PLURAL,
+    POLICY_KIND,
+    POLICY_PLURAL,
+    VERSION,
 )
-from climatik.kube.watch import HttpWatchStream, WatchStream
+from climatik.kube.errors import KubeError, UnavailableError, error_for_status
+from climatik.kube.listwatch import HttpWatchStream, WatchStream
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One resource type: where it lives in the API and whether its objects live in namespaces."""
+
+    group: str  # "" for the core group
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, *, namespace: str | None = None, name: str | None = None, subresource: str = "") -> str:
+        """The REST path of the collection (no name) or of one object (and optionally a subresource).
+
+        A namespaced resource without a namespace addresses the collection across all namespaces.
+        """
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        elif not self.namespaced and namespace:
+            raise ValueError(f"{self.kind} is cluster-scoped; no namespace expected")
+        base += f"/{self.plural}"
+        if name is not None:
+            if not name:
+                raise ValueError("empty object name")
+            base += f"/{name}"
+            if subresource:
+                base += f"/{subresource}"
+        elif subresource:
+            raise ValueError("a subresource needs an object name")
+        return base
+
+
+POLICIES = Resource(GROUP, VERSION, POLICY_PLURAL, POLICY_KIND, namespaced=True)
+NODE_FREQUENCIES = Resource(GROUP, VERSION, NODE_FREQUENCIES_PLURAL, NODE_FREQUENCIES_KIND, namespaced=False)
+PODS = Resource("", "v1", "pods", "Pod", namespaced=True)
+NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
+EVENTS = Resource("", "v1", "events", "Event", namespaced=True)
+CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap", namespaced=True)
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True)
+
 
 JSON = "application/json"
 USER_AGENT = "climatik"
@@ -39,7 +89,7 @@ class KubeClient:
     """Plain-dict access to the API server.
 
     `timeout` is the read timeout of ordinary calls and `connect_timeout` that of connecting; watches get
-    their own read timeout (see `watch`). Build one with `climatik.kube.config.connect()`, or hand in a
+    their own read timeout (see `watch`). Build one with `climatik.kube.client.connect()`, or hand in a
     configured `kubernetes.client.ApiClient`.
     """
 
@@ -327,3 +377,37 @@ def _namespace(resource: Resource, body: Mapping[str, Any]) -> str | None:
     if not namespace:
         raise ValueError(f"a {resource.kind} needs metadata.namespace")
     return str(namespace)
+
+
+def connect(
+    kubeconfig: str | os.PathLike[str] | None = None,
+    *,
+    context: str | None = None,
+    in_cluster: bool | None = None,
+    timeout: float = 30.0,
+    connect_timeout: float = 5.0,
+    pool_size: int = 32,
+) -> KubeClient:
+    """A client from a kubeconfig file, or from the pod's service account.
+
+    With `in_cluster=None` the service account is used when no kubeconfig is named and the process runs in a
+    pod (KUBERNETES_SERVICE_HOST is set); otherwise the kubeconfig (default: $KUBECONFIG, ~/.kube/config).
+    """
+    configuration = k8s_client.Configuration()
+    if in_cluster is None:
+        in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ
+    try:
+        if in_cluster:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        else:
+            path = os.fspath(kubeconfig) if kubeconfig is not None else None
+            k8s_config.load_kube_config(
+                config_file=path, context=context, client_configuration=configuration, persist_config=False
+            )
+    except ConfigException as exc:
+        raise KubeError(f"cannot load Kubernetes credentials: {exc}") from exc
+    # Retry only failed connects: re-sending a request the server may have seen is the caller's decision.
+    configuration.retries = urllib3.Retry(total=3, connect=3, read=0, status=0, other=0, redirect=0)
+    configuration.connection_pool_maxsize = pool_size
+    api_client = k8s_client.ApiClient(configuration)
+    return KubeClient(api_client, timeout=timeout, connect_timeout=connect_timeout)

@@ -1,8 +1,10 @@
-"""The informer: a reflector filling an indexed store, event handlers, `has_synced()`, and periodic resync.
+"""The informer: a reflector filling an indexed store, event handlers, `has_synced()`, and periodic resync;
+and the usual handlers, which turn events into work-queue keys.
 
 Objects in the store are frozen (read-only); handlers and reconcilers share them without copying and must
-never change them (`climatik.kube.objects.thaw` gives an editable copy). Handler calls are serialised: one
-at a time, in the order the changes were seen.
+never change them (`climatik.kube.store.thaw` gives an editable copy). Handler calls are serialised: one
+at a time, in the order the changes were seen. Reconcilers are level-triggered: handlers only decide *which
+keys* to look at again, never what to do.
 """
 
 from __future__ import annotations
@@ -10,17 +12,90 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 import structlog
 
 from climatik.clock import Clock, SystemClock
-from climatik.kube.backoff import Backoff
-from climatik.kube.handlers import EventHandler, FuncHandler
 from climatik.kube.listwatch import ListerWatcher
 from climatik.kube.metrics import RuntimeMetrics
-from climatik.kube.objects import Obj
-from climatik.kube.reflector import Reflector, Transform
-from climatik.kube.store import IndexFunc, Store
+from climatik.kube.reflector import Backoff, Reflector, Transform
+from climatik.kube.store import IndexFunc, Obj, Store, object_key
+
+
+class EventHandler(Protocol):
+    """Called by an informer, in order, from one thread at a time. Must not block for long or mutate objects.
+
+    A resync calls `on_update(obj, obj)` with the same object twice. `on_delete` may get the last state the
+    cache knew, when a delete was missed during a disconnection and found by a relist.
+    """
+
+    def on_add(self, obj: Obj) -> None: ...
+
+    def on_update(self, old: Obj, new: Obj) -> None: ...
+
+    def on_delete(self, obj: Obj) -> None: ...
+
+
+class FuncHandler:
+    """An `EventHandler` made of optional callbacks."""
+
+    def __init__(
+        self,
+        *,
+        on_add: Callable[[Obj], None] | None = None,
+        on_update: Callable[[Obj, Obj], None] | None = None,
+        on_delete: Callable[[Obj], None] | None = None,
+    ) -> None:
+        self._on_add = on_add
+        self._on_update = on_update
+        self._on_delete = on_delete
+
+    def on_add(self, obj: Obj) -> None:
+        if self._on_add is not None:
+            self._on_add(obj)
+
+    def on_update(self, old: Obj, new: Obj) -> None:
+        if self._on_update is not None:
+            self._on_update(old, new)
+
+    def on_delete(self, obj: Obj) -> None:
+        if self._on_delete is not None:
+            self._on_delete(obj)
+
+
+class Enqueuer(Protocol):
+    def add(self, key: str) -> None: ...
+
+
+class EnqueueMapped:
+    """Adds the keys `mapper` gives for an object to a queue; on update, for both the old and new object
+    (a pod whose labels changed must wake the policy it left as well as the one it joined)."""
+
+    def __init__(self, queue: Enqueuer, mapper: Callable[[Obj], Iterable[str]] | None = None) -> None:
+        self._queue = queue
+        self._mapper = mapper or (lambda obj: [object_key(obj)])
+
+    def on_add(self, obj: Obj) -> None:
+        self._enqueue(obj)
+
+    def on_update(self, old: Obj, new: Obj) -> None:
+        if old is not new:
+            self._enqueue(old)
+        self._enqueue(new)
+
+    def on_delete(self, obj: Obj) -> None:
+        self._enqueue(obj)
+
+    def _enqueue(self, obj: Obj) -> None:
+        for key in self._mapper(obj):
+            self._queue.add(key)
+
+
+def enqueue_own_key(queue: Enqueuer) -> EnqueueMapped:
+    """The handler for an informer over the reconciled kind itself: every event queues the object's key."""
+    return EnqueueMapped(queue)
+
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +105,7 @@ class Informer:
 
     `resync_period` > 0 replays every cached object as an update that often (level-triggered controllers
     use it as a safety net). `transform` edits each object before it is cached (e.g.
-    `climatik.kube.objects.strip_managed_fields` to save memory). `start(stop)` runs it in threads;
+    `climatik.kube.store.strip_managed_fields` to save memory). `start(stop)` runs it in threads;
     `has_synced()` turns true once the first list is in the store and its events were handed out.
     """
 

@@ -9,6 +9,8 @@ The loop follows client-go's reflector:
 * any other failure waits a jittered exponential back-off (reset after a healthy while), then watches again
   from the last version (a relist follows if that version is too old by then);
 * a watch that ends at once without an event is treated as a failure, so a broken server is not hammered.
+
+The back-off forgets past failures after a healthy period, as client-go's jittered back-off manager does.
 """
 
 from __future__ import annotations
@@ -21,13 +23,60 @@ from typing import Any
 import structlog
 
 from climatik.clock import Clock
-from climatik.kube.backoff import Backoff
 from climatik.kube.errors import GoneError, KubeError, error_for_status_object
-from climatik.kube.listwatch import ListerWatcher
+from climatik.kube.listwatch import ADDED, BOOKMARK, DELETED, ERROR, MODIFIED, ListerWatcher, WatchEvent, WatchStream
 from climatik.kube.metrics import RuntimeMetrics
-from climatik.kube.objects import Obj, freeze, object_key
-from climatik.kube.store import Store
-from climatik.kube.watch import ADDED, BOOKMARK, DELETED, ERROR, MODIFIED, WatchEvent, WatchStream
+from climatik.kube.store import Obj, Store, freeze, object_key
+
+
+class Backoff:
+    """Delays of `initial * factor**n`, capped at `cap`, each stretched by up to `jitter` (a fraction).
+
+    `n` counts the failures since the last `reset()`; it also restarts from zero when no delay has been asked
+    for during `reset_after` seconds, so a connection that was healthy for a while starts again gently.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        initial: float = 0.8,
+        cap: float = 30.0,
+        factor: float = 2.0,
+        jitter: float = 0.5,
+        reset_after: float = 120.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if initial <= 0 or cap < initial or factor < 1 or jitter < 0:
+            raise ValueError("back-off needs 0 < initial <= cap, factor >= 1 and jitter >= 0")
+        self._clock = clock
+        self._initial = initial
+        self._cap = cap
+        self._factor = factor
+        self._jitter = jitter
+        self._reset_after = reset_after
+        self._rng = rng or random.Random()
+        self._failures = 0
+        self._last: float | None = None
+
+    @property
+    def failures(self) -> int:
+        return self._failures
+
+    def next_delay(self) -> float:
+        """The delay to wait before the next attempt; each call counts one more failure."""
+        now = self._clock.now()
+        if self._last is not None and now - self._last > self._reset_after:
+            self._failures = 0
+        self._last = now
+        base = min(self._cap, self._initial * self._factor**self._failures)
+        self._failures += 1
+        return base * (1.0 + self._jitter * self._rng.random())
+
+    def reset(self) -> None:
+        self._failures = 0
+        self._last = None
+
 
 log = structlog.get_logger(__name__)
 

@@ -16,7 +16,7 @@ import structlog
 
 from climatik.kube.client import ResourceClient
 from climatik.kube.errors import AlreadyExistsError, ConflictError, NotFoundError
-from climatik.kube.objects import split_key, thaw, thaw_object
+from climatik.kube.store import split_key, thaw, thaw_object
 
 log = structlog.get_logger(__name__)
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from climatik.algorithms.registry import default_registry
 from climatik.clock import Clock
+from climatik.kube.client import PODS, POLICIES
 from climatik.kube.events import EventRecorder
-from climatik.kube.handlers import enqueue_own_key
-from climatik.kube.resources import PODS, POLICIES
-from climatik.kube.shell import ProcessShell
+from climatik.kube.informer import enqueue_own_key
+from climatik.kube.process import CommonSettings, ProcessShell, Wiring
 from climatik.kube.store import POD_INDEXES
 from climatik.monitor.controller import MonitorReconciler
 from climatik.monitor.metrics import MonitorMetrics
@@ -18,7 +18,6 @@ from climatik.monitor.sampling import SAMPLE_KEY, LatestSample, Sampler
 from climatik.monitor.status import WritePolicy
 from climatik.prom import GpuSampler, PromClient, PromQueryMetrics, PromSettings, make_session, profile_named
 from climatik.validation import spec_problems
-from climatik.wiring import CommonSettings, Wiring
 
 LEASE_NAME = "climatik-monitor"
 

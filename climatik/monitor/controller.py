@@ -8,12 +8,12 @@ from typing import Any
 import structlog
 
 from climatik.api import DecodeError, PolicySpec, PowerCappingPolicy
+from climatik.api.conditions import find_condition, is_condition_true
 from climatik.api.constants import DEFAULT_RELEASE_BAND
 from climatik.clock import Clock
 from climatik.kube.client import ResourceClient
-from climatik.kube.conditions import find_condition, is_condition_true
+from climatik.kube.controller import Result
 from climatik.kube.events import EventRecorder
-from climatik.kube.runner import Result
 from climatik.kube.status import update_status
 from climatik.kube.store import CacheReader
 from climatik.monitor.decision import CappingDecision, decide

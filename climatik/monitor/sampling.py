@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import structlog
 
 from climatik.clock import Clock
-from climatik.kube.runner import Result
+from climatik.kube.controller import Result
 from climatik.prom.errors import PromError
 from climatik.prom.snapshot import GpuSnapshot
 

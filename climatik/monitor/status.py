@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from climatik.api import format_precise_time, parse_time, to_dict
-from climatik.kube.conditions import set_condition
+from climatik.api.conditions import set_condition
 from climatik.monitor.decision import CappingDecision
 from climatik.monitor.measure import Measurement
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from climatik.algorithms import DEFAULT_RELEASE_BAND, default_registry
 from climatik.clock import Clock
+from climatik.kube.client import NODE_FREQUENCIES, POLICIES
 from climatik.kube.events import EventRecorder
-from climatik.kube.handlers import EnqueueMapped, enqueue_own_key
-from climatik.kube.resources import NODE_FREQUENCIES, POLICIES
-from climatik.kube.shell import ProcessShell
+from climatik.kube.informer import EnqueueMapped, enqueue_own_key
+from climatik.kube.process import CommonSettings, ProcessShell, Wiring
 from climatik.recommend.controller import RecommendReconciler
 from climatik.recommend.memory import Memory
 from climatik.recommend.metrics import RecommendMetrics
@@ -17,7 +17,6 @@ from climatik.recommend.nodes import NodeWriter
 from climatik.recommend.planner import Planner
 from climatik.recommend.routing import POLICY_INDEXES, policies_of_node
 from climatik.recommend.step import StepSettings
-from climatik.wiring import CommonSettings, Wiring
 
 LEASE_NAME = "climatik-recommend"
 

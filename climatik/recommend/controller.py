@@ -12,8 +12,8 @@ from climatik.api import DecodeError, PowerCappingPolicy, format_time
 from climatik.api.constants import POLICY_FINALIZER
 from climatik.clock import Clock
 from climatik.kube.client import ResourceClient
+from climatik.kube.controller import Result
 from climatik.kube.events import EventRecorder
-from climatik.kube.runner import Result
 from climatik.kube.status import update_object, update_status
 from climatik.kube.store import CacheReader
 from climatik.recommend.conflicts import conflict_report

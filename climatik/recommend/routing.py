@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from climatik.kube.objects import Obj, object_key
-from climatik.kube.store import CacheReader, IndexFunc
+from climatik.kube.store import CacheReader, IndexFunc, Obj, object_key
 
 #: Policy cache index: the nodes a policy's status observes.
 BY_OBSERVED_NODE = "observedNode"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from climatik.api import Recommendation, to_dict
-from climatik.kube.conditions import set_condition
+from climatik.api.conditions import set_condition
 
 ACTUATED = "Actuated"
 CONFLICT = "Conflict"

@@ -9,10 +9,10 @@ import requests
 import structlog
 
 from climatik.clock import Clock
+from climatik.kube.client import NODE_FREQUENCIES
 from climatik.kube.events import EventRecorder
-from climatik.kube.handlers import enqueue_own_key
-from climatik.kube.resources import NODE_FREQUENCIES
-from climatik.kube.shell import ProcessShell
+from climatik.kube.informer import enqueue_own_key
+from climatik.kube.process import CommonSettings, ProcessShell, Wiring
 from climatik.tune.applier import Applier
 from climatik.tune.backends.base import CpuBackend, GpuBackend
 from climatik.tune.backends.cpufreq import CpufreqBackend
@@ -21,7 +21,6 @@ from climatik.tune.backends.sim import SimGpuBackend
 from climatik.tune.controller import TuneReconciler
 from climatik.tune.metrics import TuneMetrics
 from climatik.tune.state import StateStore
-from climatik.wiring import CommonSettings, Wiring
 
 log = structlog.get_logger(__name__)
 

@@ -10,8 +10,8 @@ import structlog
 from climatik.api import NodeFrequencies
 from climatik.clock import Clock
 from climatik.kube.client import ResourceClient
+from climatik.kube.controller import Result
 from climatik.kube.events import EventRecorder
-from climatik.kube.runner import Result
 from climatik.kube.status import update_status
 from climatik.kube.store import CacheReader
 from climatik.tune.applier import Applier, ApplyReport

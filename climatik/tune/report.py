@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from climatik.api import NodeFrequenciesStatus, format_time, to_dict
+from climatik.api.conditions import set_condition
 from climatik.api.nodefrequencies import FAILED, UNSUPPORTED
-from climatik.kube.conditions import set_condition
 from climatik.tune.applier import ApplyReport
 
 READY = "Ready"

@@ -9,16 +9,14 @@ from typing import Any
 
 import pytest
 import testenv
+from support.clock import FakeClock
 
-from climatik.clock import FakeClock
-from climatik.kube.client import KubeClient
-from climatik.kube.config import connect
+from climatik.kube.client import CONFIG_MAPS, NAMESPACES, NODE_FREQUENCIES, KubeClient, connect
 from climatik.kube.events import EventRecorder
 from climatik.kube.informer import Informer
 from climatik.kube.listwatch import ClientListerWatcher
-from climatik.kube.objects import object_key
-from climatik.kube.resources import CONFIG_MAPS, NAMESPACES, NODE_FREQUENCIES
 from climatik.kube.status import create_or_update
+from climatik.kube.store import object_key
 
 pytestmark = pytest.mark.integration
 

@@ -15,15 +15,12 @@ import testenv
 from prometheus_client import CollectorRegistry
 
 from climatik.clock import SystemClock
-from climatik.kube.backoff import Backoff
-from climatik.kube.client import KubeClient
-from climatik.kube.config import connect
+from climatik.kube.client import CONFIG_MAPS, NAMESPACES, KubeClient, connect
 from climatik.kube.informer import Informer
-from climatik.kube.listwatch import ClientListerWatcher, ListResult
+from climatik.kube.listwatch import ClientListerWatcher, ListResult, WatchStream
 from climatik.kube.metrics import RuntimeMetrics
-from climatik.kube.objects import Obj, object_key
-from climatik.kube.resources import CONFIG_MAPS, NAMESPACES
-from climatik.kube.watch import WatchStream
+from climatik.kube.reflector import Backoff
+from climatik.kube.store import Obj, object_key
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,8 @@ from typing import Any
 import pytest
 import testenv
 
-from climatik.kube.client import KubeClient, ResourceClient
-from climatik.kube.config import connect
+from climatik.kube.client import NAMESPACES, KubeClient, ResourceClient, connect
 from climatik.kube.errors import ConflictError, InvalidError, NotFoundError
-from climatik.kube.resources import NAMESPACES
 from climatik.kube.status import update_object, update_status
 
 pytestmark = pytest.mark.integration
@@ -32,7 +30,7 @@ CANDIDATE = """
 import signal, sys, threading
 import structlog
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-from climatik.kube.config import connect
+from climatik.kube.client import connect
 from climatik.kube.leader import LeaderElector, LeaseConfig
 kubeconfig, namespace, identity = sys.argv[1:4]
 stop = threading.Event()

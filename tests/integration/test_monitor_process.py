@@ -15,7 +15,7 @@ from promenv import PrometheusServer
 from simworld import create_node, create_pods
 
 from climatik.clock import SystemClock
-from climatik.kube.config import connect
+from climatik.kube.client import connect
 from climatik.sim.client import SimControlClient
 from climatik.sim.cluster import ClusterConfig, GpuConfig, NodeConfig, SimCluster, start_cluster
 from climatik.sim.node import PodRef

@@ -32,12 +32,14 @@ import structlog  # noqa: E402
 import testenv  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from climatik.kube.client import KubeClient  # noqa: E402
-from climatik.kube.config import connect  # noqa: E402
+from climatik.kube.client import (  # noqa: E402
+    NAMESPACES,
+    KubeClient,
+    connect,
+)
+from climatik.kube.controller import Controller  # noqa: E402
 from climatik.kube.errors import AlreadyExistsError  # noqa: E402
 from climatik.kube.metrics import RuntimeMetrics  # noqa: E402
-from climatik.kube.resources import NAMESPACES  # noqa: E402
-from climatik.kube.runner import Controller  # noqa: E402
 from climatik.kube.workqueue import WorkQueue  # noqa: E402
 
 # Runs in a fresh interpreter per size, so that each measurement starts from the same baseline.
@@ -45,11 +47,11 @@ SYNC_PROBE = r"""
 import json, sys, threading, time
 import structlog
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-from climatik.kube.config import connect
+from climatik.kube.client import connect
 from climatik.kube.informer import Informer
 from climatik.kube.listwatch import ClientListerWatcher
-from climatik.kube.objects import strip_managed_fields
-from climatik.kube.resources import CONFIG_MAPS
+from climatik.kube.store import strip_managed_fields
+from climatik.kube.client import CONFIG_MAPS
 
 def rss_kib():
     for line in open("/proc/self/status"):

@@ -40,9 +40,11 @@ from scrape import MonitorCounters, apiserver_writes  # noqa: E402
 from testenv import ControlPlane, start_with_crds  # noqa: E402
 from world import create_world  # noqa: E402
 
-from climatik.kube.client import KubeClient  # noqa: E402
-from climatik.kube.config import connect  # noqa: E402
-from climatik.kube.resources import POLICIES  # noqa: E402
+from climatik.kube.client import (  # noqa: E402
+    POLICIES,
+    KubeClient,
+    connect,
+)
 
 NAMESPACE = "bench-monitor"
 INTERVAL_S = 5.0

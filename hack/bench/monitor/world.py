@@ -13,8 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from fleet import Layout
 from simworld import create_running_pod, ensure_namespace
 
-from climatik.kube.client import KubeClient
-from climatik.kube.resources import PODS, POLICIES, Resource
+from climatik.kube.client import PODS, POLICIES, KubeClient, Resource
 
 #: Well above the 40 GPUs' draw (at most 16 kW), so no policy needs capping and the cluster stays steady.
 POWER_CAP_LIMIT_W = 24_000

@@ -37,9 +37,11 @@ from testenv import start_with_crds  # noqa: E402
 from watcher import StatusWatcher  # noqa: E402
 
 from climatik.clock import SystemClock  # noqa: E402
-from climatik.kube.client import KubeClient  # noqa: E402
-from climatik.kube.config import connect  # noqa: E402
-from climatik.kube.resources import NODE_FREQUENCIES  # noqa: E402
+from climatik.kube.client import (  # noqa: E402
+    NODE_FREQUENCIES,
+    KubeClient,
+    connect,
+)
 from climatik.sim.cluster import ClusterConfig, NodeConfig, SimCluster, start_cluster  # noqa: E402
 
 NODE = "tune-bench-node"

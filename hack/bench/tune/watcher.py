@@ -9,10 +9,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from climatik.kube.client import KubeClient
+from climatik.kube.client import NODE_FREQUENCIES, KubeClient
 from climatik.kube.errors import KubeError
-from climatik.kube.resources import NODE_FREQUENCIES
-from climatik.kube.watch import BOOKMARK, ERROR
+from climatik.kube.listwatch import BOOKMARK, ERROR
 
 #: One watch lasts at most this long; the watcher opens the next one from where it stopped.
 WATCH_SECONDS = 300

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from support.clock import FakeClock
+from support.kube import FakeCluster, FakeKubeClient
 
-from climatik.clock import FakeClock
+from climatik.kube.client import EVENTS
 from climatik.kube.errors import UnavailableError
 from climatik.kube.events import EventRecorder
-from climatik.kube.resources import EVENTS
-from climatik.kube.testing import FakeCluster, FakeKubeClient
 
 POLICY = {
     "apiVersion": "climatik.io/v1alpha1",

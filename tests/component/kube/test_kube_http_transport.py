@@ -17,10 +17,8 @@ from typing import Any
 
 import pytest
 
-from climatik.kube.client import KubeClient
-from climatik.kube.config import connect
+from climatik.kube.client import CONFIG_MAPS, KubeClient, connect
 from climatik.kube.errors import ConflictError, GoneError, UnavailableError
-from climatik.kube.resources import CONFIG_MAPS
 
 TOKEN = "test-token"
 

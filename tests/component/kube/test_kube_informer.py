@@ -13,17 +13,15 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from support.clock import FakeClock
+from support.kube import FakeCluster, FakeKubeClient, FakeRequest
 
-from climatik.clock import FakeClock
+from climatik.kube.client import CONFIG_MAPS, NODE_FREQUENCIES, PODS
 from climatik.kube.errors import UnavailableError
 from climatik.kube.informer import Informer
-from climatik.kube.listwatch import ClientListerWatcher, ListResult
+from climatik.kube.listwatch import ClientListerWatcher, ListResult, WatchEvent
 from climatik.kube.metrics import RuntimeMetrics
-from climatik.kube.objects import Obj, object_key, strip_managed_fields
-from climatik.kube.resources import CONFIG_MAPS, NODE_FREQUENCIES, PODS
-from climatik.kube.store import BY_NODE, POD_INDEXES
-from climatik.kube.testing import FakeCluster, FakeKubeClient, FakeRequest
-from climatik.kube.watch import WatchEvent
+from climatik.kube.store import BY_NODE, POD_INDEXES, Obj, object_key, strip_managed_fields
 
 
 def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:

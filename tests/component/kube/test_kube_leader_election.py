@@ -7,12 +7,12 @@ import time
 from typing import Any
 
 import pytest
+from support.clock import FakeClock
+from support.kube import FakeCluster, FakeKubeClient, FakeRequest
 
-from climatik.clock import FakeClock
+from climatik.kube.client import LEASES
 from climatik.kube.errors import UnavailableError
 from climatik.kube.leader import LeaderElector, LeaseConfig
-from climatik.kube.resources import LEASES
-from climatik.kube.testing import FakeCluster, FakeKubeClient, FakeRequest
 
 
 @pytest.fixture

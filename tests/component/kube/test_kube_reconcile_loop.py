@@ -12,17 +12,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from support.kube import FakeCluster, FakeKubeClient
 
+from climatik.api.conditions import set_condition
 from climatik.clock import SystemClock
-from climatik.kube.conditions import set_condition
-from climatik.kube.handlers import enqueue_own_key
-from climatik.kube.informer import Informer
+from climatik.kube.client import POLICIES
+from climatik.kube.controller import Controller, Result
+from climatik.kube.informer import Informer, enqueue_own_key
 from climatik.kube.listwatch import ClientListerWatcher
-from climatik.kube.objects import generation_of
-from climatik.kube.resources import POLICIES
-from climatik.kube.runner import Controller, Result
 from climatik.kube.status import update_status
-from climatik.kube.testing import FakeCluster, FakeKubeClient
+from climatik.kube.store import generation_of
 from climatik.kube.workqueue import WorkQueue
 
 

@@ -13,18 +13,17 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from support.clock import FakeClock
+from support.kube import FakeCluster, FakeKubeClient, FakeRequest
 
-from climatik.clock import FakeClock
+from climatik.kube.client import CONFIG_MAPS, LEASES
+from climatik.kube.controller import Controller, Result
 from climatik.kube.errors import UnavailableError
-from climatik.kube.handlers import enqueue_own_key
-from climatik.kube.informer import Informer
+from climatik.kube.informer import Informer, enqueue_own_key
 from climatik.kube.leader import LeaderElector, LeaseConfig
 from climatik.kube.listwatch import ClientListerWatcher
 from climatik.kube.metrics import RuntimeMetrics
-from climatik.kube.resources import CONFIG_MAPS, LEASES
-from climatik.kube.runner import Controller, Result
-from climatik.kube.shell import ProcessShell
-from climatik.kube.testing import FakeCluster, FakeKubeClient, FakeRequest
+from climatik.kube.process import ProcessShell
 from climatik.kube.workqueue import WorkQueue
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from support.kube import FakeCluster, FakeKubeClient, FakeRequest
 
 from climatik.kube.errors import ConflictError
 from climatik.kube.status import create_or_update, update_object, update_status
-from climatik.kube.testing import FakeCluster, FakeKubeClient, FakeRequest
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 import pytest
+from support.clock import FakeClock
 
-from climatik.clock import FakeClock
-from climatik.kube.backoff import Backoff
+from climatik.kube.reflector import Backoff
 
 
 def test_delays_double_up_to_the_cap_without_jitter() -> None:

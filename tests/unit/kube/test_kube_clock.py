@@ -6,8 +6,9 @@ import datetime as dt
 import threading
 
 import pytest
+from support.clock import FakeClock
 
-from climatik.clock import FakeClock, SystemClock
+from climatik.clock import SystemClock
 
 
 def test_sleep_moves_fake_time_at_once_and_is_recorded() -> None:

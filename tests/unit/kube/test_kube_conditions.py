@@ -6,13 +6,13 @@ import datetime as dt
 
 import pytest
 
-from climatik.kube.conditions import (
+from climatik.api.conditions import (
     find_condition,
     is_condition_true,
     remove_condition,
     set_condition,
 )
-from climatik.kube.objects import freeze
+from climatik.kube.store import freeze
 
 T0 = dt.datetime(2025, 1, 1, 12, 0, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(minutes=5)

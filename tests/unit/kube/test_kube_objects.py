@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from climatik.kube.objects import freeze, make_key, object_key, split_key, thaw, thaw_object
+from climatik.kube.store import freeze, make_key, object_key, split_key, thaw, thaw_object
 
 
 def pod() -> dict[str, Any]:

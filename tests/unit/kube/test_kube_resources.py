@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from climatik.kube.resources import LEASES, NODE_FREQUENCIES, NODES, PODS, POLICIES
+from climatik.kube.client import LEASES, NODE_FREQUENCIES, NODES, PODS, POLICIES
 
 
 def test_paths_of_core_grouped_namespaced_and_cluster_scoped_resources() -> None:

@@ -8,10 +8,10 @@ from collections import Counter
 
 import pytest
 from prometheus_client import CollectorRegistry
+from support.clock import FakeClock
 
-from climatik.clock import FakeClock
+from climatik.kube.controller import Controller, Result, TerminalError
 from climatik.kube.metrics import RuntimeMetrics
-from climatik.kube.runner import Controller, Result, TerminalError
 from climatik.kube.workqueue import ItemBackoff, WorkQueue
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from climatik.kube.errors import UnavailableError
-from climatik.kube.watch import decode_lines
+from climatik.kube.listwatch import decode_lines
 
 
 def line(kind: str, name: str) -> bytes:

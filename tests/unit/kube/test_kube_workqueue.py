@@ -6,8 +6,8 @@ import threading
 import time
 
 import pytest
+from support.clock import FakeClock
 
-from climatik.clock import FakeClock
 from climatik.kube.workqueue import ItemBackoff, WorkQueue
 
 

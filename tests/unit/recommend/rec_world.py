@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from support.clock import FakeClock
+from support.kube import FakeCluster, FakeKubeClient
 
 from climatik.algorithms import (
     AlgorithmInput,
@@ -18,12 +20,9 @@ from climatik.algorithms import (
     builtin_factories,
 )
 from climatik.api import format_precise_time
-from climatik.clock import FakeClock
+from climatik.kube.client import EVENTS, NODE_FREQUENCIES, POLICIES, Resource
 from climatik.kube.events import EventRecorder
-from climatik.kube.objects import Obj
-from climatik.kube.resources import EVENTS, NODE_FREQUENCIES, POLICIES, Resource
-from climatik.kube.store import IndexFunc, Store
-from climatik.kube.testing import FakeCluster, FakeKubeClient
+from climatik.kube.store import IndexFunc, Obj, Store
 from climatik.recommend.controller import RecommendReconciler
 from climatik.recommend.memory import Memory
 from climatik.recommend.metrics import RecommendMetrics

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 from rec_world import World
+from support.kube import FakeRequest
 
 from climatik.api.constants import POLICY_FINALIZER
+from climatik.kube.client import NODE_FREQUENCIES
 from climatik.kube.errors import ConflictError
-from climatik.kube.resources import NODE_FREQUENCIES
-from climatik.kube.testing import FakeRequest
 
 GPU_A, GPU_B, GPU_C = "GPU-aaaa", "GPU-bbbb", "GPU-cccc"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 import pytest
+from support.clock import FakeClock
 
-from climatik.clock import FakeClock
 from climatik.sim import (
     A100,
     ClusterConfig,

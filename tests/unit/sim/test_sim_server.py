@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from support.clock import FakeClock
 
-from climatik.clock import FakeClock
 from climatik.sim import (
     ClusterConfig,
     ConstantParams,

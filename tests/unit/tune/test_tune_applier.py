@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
+from support.clock import FakeClock
 from tune_doubles import GPU_A, GPU_B, FakeGpuBackend, make_cpu, read_khz
 
 from climatik.api import CpuFrequency, GpuFrequency
 from climatik.api.nodefrequencies import APPLIED, FAILED, PENDING, UNSUPPORTED
-from climatik.clock import FakeClock
 from climatik.tune.applier import Applier
 from climatik.tune.backends.cpufreq import CpufreqBackend
 from climatik.tune.state import StateStore

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pynvml
 import pytest
 from pytest_mock import MockerFixture
+from support.clock import FakeClock
 from tune_doubles import GPU_A, GPU_B, H100_STEPS, NvmlStandIn, nvml_stand_in
 
 from climatik.api import GpuFrequency
 from climatik.api.nodefrequencies import APPLIED, FAILED, UNSUPPORTED
-from climatik.clock import FakeClock
 from climatik.tune.applier import Applier
 from climatik.tune.backends.base import BackendUnavailableError
 from climatik.tune.backends.nvml import NvmlGpuBackend

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from support.clock import FakeClock
 
 from climatik.api.nodefrequencies import APPLIED, FAILED, UNSUPPORTED
-from climatik.clock import FakeClock
 from climatik.sim import A100, ClusterConfig, NodeConfig, SimCluster, start_cluster
 from climatik.tune.backends.base import BackendUnavailableError
 from climatik.tune.backends.sim import SimGpuBackend

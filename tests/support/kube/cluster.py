@@ -18,6 +18,7 @@ from typing import Any
 
 from climatik.api.meta import format_time
 from climatik.clock import Clock, SystemClock
+from climatik.kube.client import Resource
 from climatik.kube.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -26,10 +27,10 @@ from climatik.kube.errors import (
     KubeError,
     NotFoundError,
 )
-from climatik.kube.objects import thaw_object
-from climatik.kube.resources import Resource
-from climatik.kube.testing.fakewatch import FakeWatch, History
-from climatik.kube.testing.semantics import (
+from climatik.kube.listwatch import ADDED, DELETED, MODIFIED
+from climatik.kube.store import thaw_object
+from support.kube.fakewatch import FakeWatch, History
+from support.kube.semantics import (
     check_version,
     content,
     has_status_subresource,
@@ -37,7 +38,6 @@ from climatik.kube.testing.semantics import (
     merge_patch,
     next_state,
 )
-from climatik.kube.watch import ADDED, DELETED, MODIFIED
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Standard status conditions (metav1.Condition): set one without churning lastTransitionTime.
+"""Standard status conditions (metav1.Condition): the typed form, and setting one in a status dict without
+churning lastTransitionTime.
 
 Functions here are pure: they take the current list and return a new one, so status mutation functions can
 use them on read-only cached objects.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from climatik.api.meta import format_time
@@ -15,6 +17,18 @@ from climatik.api.meta import format_time
 TRUE = "True"
 FALSE = "False"
 UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A metav1.Condition."""
+
+    type: str
+    status: str
+    reason: str
+    message: str
+    last_transition_time: str
+    observed_generation: int | None = None
 
 
 def set_condition(

@@ -9,21 +9,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from climatik.kube.client import JSON, KubeClient
-from climatik.kube.errors import InvalidError
-from climatik.kube.resources import (
+from climatik.kube.client import (
     CONFIG_MAPS,
     EVENTS,
+    JSON,
     LEASES,
     NAMESPACES,
     NODE_FREQUENCIES,
     NODES,
     PODS,
     POLICIES,
+    KubeClient,
     Resource,
 )
-from climatik.kube.testing.cluster import FakeCluster
-from climatik.kube.testing.fakewatch import FakeWatch
+from climatik.kube.errors import InvalidError
+from support.kube.cluster import FakeCluster
+from support.kube.fakewatch import FakeWatch
 
 KNOWN = (POLICIES, NODE_FREQUENCIES, PODS, NODES, EVENTS, CONFIG_MAPS, NAMESPACES, LEASES)
 

@@ -1,10 +1,12 @@
-"""The process shell every subcommand runs in.
+"""The process every subcommand runs in: its client, registry and runtime metrics, the probes server, and the
+shell that starts, leads and stops informers and controllers.
 
-A subcommand builds its client, informers and controllers, hands them to a `ProcessShell`, and returns
+A subcommand builds a `Wiring` (client, registry, runtime metrics and builders for informers, queues,
+controllers and the leader elector), hands its informers and controllers to a `ProcessShell`, and returns
 `shell.run()` as its exit code. The shell:
 
-* serves /metrics, /healthz and /readyz (ready once every informer has synced and, when elected, the
-  lease is held);
+* serves /metrics, /healthz and /readyz on one port (ready once every informer has synced and, when elected,
+  the lease is held);
 * starts the informers, then (once leading, if elected) waits for their caches and starts the controllers;
 * on SIGTERM or SIGINT stops taking work, lets reconciles in flight finish within `grace_period`, stops the
   informers, releases the lease and runs the shutdown hooks (e.g. restoring hardware defaults), then
@@ -16,19 +18,151 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from climatik.clock import Clock
+from climatik.kube.client import KubeClient, Resource, connect
+from climatik.kube.controller import Controller, Reconcile
 from climatik.kube.informer import Informer
-from climatik.kube.leader import LeaderElector
-from climatik.kube.probes import ProbeServer
-from climatik.kube.runner import Controller
+from climatik.kube.leader import LeaderElector, LeaseConfig
+from climatik.kube.listwatch import ClientListerWatcher
+from climatik.kube.metrics import RuntimeMetrics
+from climatik.kube.store import IndexFunc
+from climatik.kube.workqueue import WorkQueue
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """Settings shared by all subcommands."""
+
+    kubeconfig: str | None = None
+    metrics_port: int = 8080
+    metrics_host: str = "0.0.0.0"
+    grace_period: float = 25.0
+    leader_elect: bool = False
+    leader_election_namespace: str = "climatik-system"
+    leader_election_identity: str = field(default_factory=lambda: f"{socket.gethostname()}_{os.getpid()}")
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+class Wiring:
+    """One process's client, registry and runtime metrics, and builders that hand them to each part."""
+
+    def __init__(self, settings: CommonSettings, *, clock: Clock, client: KubeClient | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.client = client or connect(settings.kubeconfig)
+        self.registry = CollectorRegistry()
+        self.metrics = RuntimeMetrics(self.registry)
+
+    def informer(self, resource: Resource, *, name: str, field_selector: str = "", label_selector: str = "",
+                 indexers: Mapping[str, IndexFunc] | None = None, resync_period: float = 0.0) -> Informer:
+        lister_watcher = ClientListerWatcher(self.client, resource, field_selector=field_selector,
+                                             label_selector=label_selector)
+        return Informer(lister_watcher, name=name, clock=self.clock, indexers=indexers,
+                        resync_period=resync_period, metrics=self.metrics)
+
+    def queue(self, name: str) -> WorkQueue:
+        return WorkQueue(name=name, clock=self.clock, metrics=self.metrics)
+
+    def controller(self, name: str, reconcile: Reconcile, queue: WorkQueue, *, workers: int = 1) -> Controller:
+        return Controller(name=name, reconcile=reconcile, queue=queue, workers=workers, clock=self.clock,
+                          metrics=self.metrics)
+
+    def elector(self, lease_name: str) -> LeaderElector | None:
+        """The lease contender when leader election is on, else None."""
+        s = self.settings
+        if not s.leader_elect:
+            return None
+        config = LeaseConfig(namespace=s.leader_election_namespace, name=lease_name,
+                             identity=s.leader_election_identity, lease_duration=s.lease_duration,
+                             renew_deadline=s.renew_deadline, retry_period=s.retry_period)
+        return LeaderElector(self.client, config, clock=self.clock, metrics=self.metrics)
+
+
+#: A probe answers (healthy, explanation).
+Probe = Callable[[], tuple[bool, str]]
+
+
+class ProbeServer:
+    """Serves metrics from `registry` and the answers of the `live` and `ready` probes."""
+
+    def __init__(
+        self,
+        *,
+        registry: CollectorRegistry,
+        ready: Probe,
+        live: Probe = lambda: (True, "ok"),
+        host: str = "0.0.0.0",
+        port: int = 8080,
+    ) -> None:
+        self._registry = registry
+        self._probes = {"/healthz": live, "/livez": live, "/readyz": ready}
+        self._host = host
+        self._requested_port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (after `start`)."""
+        if self._server is None:
+            raise RuntimeError("the probe server is not started")
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        server = ThreadingHTTPServer((self._host, self._requested_port), self._handler_class())
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="probe-server", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        registry, probes = self._registry, self._probes
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif path in probes:
+                    healthy, text = probes[path]()
+                    self._reply(200 if healthy else 503, (text or "ok").encode() + b"\n", "text/plain")
+                else:
+                    self._reply(404, b"not found\n", "text/plain")
+
+            def _reply(self, code: int, body: bytes, content_type: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # probes every few seconds would drown the log
+
+        return Handler
+
 
 log = structlog.get_logger(__name__)
 

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from climatik.clock import Clock
-from climatik.kube.objects import thaw_object
-from climatik.kube.resources import Resource
-from climatik.kube.watch import ADDED, BOOKMARK, DELETED, ERROR, MODIFIED, WatchEvent
+from climatik.kube.client import Resource
+from climatik.kube.listwatch import ADDED, BOOKMARK, DELETED, ERROR, MODIFIED, WatchEvent
+from climatik.kube.store import thaw_object
 
 Wanted = Callable[[dict[str, Any]], bool]
 

@@ -2,7 +2,7 @@
 conflict, finalizer, status-subresource and watch semantics, a `KubeClient` that talks to it, and hooks to
 inject faults (dropped watches, 410 Gone, failing requests, racing writers)."""
 
-from climatik.kube.testing.client import FakeKubeClient
-from climatik.kube.testing.cluster import FakeCluster, FakeRequest
+from support.kube.client import FakeKubeClient
+from support.kube.cluster import FakeCluster, FakeRequest
 
 __all__ = ["FakeCluster", "FakeKubeClient", "FakeRequest"]

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 from climatik.api.constants import GROUP
+from climatik.kube.client import Resource
 from climatik.kube.errors import ConflictError
-from climatik.kube.objects import thaw_object
-from climatik.kube.resources import Resource
-from climatik.kube.testing.selectors import parse_field_selector, parse_label_selector
+from climatik.kube.store import thaw_object
+from support.kube.selectors import parse_field_selector, parse_label_selector
 
 # Set by the server; a client's PUT cannot change them.
 _SYSTEM_FIELDS = ("uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds")
