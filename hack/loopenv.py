@@ -29,9 +29,9 @@ from testenv import ControlPlane, start_with_crds
 from climatik.clock import SystemClock
 from climatik.kube.client import POLICIES, KubeClient, connect
 from climatik.kube.errors import KubeError
-from climatik.sim.client import SimControlClient
 from climatik.sim.cluster import ClusterConfig, GpuConfig, NodeConfig, SimCluster, start_cluster
 from climatik.sim.node import PodRef
+from climatik.sim.server import SimControlClient
 from climatik.sim.traces import ConstantParams, TrainingParams, Workload
 
 REPO_SAMPLE = Path(__file__).resolve().parent.parent / "manifests" / "samples" / "powercappingpolicy.yaml"

@@ -7,29 +7,40 @@ guarantees (scope, clamping to hardware limits, bounded state).
 """
 
 from climatik.algorithms.base import (
+    MAX_STATE_CHARS,
     Algorithm,
+    AlgorithmError,
     AlgorithmFactory,
+    AlgorithmFailedError,
     AlgorithmInput,
     AlgorithmOutput,
     CpuKey,
     CpuLimits,
     GpuLimits,
-    GpuReading,
+    InvalidParameterError,
     Inventory,
     Observation,
+    ObservedGpu,
+    ParamReader,
+    StateTooLargeError,
     Targets,
+    UnknownAlgorithmError,
+    decode_state,
+    encode_state,
 )
-from climatik.algorithms.clamp import clamp_cpu, clamp_gpu, clamp_targets
 from climatik.algorithms.closedloop import ClosedLoop, ClosedLoopConfig
 from climatik.algorithms.dfs import DynamicFrequencyScaler
-from climatik.algorithms.errors import (
-    AlgorithmError,
-    AlgorithmFailedError,
-    InvalidParameterError,
-    UnknownAlgorithmError,
+from climatik.algorithms.framework import (
+    StepResult,
+    algorithm_input,
+    clamp_cpu,
+    clamp_gpu,
+    clamp_targets,
+    inventory_of,
+    observation_from_status,
+    policy_targets,
+    run_step,
 )
-from climatik.algorithms.inputs import algorithm_input, inventory_of, observation_from_status, policy_targets
-from climatik.algorithms.params import ParamReader
 from climatik.algorithms.registry import (
     ENTRY_POINT_GROUP,
     AlgorithmRegistry,
@@ -37,16 +48,43 @@ from climatik.algorithms.registry import (
     builtin_factories,
     default_registry,
 )
-from climatik.algorithms.runner import StepResult, run_step
-from climatik.algorithms.state import MAX_STATE_CHARS, StateTooLargeError, decode_state, encode_state
-from climatik.api.constants import DEFAULT_RELEASE_BAND
 
 __all__ = [
-    "DEFAULT_RELEASE_BAND", "ENTRY_POINT_GROUP", "MAX_STATE_CHARS", "Algorithm", "AlgorithmError",
-    "AlgorithmFactory", "AlgorithmFailedError", "AlgorithmInput", "AlgorithmOutput", "AlgorithmRegistry",
-    "ClosedLoop", "ClosedLoopConfig", "CpuKey", "CpuLimits", "DynamicFrequencyScaler", "GpuLimits", "GpuReading",
-    "InvalidParameterError", "Inventory", "Observation", "ParamReader", "StateTooLargeError", "StepResult",
-    "Targets", "UnknownAlgorithmError", "algorithm_input", "algorithm_name", "builtin_factories", "clamp_cpu",
-    "clamp_gpu", "clamp_targets", "decode_state", "default_registry", "encode_state", "inventory_of",
-    "observation_from_status", "policy_targets", "run_step",
+    "ENTRY_POINT_GROUP",
+    "MAX_STATE_CHARS",
+    "Algorithm",
+    "AlgorithmError",
+    "AlgorithmFactory",
+    "AlgorithmFailedError",
+    "AlgorithmInput",
+    "AlgorithmOutput",
+    "AlgorithmRegistry",
+    "ClosedLoop",
+    "ClosedLoopConfig",
+    "CpuKey",
+    "CpuLimits",
+    "DynamicFrequencyScaler",
+    "GpuLimits",
+    "InvalidParameterError",
+    "Inventory",
+    "Observation",
+    "ObservedGpu",
+    "ParamReader",
+    "StateTooLargeError",
+    "StepResult",
+    "Targets",
+    "UnknownAlgorithmError",
+    "algorithm_input",
+    "algorithm_name",
+    "builtin_factories",
+    "clamp_cpu",
+    "clamp_gpu",
+    "clamp_targets",
+    "decode_state",
+    "default_registry",
+    "encode_state",
+    "inventory_of",
+    "observation_from_status",
+    "policy_targets",
+    "run_step",
 ]

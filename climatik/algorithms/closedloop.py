@@ -54,17 +54,170 @@ Parameters (strings, all optional):
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
-from climatik.algorithms import operating as op
-from climatik.algorithms.base import AlgorithmInput, AlgorithmOutput, Targets
-from climatik.algorithms.closedloop_config import NAME, PARAMETERS, ClosedLoopConfig
-from climatik.algorithms.closedloop_memory import MAX_JUMPS, MAX_STEPS, Memory
-from climatik.algorithms.fresh import hold_reason
-from climatik.algorithms.model import CUT_THETA, RAISE_THETA, PowerModel, learned_theta, observed_theta
-from climatik.algorithms.settle import settled
-from climatik.algorithms.solve import solve_per_gpu, solve_uniform, uniform_xs
+from climatik.algorithms.base import AlgorithmInput, AlgorithmOutput, ParamReader, Targets, as_float
+from climatik.algorithms.model import (
+    CUT_THETA,
+    RAISE_THETA,
+    THETA_MAX,
+    THETA_MIN,
+    PowerModel,
+    Workload,
+    above_idle,
+    anchored_at,
+    cpu_level,
+    cpu_scope,
+    cpu_targets,
+    gpu_targets,
+    learned_theta,
+    observed_theta,
+    raised_from,
+    solve_per_gpu,
+    solve_uniform,
+    uniform_xs,
+    workload,
+)
+from climatik.algorithms.settle import hold_reason, settled
+
+NAME = "closed-loop"
+PARAMETERS = ("margin-percent", "deadband-percent", "min-frequency", "uniform", "settle-seconds", "stale-seconds",
+              "max-step-up-percent", "exponent", "cpu-step-percent", "cpu-min-percent", "max-step-down-percent",
+              "settle-max-seconds")
+
+
+@dataclass(frozen=True)
+class ClosedLoopConfig:
+    """Validated parameters; fractions are 0..1 here, percent in the spec."""
+
+    margin: float = 0.01
+    deadband: float = 0.01
+    min_frequency: int | None = None
+    uniform: bool = True
+    settle_seconds: float = 2.0
+    stale_seconds: float = 180.0
+    max_step_up: float = 0.25
+    exponent: float = 2.7
+    cpu_step: float = 0.1
+    cpu_floor: float = 0.5
+    max_step_down: float = 0.4
+    settle_max_seconds: float = 60.0
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, str] | None) -> ClosedLoopConfig:
+        read = ParamReader(NAME, parameters, PARAMETERS)
+        settle = read.number("settle-seconds", 2.0, minimum=0.0, maximum=3600.0)
+        return cls(
+            margin=read.number("margin-percent", 1.0, minimum=0.0, maximum=50.0) / 100.0,
+            deadband=read.number("deadband-percent", 1.0, minimum=0.0, maximum=20.0) / 100.0,
+            min_frequency=read.integer("min-frequency", None, minimum=1, maximum=10000),
+            uniform=read.boolean("uniform", True),
+            settle_seconds=settle,
+            stale_seconds=read.number("stale-seconds", 180.0, minimum=1.0, maximum=86400.0),
+            max_step_up=read.number("max-step-up-percent", 25.0, minimum=1.0, maximum=100.0) / 100.0,
+            exponent=read.number("exponent", 2.7, minimum=1.0, maximum=4.0),
+            cpu_step=read.number("cpu-step-percent", 10.0, minimum=1.0, maximum=50.0) / 100.0,
+            cpu_floor=read.number("cpu-min-percent", 50.0, minimum=10.0, maximum=100.0) / 100.0,
+            max_step_down=read.number("max-step-down-percent", 40.0, minimum=5.0, maximum=90.0) / 100.0,
+            settle_max_seconds=read.number("settle-max-seconds", max(60.0, settle), minimum=settle,
+                                           maximum=86400.0),
+        )
+
+
+_VERSION = 3
+#: How many recent step-to-step power changes the load's noise is the median of (robust to a load step).
+MAX_JUMPS = 5
+#: How many earlier changes of a chain not shown yet are remembered (a chain is a few cuts into a rising load).
+MAX_STEPS = 4
+#: Keys holding a time or a power, kept exactly; the others are fractions, rounded to keep the state short.
+_EXACT = ("seen", "threshold", "changed", "rise", "last")
+_ROUNDED = ("before",)
+
+
+@dataclass(frozen=True)
+class LoopState:
+    """What one step leaves to the next.
+
+    `seen`: time of the last observation used, and `threshold` the threshold (W) it was judged against.
+    While changes have not shown in an observation yet (a chain of further cuts may follow the first):
+    `changed`, the time of the last; `rise`, when it raised GPUs that ran at their caps, the highest clock
+    (MHz) they ran at before it (a reading shows the raise once a clock exceeds it); `before`, the highest clock
+    fraction measured before the first (what a reading taken before it may show); `steps`, for each earlier
+    change of the chain, its time and the highest cap fraction it set (what a reading taken after it but before
+    the next may show). `gains`: recent learned clock sensitivities. `anchor`: (power, above-idle GPU power,
+    operating share) measured before the last GPU change made on a settled observation, to learn from once it
+    has taken effect. `last`: the power of the last settled observation when targets were held on it; `jumps`:
+    the relative changes of power between recent such observations, whose median is the load's noise.
+    """
+
+    seen: float | None = None
+    threshold: float | None = None
+    changed: float | None = None
+    rise: float | None = None
+    before: float | None = None
+    steps: tuple[tuple[float, float], ...] = ()
+    gains: tuple[float, ...] = ()
+    anchor: tuple[float, float, float] | None = None
+    last: float | None = None
+    jumps: tuple[float, ...] = ()
+
+    @property
+    def noise(self) -> float | None:
+        """How much the load's power typically changes from one reading to the next (a share; None: unknown)."""
+        return float(statistics.median(self.jumps)) if self.jumps else None
+
+    @classmethod
+    def load(cls, state: Mapping[str, Any]) -> LoopState:
+        """Read back persisted state; anything malformed is forgotten rather than trusted."""
+        if state.get("v") != _VERSION:
+            return cls()
+        gains = [g for g in _floats(state.get("gains")) if g is not None and THETA_MIN <= g <= THETA_MAX]
+        anchor_values = _floats(state.get("anchor"))
+        anchor = None
+        if len(anchor_values) == 3 and all(a is not None and a >= 0.0 for a in anchor_values):
+            power, dyn, share = (float(a or 0.0) for a in anchor_values)
+            anchor = (power, dyn, share)
+        raw_steps = state.get("steps")
+        steps = [_floats(step) for step in raw_steps] if isinstance(raw_steps, list) else []
+        before = as_float(state.get("before"))
+        jumps = [j for j in _floats(state.get("jumps")) if j is not None and 0.0 <= j <= 1.0]
+        return cls(
+            seen=as_float(state.get("seen")),
+            threshold=as_float(state.get("threshold")),
+            changed=as_float(state.get("changed")),
+            rise=as_float(state.get("rise")),
+            before=before if before is not None and 0.0 < before <= 1.0 else None,
+            steps=tuple((float(at or 0.0), float(x or 0.0)) for step in steps if len(step) == 2
+                        for at, x in [step] if at is not None and x is not None and 0.0 < x <= 1.0)[-MAX_STEPS:],
+            gains=tuple(gains)[-3:],
+            anchor=anchor,
+            last=as_float(state.get("last")),
+            jumps=tuple(jumps)[-MAX_JUMPS:],
+        )
+
+    def dump(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"v": _VERSION}
+        for key in _EXACT + _ROUNDED:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = round(value, 4) if key in _ROUNDED else value
+        if self.steps:
+            out["steps"] = [[at, round(x, 4)] for at, x in self.steps]
+        if self.gains:
+            out["gains"] = list(self.gains)
+        if self.jumps:
+            out["jumps"] = [round(j, 3) for j in self.jumps]
+        if self.anchor is not None:
+            out["anchor"] = [round(value, 4) for value in self.anchor]
+        return out
+
+
+def _floats(value: Any) -> list[float | None]:
+    return [as_float(item) for item in value] if isinstance(value, list) else []
+
 
 __all__ = ["NAME", "PARAMETERS", "ClosedLoop", "ClosedLoopConfig"]
 
@@ -90,13 +243,13 @@ class ClosedLoop:
 
     def step(self, inp: AlgorithmInput) -> AlgorithmOutput:
         config = self.config
-        memory = Memory.load(inp.state)
+        memory = LoopState.load(inp.state)
         obs = inp.observation
         held = hold_reason(inp, memory.seen, config.stale_seconds, last_threshold=memory.threshold)
         if held is not None or obs.power is None:
             return AlgorithmOutput(inp.current, memory.dump(), held or "holding: no power data")
         memory = replace(memory, seen=obs.at, threshold=inp.threshold_watts)
-        work = op.workload(inp, config.min_frequency)
+        work = workload(inp, config.min_frequency)
         if not work.points:
             return AlgorithmOutput(self._held(inp, work), memory.dump(), "no GPU with known limits")
         if settled(obs, inp.current.gpus, memory.changed, floor_s=config.settle_seconds,
@@ -110,16 +263,16 @@ class ClosedLoop:
             return self._cut(inp, self._read_as(work, memory, obs.at), memory, obs.power, settled=False)
         return AlgorithmOutput(self._held(inp, work), memory.dump(), "waiting for the last change to take effect")
 
-    def _read_as(self, work: op.Workload, memory: Memory, at: float | None) -> op.Workload:
+    def _read_as(self, work: Workload, memory: LoopState, at: float | None) -> Workload:
         """A reading taken before the pending changes showed, read at the highest clocks it may reflect: the caps
         set by the latest change that has had time to show, or else the clocks before the first change, or the
         measured ones when higher. A reading from before a cut thus asks for no second cut."""
         for changed, level in reversed(memory.steps):
             if at is not None and at >= changed + self.config.settle_seconds:
-                return op.anchored_at(work, level)
-        return op.anchored_at(work, memory.before or 0.0)
+                return anchored_at(work, level)
+        return anchored_at(work, memory.before or 0.0)
 
-    def _decide(self, inp: AlgorithmInput, work: op.Workload, memory: Memory, power: float) -> AlgorithmOutput:
+    def _decide(self, inp: AlgorithmInput, work: Workload, memory: LoopState, power: float) -> AlgorithmOutput:
         if power > inp.threshold_watts * (1.0 + self.config.deadband):
             return self._cut(inp, work, memory, power, settled=True)
         if power < inp.release_watts:
@@ -127,17 +280,17 @@ class ClosedLoop:
         return self._emit(inp, work, memory, self._held(inp, work), power=power, settled=True,
                           reason="holding: power is within the band")
 
-    def _cut(self, inp: AlgorithmInput, work: op.Workload, memory: Memory, power: float, *,
+    def _cut(self, inp: AlgorithmInput, work: Workload, memory: LoopState, power: float, *,
              settled: bool) -> AlgorithmOutput:
         config = self.config
         held = self._held(inp, work)
-        scope = op.cpu_scope(inp)
-        cpu = op.cpu_level(inp, scope)
+        scope = cpu_scope(inp)
+        cpu = cpu_level(inp, scope)
         over = f"{power:.0f} W is over {inp.threshold_watts:.0f} W"
         if all(p.x_cap <= p.x_floor + 1e-9 for p in work.points):
             if settled and scope and cpu > config.cpu_floor:
                 level = max(cpu - config.cpu_step, config.cpu_floor)
-                return self._emit(inp, work, memory, replace(held, cpus=op.cpu_targets(inp, scope, level)),
+                return self._emit(inp, work, memory, replace(held, cpus=cpu_targets(inp, scope, level)),
                                   power=power, settled=True,
                                   reason=f"lowering CPUs to {level:.0%}: GPUs are at their floor and {over}")
             targets, reason = held, f"capping: GPUs are at their floor and {over}"
@@ -148,15 +301,15 @@ class ClosedLoop:
             reason = f"waiting for the last change to take effect; {over}"
         return self._emit(inp, work, memory, targets, power=power, settled=settled, reason=reason)
 
-    def _release(self, inp: AlgorithmInput, work: op.Workload, memory: Memory, power: float) -> AlgorithmOutput:
+    def _release(self, inp: AlgorithmInput, work: Workload, memory: LoopState, power: float) -> AlgorithmOutput:
         config = self.config
         held = self._held(inp, work)
-        scope = op.cpu_scope(inp)
-        cpu = op.cpu_level(inp, scope)
+        scope = cpu_scope(inp)
+        cpu = cpu_level(inp, scope)
         under = f"{power:.0f} W is under {inp.release_watts:.0f} W"
         if cpu < 1.0 and scope:
             level = min(cpu + config.cpu_step, 1.0)
-            return self._emit(inp, work, memory, replace(held, cpus=op.cpu_targets(inp, scope, level)),
+            return self._emit(inp, work, memory, replace(held, cpus=cpu_targets(inp, scope, level)),
                               power=power, settled=True, reason=f"raising CPUs to {level:.0%}: {under}")
         # Far under the release level the clocks are far lower than the load needs (a cut that went deep, a load
         # that eased off): give them back in fewer steps.
@@ -168,7 +321,7 @@ class ClosedLoop:
     def _goal(self, inp: AlgorithmInput) -> float:
         return inp.threshold_watts * (1.0 - self.config.margin)
 
-    def _solve(self, work: op.Workload, memory: Memory, goal: float, *, raising: bool,
+    def _solve(self, work: Workload, memory: LoopState, goal: float, *, raising: bool,
                step: float) -> dict[str, int | None]:
         theta = learned_theta(memory.gains)
         low, high = RAISE_THETA if raising else CUT_THETA
@@ -181,9 +334,9 @@ class ClosedLoop:
         else:
             xs = solve_per_gpu(model, work.points, work.other, goal, raising=raising, max_step_up=step,
                                max_step_down=down)
-        return op.gpu_targets(work, xs)
+        return gpu_targets(work, xs)
 
-    def _emit(self, inp: AlgorithmInput, work: op.Workload, memory: Memory, targets: Targets, *, power: float,
+    def _emit(self, inp: AlgorithmInput, work: Workload, memory: LoopState, targets: Targets, *, power: float,
               settled: bool, reason: str) -> AlgorithmOutput:
         """The output. A change starts (or, made before the last one showed, extends) a wait for it to show; a GPU
         change made on a settled observation also records the operating point to learn from once it has taken
@@ -194,9 +347,9 @@ class ClosedLoop:
             anchor = None
             if targets.gpu_entries() != inp.current.gpu_entries():
                 share = PowerModel(exponent=self.config.exponent).operating_share(work.points)
-                anchor = (power, op.above_idle(work), share)
+                anchor = (power, above_idle(work), share)
             memory = replace(memory, before=max(p.x_op for p in work.points), steps=(), anchor=anchor,
-                             rise=op.raised_from(work, inp.current.gpus, targets.gpus))
+                             rise=raised_from(work, inp.current.gpus, targets.gpus))
         elif memory.changed is not None:
             # The caps held now are what the previous change of the chain set. The operating point before the
             # chain stays the one to learn from: the reading that shows the last cut shows the whole chain.
@@ -204,7 +357,7 @@ class ClosedLoop:
             memory = replace(memory, steps=(*memory.steps, step)[-MAX_STEPS:], rise=None)
         return AlgorithmOutput(targets, replace(memory, changed=inp.now, last=None).dump(), reason)
 
-    def _held(self, inp: AlgorithmInput, work: op.Workload) -> Targets:
+    def _held(self, inp: AlgorithmInput, work: Workload) -> Targets:
         """The current caps carried over to the GPUs the workload uses now (uniform: new GPUs join the level)."""
         obs = inp.observation
         present = {gpu.uuid for gpu in obs.gpus} | (set(inp.current.gpus) if obs.truncated else set())
@@ -212,12 +365,12 @@ class ClosedLoop:
             uuid: mhz for uuid, mhz in inp.current.gpu_entries().items() if uuid in present}
         capped = [(gpus[p.uuid] or p.max_mhz) / p.max_mhz for p in work.points if p.uuid in gpus]
         if self.config.uniform and capped:
-            level = op.gpu_targets(work, [max(capped)] * len(work.points))
+            level = gpu_targets(work, [max(capped)] * len(work.points))
             gpus.update({uuid: mhz for uuid, mhz in level.items() if uuid not in gpus})
-        scope = op.cpu_scope(inp)
-        return Targets(gpus, op.cpu_targets(inp, scope, op.cpu_level(inp, scope)))
+        scope = cpu_scope(inp)
+        return Targets(gpus, cpu_targets(inp, scope, cpu_level(inp, scope)))
 
-    def _learn(self, memory: Memory, work: op.Workload, power: float) -> Memory:
+    def _learn(self, memory: LoopState, work: Workload, power: float) -> LoopState:
         """Update the noise estimate from the last settled reading and learn from the last change, if any."""
         jumps = memory.jumps
         if memory.last is not None and memory.last > 0.0:

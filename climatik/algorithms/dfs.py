@@ -29,12 +29,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from climatik.algorithms.base import AlgorithmInput, AlgorithmOutput, GpuLimits, Targets
-from climatik.algorithms.clamp import clamp_gpu, floor_gpu, step_above
-from climatik.algorithms.fresh import hold_reason
-from climatik.algorithms.params import ParamReader
-from climatik.algorithms.settle import settled
-from climatik.algorithms.state import as_float
+from climatik.algorithms.base import AlgorithmInput, AlgorithmOutput, GpuLimits, ParamReader, Targets, as_float
+from climatik.algorithms.framework import clamp_gpu, floor_gpu, step_above
+from climatik.algorithms.settle import hold_reason, settled
 
 NAME = "dynamic-frequency-scaler"
 PARAMETERS = ("scaling-factor", "min-frequency", "step-up", "settle-seconds", "stale-seconds", "settle-max-seconds")

@@ -1,4 +1,5 @@
-"""How a workload's power responds to its GPU clock caps: the closed-loop controller's online model.
+"""How a workload's power responds to its GPU clock caps: the closed-loop controller's online model, the
+operating point it is anchored at, and the solver that finds the caps bringing the workload to a goal power.
 
 Each GPU draws `idle + D * ((1 - theta) + theta * x ** exponent)`, where x is its clock as a fraction of its
 maximum and `theta` the share of its above-idle power at full clock that follows the clock (about 0.8 for
@@ -8,14 +9,27 @@ and never the shape; only `theta` is learned, from how far power moved after a c
 the measured clocks moved, and only when the two fit together (a load that changed meanwhile teaches nothing).
 A GPU that runs below its cap (idle, memory-bound, firmware limited) gains nothing from a higher cap, so its
 curve is flat above the measured point.
+
+The operating point turns one observation into per-GPU points (clock fractions measured, capped and floor;
+power; idle estimate) for the GPUs whose limits are known, and clock fractions back into snapped MHz targets.
+
+Solving: lowering never raises any GPU's cap and raising never lowers one; within that, the solution is the
+highest setting predicted to stay at or under the goal. One step moves a clock by at most `max_step_up` of the
+maximum clock upwards and `max_step_down` of the clock the GPU runs at downwards, so that a single misleading
+reading cannot throw the workload to either end of its range. With uniform clocks every GPU gets the same
+fraction of its maximum (never below its floor); per GPU, power is water-filled: the GPUs drawing the most are
+lowered first, down to a common per-GPU power level.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from climatik.algorithms.base import AlgorithmInput, CpuKey, GpuLimits
+from climatik.algorithms.framework import clamp_cpu, clamp_gpu, floor_gpu
 
 #: Prior share of the above-idle power that follows the SM clock (compute-bound work is about 0.8).
 PRIOR_THETA = 0.8
@@ -136,3 +150,173 @@ def _local(theta: float, share: float) -> float:
     """Full-clock theta to the local one at operating point `share`: theta * s / ((1 - theta) + theta * s)."""
     denominator = (1.0 - theta) + theta * share
     return theta * share / denominator if denominator > 0.0 else 1.0
+
+
+#: Lowest measured clock fraction the model anchors at (an idle GPU may report a very low SM clock).
+_MIN_X_OP = 0.05
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The modelled GPUs (with known limits) and the power no GPU clock explains (`other`)."""
+
+    points: tuple[GpuPoint, ...]
+    limits: dict[str, GpuLimits]
+    other: float
+
+
+def workload(inp: AlgorithmInput, min_frequency: int | None) -> Workload:
+    """The operating point of every observed GPU with known limits; needs `inp.observation.power`."""
+    obs = inp.observation
+    total = obs.power or 0.0
+    known = [gpu.power for gpu in obs.gpus if gpu.power is not None]
+    fallback = (sum(known) / len(known)) if known else total / max(len(obs.gpus), 1)
+    points: list[GpuPoint] = []
+    limits: dict[str, GpuLimits] = {}
+    for gpu in sorted(obs.gpus, key=lambda g: g.uuid):
+        gpu_limits = inp.inventory.gpus.get(gpu.uuid)
+        if gpu_limits is None:
+            continue
+        top = float(gpu_limits.max_frequency)
+        cap = inp.current.gpus.get(gpu.uuid)
+        cap_mhz = min(float(cap), top) if cap is not None else top
+        measured = float(gpu.sm_clock) if gpu.sm_clock is not None else cap_mhz
+        power = gpu.power if gpu.power is not None else fallback
+        idle = IDLE_SHARE * gpu_limits.power_limit if gpu_limits.power_limit else 0.0
+        points.append(GpuPoint(
+            uuid=gpu.uuid, max_mhz=top, x_op=max(min(measured, top) / top, _MIN_X_OP), x_cap=cap_mhz / top,
+            x_floor=floor_gpu(gpu_limits, min_frequency) / top, power=power, idle=min(idle, power),
+        ))
+        limits[gpu.uuid] = gpu_limits
+    other = total - sum(point.power for point in points)
+    return Workload(tuple(points), limits, other)
+
+
+def anchored_at(work: Workload, x: float) -> Workload:
+    """The workload as if every GPU ran at least at clock fraction `x`: how a reading that may predate the last
+    change (or average across it) is read, so that it asks for no more than the load itself added."""
+    bound = min(max(x, 0.0), 1.0)
+    return Workload(tuple(replace(p, x_op=max(p.x_op, bound)) for p in work.points), work.limits, work.other)
+
+
+def above_idle(work: Workload) -> float:
+    """The GPUs' power above their idle estimate: what their clocks can move."""
+    return sum(max(p.power - p.idle, 0.0) for p in work.points)
+
+
+def raised(work: Workload, before: Mapping[str, int | None], after: Mapping[str, int | None]) -> bool:
+    """Whether going from caps `before` to `after` raised some GPU's cap and lowered none."""
+    old, new = fractions(work, before), fractions(work, after)
+    return old != new and all(b >= a - 1e-9 for a, b in zip(old, new, strict=True))
+
+
+def raised_from(work: Workload, before: Mapping[str, int | None], after: Mapping[str, int | None]) -> float | None:
+    """For a change that only raised caps: the highest clock (MHz) measured on a GPU that ran at its cap before
+    it (a reading shows the raise once some clock is above it). None for other changes, or when no GPU ran at its
+    cap (the raise then has no visible signature)."""
+    if not raised(work, before, after):
+        return None
+    binding = [p.x_op * p.max_mhz for p in work.points if p.binding]
+    return max(binding) if binding else None
+
+
+def gpu_targets(work: Workload, xs: list[float]) -> dict[str, int | None]:
+    """Snapped MHz per GPU for clock fractions `xs`; a GPU at its maximum gets no bound (None)."""
+    out: dict[str, int | None] = {}
+    for point, x in zip(work.points, xs, strict=True):
+        limits = work.limits[point.uuid]
+        mhz = clamp_gpu(x * point.max_mhz, limits)
+        out[point.uuid] = None if mhz >= limits.max_frequency else mhz
+    return out
+
+
+def fractions(work: Workload, targets: Mapping[str, int | None]) -> list[float]:
+    """Clock fractions of `targets` (no bound: 1.0), in the order of `work.points`."""
+    return [min((targets.get(p.uuid) or p.max_mhz) / p.max_mhz, 1.0) for p in work.points]
+
+
+def cpu_scope(inp: AlgorithmInput) -> list[CpuKey]:
+    """The CPUs of the nodes the workload's GPUs are on, when the spec tunes CPUs."""
+    if not inp.spec.tune_cpus:
+        return []
+    nodes = {gpu.node for gpu in inp.observation.gpus}
+    return sorted(key for key in inp.inventory.cpus if key[0] in nodes)
+
+
+def cpu_level(inp: AlgorithmInput, scope: list[CpuKey]) -> float:
+    """The workload's current CPU cap as a fraction of each CPU's maximum (1.0: none)."""
+    levels = [mhz / inp.inventory.cpus[key].max_frequency
+              for key, mhz in inp.current.cpu_entries().items() if key in scope]
+    return min(min(levels, default=1.0), 1.0)
+
+
+def cpu_targets(inp: AlgorithmInput, scope: list[CpuKey], level: float) -> dict[CpuKey, int | None]:
+    """Every CPU in scope capped at `level` of its maximum; none when the level is (about) the maximum."""
+    if level >= 0.999:
+        return {}
+    return {key: clamp_cpu(level * inp.inventory.cpus[key].max_frequency, inp.inventory.cpus[key])
+            for key in scope}
+
+
+_ITERATIONS = 48
+
+
+def uniform_xs(points: Sequence[GpuPoint], x: float, *, raising: bool) -> list[float]:
+    """Each GPU's clock fraction when the workload's common fraction is `x`."""
+    if raising:
+        return [max(point.x_cap, min(x, 1.0)) for point in points]
+    return [max(point.x_floor, min(x, point.x_cap)) for point in points]
+
+
+def solve_uniform(model: PowerModel, points: Sequence[GpuPoint], other: float, goal: float, *,
+                  raising: bool, max_step_up: float, max_step_down: float = 1.0) -> float:
+    """The common clock fraction predicted to hold the workload at or under `goal`."""
+    if raising:
+        lo = max(point.x_cap for point in points)
+        hi = min(1.0, lo + max_step_up)
+    else:
+        hi = max(point.x_cap for point in points)
+        lowest = max(_running(point) for point in points) * (1.0 - max_step_down)
+        lo = min(max(min(point.x_floor for point in points), lowest), hi)
+
+    def predicted(x: float) -> float:
+        return model.total(points, uniform_xs(points, x, raising=raising), other)
+
+    return _largest(predicted, lo, hi, goal)
+
+
+def solve_per_gpu(model: PowerModel, points: Sequence[GpuPoint], other: float, goal: float, *,
+                  raising: bool, max_step_up: float, max_step_down: float = 1.0) -> list[float]:
+    """Each GPU's clock fraction, water-filling power down to (or up to) a common per-GPU level."""
+    bounds = [(p.x_cap, min(1.0, p.x_cap + max_step_up)) if raising else
+              (min(max(p.x_floor, _running(p) * (1.0 - max_step_down)), p.x_cap), p.x_cap) for p in points]
+
+    def xs_at(level: float) -> list[float]:
+        return [min(max(model.highest_x(point, level), lo), hi) for point, (lo, hi) in zip(points, bounds,
+                                                                                                strict=True)]
+
+    def predicted(level: float) -> float:
+        return model.total(points, xs_at(level), other)
+
+    top = max(model.gpu_power(point, hi) for point, (_, hi) in zip(points, bounds, strict=True)) + 1.0
+    return xs_at(_largest(predicted, 0.0, top, goal))
+
+
+def _running(point: GpuPoint) -> float:
+    """The clock fraction a GPU runs at: its measured clock, or its cap when it reads above it."""
+    return min(point.x_op, point.x_cap)
+
+
+def _largest(predicted: Callable[[float], float], lo: float, hi: float, goal: float) -> float:
+    """The largest knob in [lo, hi] with predicted(knob) <= goal, for a non-decreasing `predicted` (lo if none)."""
+    if predicted(hi) <= goal:
+        return hi
+    if predicted(lo) > goal:
+        return lo
+    for _ in range(_ITERATIONS):
+        mid = (lo + hi) / 2.0
+        if predicted(mid) <= goal:
+            lo = mid
+        else:
+            hi = mid
+    return lo

@@ -19,10 +19,15 @@ import importlib.metadata
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from climatik.algorithms.base import Algorithm, AlgorithmFactory
+from climatik.algorithms.base import (
+    Algorithm,
+    AlgorithmError,
+    AlgorithmFactory,
+    AlgorithmFailedError,
+    UnknownAlgorithmError,
+)
 from climatik.algorithms.closedloop import ClosedLoop
 from climatik.algorithms.dfs import DynamicFrequencyScaler
-from climatik.algorithms.errors import AlgorithmError, AlgorithmFailedError, UnknownAlgorithmError
 from climatik.api import AlgorithmRef
 from climatik.api.constants import DEFAULT_ALGORITHM
 

@@ -1,4 +1,5 @@
-"""Lossless conversion between the API's camelCase JSON dicts and the typed dataclasses of climatik.api.
+"""Lossless conversion between the API's camelCase JSON dicts and the typed dataclasses of climatik.api, and a
+cache of typed objects decoded once per resourceVersion.
 
 Every field of a resource dataclass is optional in the codec's eyes: a key absent from the dict becomes the
 field's default (None for optional fields) and a None field is left out of the dict again, so
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 import types
 import typing
-from typing import Any, TypeVar, Union
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Generic, TypeVar, Union
 
 T = TypeVar("T")
 
@@ -110,3 +113,43 @@ def _decode_scalar(hint: Any, value: Any, path: str) -> Any:
     if hint in (str, bool) and not isinstance(value, hint):
         raise DecodeError(f"{path}: expected {hint.__name__}, got {value!r}")
     return value
+
+
+class DecodedCache(Generic[T]):
+    """Remembers the typed form of each API object by key and resourceVersion.
+
+    Cached API objects are never mutated in place (a change arrives as a new object with a new resourceVersion),
+    so a decoded object can be reused until the version moves. Entries of objects no longer present are dropped
+    on every `decode_all`.
+    """
+
+    def __init__(self, decode: Callable[[dict[str, Any]], T]) -> None:
+        self._decode = decode
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[str, T]] = {}
+
+    def decode_all(self, objects: Iterable[Mapping[str, Any]]) -> list[T | Exception]:
+        """Each object's typed form, or the exception decoding it raised (ValueError and its kind)."""
+        out: list[T | Exception] = []
+        seen: set[str] = set()
+        with self._lock:
+            for obj in objects:
+                metadata = obj.get("metadata") or {}
+                key = f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
+                version = str(metadata.get("resourceVersion", ""))
+                seen.add(key)
+                cached = self._entries.get(key)
+                if cached is not None and version and cached[0] == version:
+                    out.append(cached[1])
+                    continue
+                try:
+                    typed = self._decode(dict(obj))
+                except ValueError as exc:
+                    out.append(exc)
+                    self._entries.pop(key, None)
+                    continue
+                self._entries[key] = (version, typed)
+                out.append(typed)
+            for gone in set(self._entries) - seen:
+                del self._entries[gone]
+        return out

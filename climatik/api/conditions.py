@@ -1,8 +1,20 @@
-"""Standard status conditions (metav1.Condition): the typed form, and setting one in a status dict without
-churning lastTransitionTime.
+"""Status conditions: the conditions Climatik's objects carry, who writes each, and the reasons one
+controller writes and another reads; and the standard metav1.Condition, set in a status dict without churning
+lastTransitionTime.
 
-Functions here are pure: they take the current list and return a new one, so status mutation functions can
-use them on read-only cached objects.
+Each condition has exactly one writer, so two controllers never fight over it:
+
+| object             | condition          | writer      | says                                                |
+| ------------------ | ------------------ | ----------- | --------------------------------------------------- |
+| PowerCappingPolicy | MetricsAvailable   | monitor     | fresh, complete power data backs the observation    |
+| PowerCappingPolicy | CappingRequired    | monitor     | the hysteresis decision, with the power behind it   |
+| PowerCappingPolicy | InvalidSpec        | recommender | what the schema cannot catch: selector, algorithm   |
+| PowerCappingPolicy | Actuated           | recommender | whether the policy's targets reach its GPUs         |
+| PowerCappingPolicy | Conflict           | recommender | GPUs this policy shares with another one            |
+| NodeFrequencies    | Ready, Degraded    | tuner       | whether the node's entries are applied              |
+
+The helpers are pure: they take the current list and return a new one, so status mutation functions can use
+them on read-only cached objects.
 """
 
 from __future__ import annotations
@@ -17,6 +29,22 @@ from climatik.api.meta import format_time
 TRUE = "True"
 FALSE = "False"
 UNKNOWN = "Unknown"
+
+# PowerCappingPolicy, written by the monitor.
+METRICS_AVAILABLE = "MetricsAvailable"
+CAPPING_REQUIRED = "CappingRequired"
+#: MetricsAvailable's reason when a fresh observation lacks some GPUs' readings: the recommender then lets the
+#: algorithm lower clocks on the part it sees, never raise them.
+INCOMPLETE_DATA = "IncompleteData"
+
+# PowerCappingPolicy, written by the recommender.
+INVALID_SPEC = "InvalidSpec"
+ACTUATED = "Actuated"
+CONFLICT = "Conflict"
+
+# NodeFrequencies, written by its node's tuner.
+READY = "Ready"
+DEGRADED = "Degraded"
 
 
 @dataclass(frozen=True)

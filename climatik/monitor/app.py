@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from climatik.algorithms.registry import default_registry
+from climatik.api.constants import DEFAULT_RELEASE_BAND
 from climatik.clock import Clock
 from climatik.kube.client import PODS, POLICIES
 from climatik.kube.events import EventRecorder
 from climatik.kube.informer import enqueue_own_key
 from climatik.kube.process import CommonSettings, ProcessShell, Wiring
 from climatik.kube.store import POD_INDEXES
-from climatik.monitor.controller import MonitorReconciler
-from climatik.monitor.metrics import MonitorMetrics
-from climatik.monitor.pods import BY_LABEL, index_by_label
-from climatik.monitor.sampling import SAMPLE_KEY, LatestSample, Sampler
-from climatik.monitor.status import WritePolicy
+from climatik.monitor.core import Rules
+from climatik.monitor.reconciler import (
+    BY_LABEL,
+    SAMPLE_KEY,
+    LatestSample,
+    MonitorMetrics,
+    MonitorReconciler,
+    Sampler,
+    index_by_label,
+)
 from climatik.prom import GpuSampler, PromClient, PromQueryMetrics, PromSettings, make_session, profile_named
-from climatik.validation import spec_problems
 
 LEASE_NAME = "climatik-monitor"
 
@@ -29,7 +33,7 @@ class MonitorSettings:
     metrics_profile: str = "dcgm"
     cpu_power_metric: str | None = None
     max_sample_age: float = 60.0
-    release_band: int = 5
+    release_band: int = DEFAULT_RELEASE_BAND
     heartbeat: float = 60.0
     workers: int = 4
 
@@ -47,13 +51,12 @@ def build(settings: MonitorSettings, common: CommonSettings, *, clock: Clock) ->
     latest = LatestSample()
     policy_queue = wiring.queue("monitor")
     sample_queue = wiring.queue("monitor-sampler")
-    registry = default_registry()
     reconciler = MonitorReconciler(
         policies=policies.store, pods=pods.store, api=wiring.client.policies, latest=latest,
         events=EventRecorder(wiring.client, component="climatik-monitor", clock=clock), clock=clock,
-        metrics=MonitorMetrics(wiring.registry), validate=lambda spec: spec_problems(spec, registry),
-        max_age=max(3 * settings.interval, 15.0), release_band=settings.release_band,
-        rules=WritePolicy(heartbeat=settings.heartbeat),
+        metrics=MonitorMetrics(wiring.registry),
+        rules=Rules.for_period(settings.interval, release_band=settings.release_band,
+                               heartbeat=settings.heartbeat),
     )
     sampler = Sampler(fetch=sampler_source.fetch_gpu_samples, latest=latest, clock=clock,
                       policy_keys=policies.store.keys, enqueue=policy_queue.add, interval=settings.interval)

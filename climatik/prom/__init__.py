@@ -1,9 +1,16 @@
 """Prometheus access for the monitor: an HTTP API client, and the mapping of DCGM or Kepler series into
 per-GPU readings attributed to pods. Nothing here imports Kubernetes."""
 
-from climatik.prom.answer import QueryResult, Sample
-from climatik.prom.auth import BearerTokenFile
-from climatik.prom.client import PromClient, PromSettings, QueryObserver, make_session
+from climatik.prom.client import (
+    BearerTokenFile,
+    PromClient,
+    PromQueryMetrics,
+    PromSettings,
+    QueryObserver,
+    QueryResult,
+    Sample,
+    make_session,
+)
 from climatik.prom.errors import (
     PromAuthError,
     PromConnectionError,
@@ -14,7 +21,6 @@ from climatik.prom.errors import (
     PromTimeoutError,
     PromUnavailableError,
 )
-from climatik.prom.metrics import PromQueryMetrics
 from climatik.prom.profiles import (
     PROFILE_NAMES,
     MetricProfile,

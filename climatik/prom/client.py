@@ -1,22 +1,242 @@
-"""A small Prometheus HTTP API client: instant queries over `requests`, with timeouts, TLS and bearer
-tokens, turning every transport or protocol failure into a `PromError`."""
+"""A small Prometheus HTTP API client: instant queries over `requests`, with timeouts, TLS and bearer tokens
+(re-read from their file when it changes), answers decoded into typed samples, every transport or protocol
+failure turned into a `PromError`, and each query's latency recorded.
+
+Prometheus encodes each sample as `[unix seconds, "value"]`, the value a string so that "NaN", "+Inf" and
+"-Inf" survive JSON; they are decoded here as floats and judged by the caller. An instant query stamps every
+sample with the evaluation time, however old the scrape behind it is (Prometheus carries a sample forward for up
+to its lookback delta, five minutes by default). To judge staleness the scrape time is needed, and
+`timestamp(x)` gives it: `with_sample_times` asks for the values and their timestamps in one query, each half
+marked by a label, and `split_sample_times` joins them back.
+
+Projected service-account tokens are rotated by the kubelet (an atomic swap of the mounted file), so a token
+read once at start-up expires within the hour: the token file is checked on every request and read again only
+when its identity (inode, size, modification time) changes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
+import json
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
+from prometheus_client import CollectorRegistry, Histogram
+from requests.auth import AuthBase
 from urllib3.exceptions import ReadTimeoutError
 
 import climatik
 from climatik.clock import Clock, SystemClock
-from climatik.prom import queries
-from climatik.prom.answer import QueryResult, decode_vector, error_for_status
-from climatik.prom.auth import BearerTokenFile
-from climatik.prom.errors import PromConnectionError, PromError, PromResponseError, PromTimeoutError
+from climatik.prom.errors import (
+    PromAuthError,
+    PromConnectionError,
+    PromError,
+    PromQueryError,
+    PromResponseError,
+    PromTimeoutError,
+    PromUnavailableError,
+)
+
+# Prometheus' own error types that mean "try again later" rather than "the query is wrong".
+_TRANSIENT_ERROR_TYPES = frozenset({"timeout", "canceled", "unavailable"})
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One series of an instant vector: its labels (`__name__` included when Prometheus kept it), its value
+    and the timestamp Prometheus gave it (unix seconds)."""
+
+    labels: dict[str, str]
+    value: float
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The answer to one instant query.
+
+    `eval_time` is the evaluation time Prometheus reported (None when the vector is empty and no time was
+    asked for), `duration_s` the wall time the HTTP round trip took, `warnings` what Prometheus (or a
+    Thanos/Mimir front end) said about partial results.
+    """
+
+    query: str
+    samples: tuple[Sample, ...]
+    eval_time: float | None
+    duration_s: float
+    warnings: tuple[str, ...] = field(default=())
+
+
+def decode_vector(body: object, query: str) -> tuple[tuple[Sample, ...], tuple[str, ...]]:
+    """The samples and warnings of a successful instant-vector answer; raises a `PromError` otherwise."""
+    if not isinstance(body, dict):
+        raise PromResponseError(f"answer is not a JSON object: {_clip(body)}", query=query)
+    if body.get("status") != "success":
+        raise _status_error(body, query, status=0)
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise PromResponseError("answer has no data object", query=query)
+    result_type = data.get("resultType")
+    if result_type != "vector":
+        raise PromResponseError(f"expected an instant vector, got resultType {result_type!r}", query=query)
+    result = data.get("result")
+    if not isinstance(result, list):
+        raise PromResponseError("answer's result is not a list", query=query)
+    samples = tuple(_decode_sample(item, query) for item in result)
+    warnings = body.get("warnings") or []
+    return samples, tuple(str(w) for w in warnings) if isinstance(warnings, list) else ()
+
+
+def error_for_status(status: int, text: str, query: str) -> PromError:
+    """The project exception for a non-2xx answer, with Prometheus' errorType and error where the body has
+    them."""
+    error_type, error = _error_fields(text)
+    detail = error or _clip(text) or "no body"
+    message = f"HTTP {status} from Prometheus: {detail}"
+    kwargs: dict[str, Any] = {"query": query, "status": status, "error_type": error_type, "error": error}
+    if status in (401, 403):
+        return PromAuthError(message, **kwargs)
+    if status == 429 or status >= 500 or error_type in _TRANSIENT_ERROR_TYPES:
+        return PromUnavailableError(message, **kwargs)
+    if 400 <= status < 500:
+        return PromQueryError(message, **kwargs)
+    return PromResponseError(message, **kwargs)
+
+
+def _status_error(body: dict[str, Any], query: str, *, status: int) -> PromError:
+    error_type = str(body.get("errorType", ""))
+    error = str(body.get("error", ""))
+    if body.get("status") != "error":
+        return PromResponseError(f"answer has status {body.get('status')!r}", query=query, status=status)
+    cls = PromUnavailableError if error_type in _TRANSIENT_ERROR_TYPES else PromQueryError
+    message = f"Prometheus answered {error_type or 'error'}: {error or 'no detail'}"
+    return cls(message, query=query, status=status, error_type=error_type, error=error)
+
+
+def _decode_sample(item: object, query: str) -> Sample:
+    if not isinstance(item, dict):
+        raise PromResponseError(f"sample is not an object: {_clip(item)}", query=query)
+    labels = item.get("metric")
+    pair = item.get("value")
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise PromResponseError(f"sample has no string labels: {_clip(item)}", query=query)
+    if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], str)):
+        raise PromResponseError(f'sample value is not [time, "value"]: {_clip(item)}', query=query)
+    try:
+        timestamp = float(pair[0])
+        value = float(pair[1])
+    except (TypeError, ValueError):
+        raise PromResponseError(f"sample value does not parse: {_clip(item)}", query=query) from None
+    return Sample(labels=dict(labels), value=value, timestamp=timestamp)
+
+
+def _error_fields(text: str) -> tuple[str, str]:
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    return str(body.get("errorType", "")), str(body.get("error", ""))
+
+
+def _clip(value: object, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class BearerTokenFile(AuthBase):
+    """A `requests` auth that sends `Authorization: Bearer <token>` with the token taken from a file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = os.fspath(path)
+        self._lock = threading.Lock()
+        self._identity: tuple[int, int, int, int] | None = None
+        self._token = ""
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def token(self) -> str:
+        """The current token; raises `PromAuthError` when the file cannot be read or is empty."""
+        try:
+            with self._lock:
+                st = os.stat(self._path)
+                identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                if identity != self._identity:
+                    with open(self._path, encoding="utf-8") as f:
+                        self._token = f.read().strip()
+                    self._identity = identity
+                token = self._token
+        except OSError as exc:
+            raise PromAuthError(f"cannot read bearer token file {self._path}: {exc.strerror or exc}") from exc
+        if not token:
+            raise PromAuthError(f"bearer token file {self._path} is empty")
+        return token
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["Authorization"] = f"Bearer {self.token()}"
+        return r
+
+
+class PromQueryMetrics:
+    """A `QueryObserver` recording `climatik_prom_query_duration_seconds{query, outcome}` in `registry`.
+
+    Create one per registry and share it between clients.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._duration = Histogram(
+            "climatik_prom_query_duration_seconds",
+            "Time taken by Prometheus queries, by query and outcome (success or the error reason).",
+            ["query", "outcome"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+        )
+
+    def observe_query(self, name: str, outcome: str, seconds: float) -> None:
+        self._duration.labels(query=name, outcome=outcome).observe(seconds)
+
+
+FIELD_LABEL = "climatik_field"
+_VALUE = "value"
+_TIMESTAMP = "timestamp"
+
+
+def with_sample_times(expr: str) -> str:
+    """One query answering each series of `expr` twice: with its value (marked `climatik_field="value"`)
+    and with its scrape time (marked `climatik_field="timestamp"`). The marks keep `or` from merging the
+    two halves, which have the same labels once `timestamp()` drops the metric name."""
+    values = f'label_replace({expr}, "{FIELD_LABEL}", "{_VALUE}", "", "")'
+    times = f'label_replace(timestamp({expr}), "{FIELD_LABEL}", "{_TIMESTAMP}", "", "")'
+    return f"{values} or {times}"
+
+
+def split_sample_times(samples: Sequence[Sample], query: str) -> tuple[Sample, ...]:
+    """The value samples of a `with_sample_times` answer, each carrying its scrape time as timestamp."""
+    values: dict[frozenset[tuple[str, str]], Sample] = {}
+    times: dict[frozenset[tuple[str, str]], float] = {}
+    for sample in samples:
+        field = sample.labels.get(FIELD_LABEL)
+        labels = {k: v for k, v in sample.labels.items() if k != FIELD_LABEL}
+        key = frozenset((k, v) for k, v in labels.items() if k != "__name__")
+        if field == _VALUE:
+            values[key] = Sample(labels=labels, value=sample.value, timestamp=sample.timestamp)
+        elif field == _TIMESTAMP:
+            times[key] = sample.value
+        else:
+            raise PromResponseError(f"series without a {FIELD_LABEL} mark: {sample.labels}", query=query)
+    joined = []
+    for key, sample in values.items():
+        if key not in times:
+            raise PromResponseError(f"series has a value but no timestamp: {sample.labels}", query=query)
+        joined.append(Sample(labels=sample.labels, value=sample.value, timestamp=times[key]))
+    return tuple(joined)
 
 
 @dataclass(frozen=True)
@@ -103,8 +323,8 @@ class PromClient:
     def query_with_sample_times(self, expr: str, *, at: float | None = None, name: str = "query") -> QueryResult:
         """Like `query`, but each sample's timestamp is when it was scraped rather than the evaluation time,
         so that the caller can tell a fresh reading from one Prometheus still carries forward."""
-        result = self.query(queries.with_sample_times(expr), at=at, name=name)
-        samples = queries.split_sample_times(result.samples, result.query)
+        result = self.query(with_sample_times(expr), at=at, name=name)
+        samples = split_sample_times(result.samples, result.query)
         return QueryResult(result.query, samples, result.eval_time, result.duration_s, result.warnings)
 
     def close(self) -> None:

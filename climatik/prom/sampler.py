@@ -1,14 +1,39 @@
-"""One cycle's worth of GPU power readings: the few queries that serve every policy at once."""
+"""One cycle's worth of GPU power readings: the few PromQL queries built from a metric profile, which serve
+every policy at once, and the sampler that runs them and maps the answers into a `GpuSnapshot`.
+"""
 
 from __future__ import annotations
 
-from climatik.prom import queries
-from climatik.prom.answer import QueryResult
-from climatik.prom.client import PromClient
+from climatik.prom.client import PromClient, QueryResult
 from climatik.prom.errors import PromNoDataError
-from climatik.prom.mapping import Judge, Series, build_snapshot
 from climatik.prom.profiles import MetricProfile
-from climatik.prom.snapshot import GpuSnapshot
+from climatik.prom.snapshot import GpuSnapshot, Judge, Series, build_snapshot
+
+
+def selector(metric: str, matchers: str = "") -> str:
+    """An instant vector selector: `metric{matchers}`, or the bare metric name without matchers."""
+    matchers = matchers.strip().strip(",")
+    return f"{metric}{{{matchers}}}" if matchers else metric
+
+
+def power_query(profile: MetricProfile) -> str:
+    """Every GPU power series, allocated or not: unallocated GPUs are kept out of pod attribution later,
+    in Python, because which label names the pod depends on how Prometheus scraped the exporter."""
+    return selector(profile.power_metric, profile.power_matchers)
+
+
+def sm_clock_query(profile: MetricProfile) -> str | None:
+    """Every SM clock series, or None when the profile reads no clock."""
+    if not profile.sm_clock_metric:
+        return None
+    return selector(profile.sm_clock_metric, profile.sm_clock_matchers)
+
+
+def cpu_power_query(profile: MetricProfile) -> str | None:
+    """Every per-pod CPU power series, or None when the profile adds no CPU power."""
+    if not profile.cpu_power_metric:
+        return None
+    return selector(profile.cpu_power_metric, profile.cpu_power_matchers)
 
 
 class GpuSampler:
@@ -37,7 +62,7 @@ class GpuSampler:
         means the exporter is not scraped or the profile names the wrong metric.
         """
         profile = self._profile
-        power = self._query(queries.power_query(profile), now, "gpu_power")
+        power = self._query(power_query(profile), now, "gpu_power")
         if not power.samples:
             raise PromNoDataError(f"no {profile.power_metric} series in Prometheus", query=power.query)
         # The clock and CPU queries are pinned to the power query's time so that all readings agree.
@@ -45,10 +70,10 @@ class GpuSampler:
         if at is None:
             raise PromNoDataError("Prometheus gave no evaluation time", query=power.query)
         results = {"gpu_power": power}
-        sm_query = None if profile.per_pod_power else queries.sm_clock_query(profile)
+        sm_query = None if profile.per_pod_power else sm_clock_query(profile)
         if sm_query is not None:
             results["sm_clock"] = self._query(sm_query, at, "sm_clock")
-        cpu_query = queries.cpu_power_query(profile)
+        cpu_query = cpu_power_query(profile)
         if cpu_query is not None:
             results["cpu_power"] = self._query(cpu_query, at, "cpu_power")
         return build_snapshot(

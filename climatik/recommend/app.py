@@ -1,24 +1,31 @@
-"""Wiring of `climatik recommend`: policy and NodeFrequencies informers, the policy reconciler, its planner."""
+"""Wiring of `climatik recommend`: policy and NodeFrequencies informers, the policy reconciler and its core.
+
+A NodeFrequencies event wakes the policies it concerns: those named in its entries (they target the node) and
+those whose status observes the node (their GPUs are there). A tuner reporting its inventory thus wakes the
+policies that wait for it, and a spec changed by hand wakes the policies that own its entries.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from climatik.algorithms import DEFAULT_RELEASE_BAND, default_registry
+from climatik.algorithms import default_registry
+from climatik.api.constants import DEFAULT_RELEASE_BAND
 from climatik.clock import Clock
 from climatik.kube.client import NODE_FREQUENCIES, POLICIES
 from climatik.kube.events import EventRecorder
 from climatik.kube.informer import EnqueueMapped, enqueue_own_key
 from climatik.kube.process import CommonSettings, ProcessShell, Wiring
-from climatik.recommend.controller import RecommendReconciler
-from climatik.recommend.memory import Memory
-from climatik.recommend.metrics import RecommendMetrics
-from climatik.recommend.nodes import NodeWriter
-from climatik.recommend.planner import Planner
-from climatik.recommend.routing import POLICY_INDEXES, policies_of_node
+from climatik.kube.store import CacheReader, IndexFunc, Obj, object_key
+from climatik.recommend.core import Recommender
+from climatik.recommend.reconciler import NodeWriter, RecommendMetrics, RecommendReconciler
 from climatik.recommend.step import StepSettings
 
 LEASE_NAME = "climatik-recommend"
+#: Policy cache index: the nodes a policy's status observes.
+BY_OBSERVED_NODE = "observedNode"
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,32 @@ class RecommendSettings:
     max_observation_age: float = 180.0
     resync: float = 300.0
     workers: int = 4
+
+
+def observed_nodes(obj: Obj) -> list[str]:
+    """The node names in a policy's status.nodes (the monitor's observations)."""
+    status = obj.get("status")
+    nodes = status.get("nodes") if isinstance(status, Mapping) else None
+    names = {node.get("name") for node in nodes or [] if isinstance(node, Mapping)}
+    return sorted(name for name in names if isinstance(name, str) and name)
+
+
+POLICY_INDEXES: Mapping[str, IndexFunc] = {BY_OBSERVED_NODE: observed_nodes}
+
+
+def policies_of_node(policies: CacheReader) -> Callable[[Obj], list[str]]:
+    """A mapper from a NodeFrequencies object to the keys of the policies it concerns."""
+
+    def mapper(obj: Obj) -> list[str]:
+        spec: Mapping[str, Any] = obj.get("spec") or {}
+        keys = {entry.get("policy") for field in ("gpuFrequencies", "cpuFrequencies")
+                for entry in spec.get(field) or [] if isinstance(entry, Mapping)}
+        name = spec.get("nodeName") or (obj.get("metadata") or {}).get("name")
+        if isinstance(name, str) and name:
+            keys |= {object_key(policy) for policy in policies.by_index(BY_OBSERVED_NODE, name)}
+        return sorted(key for key in keys if isinstance(key, str) and "/" in key)
+
+    return mapper
 
 
 def build(settings: RecommendSettings, common: CommonSettings, *, clock: Clock) -> ProcessShell:
@@ -38,15 +71,14 @@ def build(settings: RecommendSettings, common: CommonSettings, *, clock: Clock) 
     nodes = wiring.informer(NODE_FREQUENCIES, name="nodefrequencies")
     queue = wiring.queue("recommend")
     metrics = RecommendMetrics(wiring.registry)
-    memory = Memory()
-    writer = NodeWriter(api=wiring.client.node_frequencies, cache=nodes.store, metrics=metrics)
+    core = Recommender(registry=default_registry(),
+                       settings=StepSettings(release_band=settings.release_band,
+                                             max_observation_age=settings.max_observation_age))
     reconciler = RecommendReconciler(
-        policies=policies.store, api=wiring.client.policies, writer=writer,
-        planner=Planner(policies=policies.store, writer=writer, memory=memory, enqueue=queue.add, metrics=metrics),
-        memory=memory, registry=default_registry(),
+        policies=policies.store, api=wiring.client.policies,
+        writer=NodeWriter(api=wiring.client.node_frequencies, cache=nodes.store, metrics=metrics), core=core,
         events=EventRecorder(wiring.client, component="climatik-recommend", clock=clock), clock=clock,
-        metrics=metrics, settings=StepSettings(release_band=settings.release_band,
-                                               max_observation_age=settings.max_observation_age),
+        enqueue=queue.add, metrics=metrics,
     )
     policies.add_handler(enqueue_own_key(queue))
     nodes.add_handler(EnqueueMapped(queue, policies_of_node(policies.store)))

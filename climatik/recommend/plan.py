@@ -12,15 +12,19 @@ Rules, applied the same way on every pass so that a steady cluster yields identi
 * Several policies asking for the same CPU get the lowest (most conservative) target, recorded with the policy
   that asked for it (ties go to the higher-ranked policy).
 * Each entry names its policy (`namespace/name`); entries are sorted by GPU UUID and CPU id.
+
+What a policy is told about GPUs it shares with other policies (its Conflict condition) names the other
+policy and which part of the rule decided (priority, age, name), in a message that stays the same while the
+situation does, so that the condition is not rewritten on every pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from climatik.algorithms import CpuKey, Targets
-from climatik.algorithms.inputs import policy_targets
+from climatik.algorithms.framework import policy_targets
 from climatik.api import (
     CpuFrequency,
     GpuFrequency,
@@ -177,3 +181,53 @@ def _locate(uuid: str, policy: PowerCappingPolicy, nodes: list[NodeFrequencies])
 def _node_name(node: NodeFrequencies) -> str:
     return node.spec.node_name or node.metadata.name
 
+
+LOSES = "LosesSharedGpus"
+WINS = "WinsSharedGpus"
+NONE = "NoSharedGpus"
+
+_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class ConflictReport:
+    """The Conflict condition of one policy, and the GPUs it does not drive because another policy does."""
+
+    active: bool
+    reason: str
+    message: str
+    lost: tuple[str, ...] = ()
+
+
+def conflict_report(key: str, conflicts: Sequence[Conflict],
+                    policies: Mapping[str, PowerCappingPolicy]) -> ConflictReport:
+    """The report for policy `key`, given the conflicts it takes part in."""
+    mine = [c for c in conflicts if key in (c.winner, c.loser)]
+    if not mine:
+        return ConflictReport(False, NONE, "no GPU of this policy is claimed by another policy")
+    lines = [_line(key, c, policies) for c in mine[:_SHOWN]]
+    if len(mine) > _SHOWN:
+        lines.append(f"and {len(mine) - _SHOWN} more")
+    lost = tuple(sorted({c.gpu for c in mine if c.loser == key}))
+    return ConflictReport(True, LOSES if lost else WINS, "; ".join(lines), lost)
+
+
+def _line(key: str, conflict: Conflict, policies: Mapping[str, PowerCappingPolicy]) -> str:
+    other = conflict.loser if conflict.winner == key else conflict.winner
+    where = f" on {conflict.node}" if conflict.node else ""
+    who = "this policy drives it" if conflict.winner == key else f"{other} drives it"
+    return f"{conflict.gpu}{where} is also claimed by {other}; {who} ({_rule(conflict, policies)})"
+
+
+def _rule(conflict: Conflict, policies: Mapping[str, PowerCappingPolicy]) -> str:
+    """Which part of the rule decided: priority, then creation time, then namespace/name."""
+    winner, loser = policies.get(conflict.winner), policies.get(conflict.loser)
+    if winner is None or loser is None:
+        return "ranked by priority, age and name"
+    high, low = winner.spec.priority or 0, loser.spec.priority or 0
+    if high != low:
+        return f"higher priority: {high} over {low}"
+    born, later = winner.metadata.creation_timestamp, loser.metadata.creation_timestamp
+    if born and later and born != later:
+        return f"older: created {born}, the other {later}"
+    return "equal priority and age: the lower namespace/name wins"

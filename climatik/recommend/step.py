@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from climatik.algorithms import (
-    DEFAULT_RELEASE_BAND,
     AlgorithmError,
     AlgorithmInput,
     AlgorithmRegistry,
@@ -29,8 +28,9 @@ from climatik.algorithms import (
     policy_targets,
     run_step,
 )
-from climatik.api import NodeFrequencies, PowerCappingPolicy
-from climatik.validation import spec_problems
+from climatik.api import NodeFrequencies, PolicySpec, PowerCappingPolicy
+from climatik.api.conditions import INCOMPLETE_DATA, METRICS_AVAILABLE
+from climatik.api.constants import DEFAULT_RELEASE_BAND
 
 LOWER = "lower"
 RAISE = "raise"
@@ -38,10 +38,7 @@ RELEASE = "release"
 HOLD = "hold"
 ACTIONS = (LOWER, RAISE, RELEASE, HOLD)
 
-METRICS_AVAILABLE = "MetricsAvailable"
-#: The monitor's MetricsAvailable reason when a fresh observation lacks some GPUs' readings.
-INCOMPLETE_DATA = "IncompleteData"
-#: `unsafe_reason` for such an observation: the step runs, but may only lower bounds.
+#: `unsafe_reason` for an observation the monitor calls incomplete: the step runs, but may only lower bounds.
 INCOMPLETE = "metrics incomplete"
 
 
@@ -58,8 +55,8 @@ class Decision:
     """What one step decided for a policy.
 
     `output` is None when the policy is invalid or its algorithm failed: it then holds what it holds (see
-    plan.py). `held` says why the algorithm was not run (the fail-safe), `failure` why it failed, `problems`
-    what is wrong with the spec. `action` compares the new bounds with those held before.
+    climatik.recommend.plan). `held` says why the algorithm was not run (the fail-safe), `failure` why it
+    failed, `problems` what is wrong with the spec. `action` compares the new bounds with those held before.
     """
 
     output: StepResult | None
@@ -68,6 +65,17 @@ class Decision:
     held: str | None = None
     failure: str | None = None
     before: Targets = field(default_factory=Targets)
+
+
+def spec_problems(spec: PolicySpec, registry: AlgorithmRegistry) -> list[str]:
+    """What is wrong with `spec` that the schema cannot catch (selector operators, the algorithm's name and
+    parameters); [] when valid."""
+    problems = spec.selector.problems()
+    try:
+        registry.create(spec.algorithm)
+    except AlgorithmError as exc:
+        problems.append(str(exc))
+    return problems
 
 
 def decide(policy: PowerCappingPolicy, nodes: Iterable[NodeFrequencies], *, registry: AlgorithmRegistry,

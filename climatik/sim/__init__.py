@@ -8,17 +8,17 @@ from climatik.sim.cluster import (
     ClusterConfig,
     GpuConfig,
     NodeConfig,
+    RealTimeRunner,
     SimCluster,
+    SimulatedTimeDriver,
     build_node,
     build_nodes,
     start_cluster,
 )
 from climatik.sim.exporter import ExporterOptions, LabelShape, render_metrics
 from climatik.sim.gpu import SimGpu
-from climatik.sim.node import GpuReading, PodRef, SimNode
-from climatik.sim.phases import Load, Phase, PhaseMix
-from climatik.sim.profiles import A100, H100, H200, GpuProfile, PhaseCurve, profile_by_key
-from climatik.sim.runner import RealTimeRunner, SimulatedTimeDriver
+from climatik.sim.node import GpuState, PodRef, SimNode
+from climatik.sim.physics import A100, H100, H200, GpuProfile, Load, Phase, PhaseCurve, PhaseMix, profile_by_key
 from climatik.sim.traces import (
     Breakpoint,
     ConstantParams,
@@ -42,7 +42,7 @@ __all__ = [
     "ExporterOptions",
     "GpuConfig",
     "GpuProfile",
-    "GpuReading",
+    "GpuState",
     "InferenceParams",
     "LabelShape",
     "Load",

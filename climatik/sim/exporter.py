@@ -11,8 +11,7 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from climatik.sim.naming import device_name
-from climatik.sim.node import GpuReading, PodRef
+from climatik.sim.node import GpuState, PodRef, device_name
 
 
 class LabelShape(enum.Enum):
@@ -39,7 +38,7 @@ class _Field:
     name: str
     kind: str
     help: str
-    value: Callable[[GpuReading], str]
+    value: Callable[[GpuState], str]
 
 
 def _watts(value: float) -> str:
@@ -66,7 +65,7 @@ _POWER_LIMIT = _Field(
 )
 
 
-def render_metrics(hostname: str, readings: Sequence[GpuReading], options: ExporterOptions) -> str:
+def render_metrics(hostname: str, readings: Sequence[GpuState], options: ExporterOptions) -> str:
     """The body of GET /metrics for one node."""
     fields = list(_DEFAULT_FIELDS)
     if options.include_instant_power:
@@ -84,7 +83,7 @@ def render_metrics(hostname: str, readings: Sequence[GpuReading], options: Expor
     return "\n".join(lines) + "\n"
 
 
-def series_labels(hostname: str, reading: GpuReading, options: ExporterOptions) -> list[dict[str, str]]:
+def series_labels(hostname: str, reading: GpuState, options: ExporterOptions) -> list[dict[str, str]]:
     """The label sets of one GPU's series: one per pod it is allocated to, or one with empty pod labels."""
     base = {
         "gpu": str(reading.index),

@@ -1,15 +1,33 @@
-"""A simulated GPU node: its GPUs, the workload trace and pods of each, stepped together on simulated time."""
+"""A simulated GPU node: its GPUs, the workload trace and pods of each, stepped together on simulated time; and
+the stable, realistic-looking names its GPUs get (UUIDs, device nodes), derived from the node's name.
+"""
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from climatik.sim.gpu import SimGpu
-from climatik.sim.phases import Load
-from climatik.sim.profiles import GpuProfile
+from climatik.sim.physics import GpuProfile, Load
 from climatik.sim.traces import ConstantTrace, Trace
+
+# A fixed namespace makes the same node and index give the same UUID in every process and run.
+_GPU_NAMESPACE = uuid.UUID("6f1d2c3a-8b4e-5a7f-9c0d-1e2f3a4b5c6d")
+
+
+def gpu_uuid(node_name: str, index: int) -> str:
+    """The UUID NVML would report for GPU `index` of `node_name`, e.g. "GPU-5fd4c8a1-...".
+
+    Derived from the names so that a simulated cluster is reproducible without storing anything.
+    """
+    return f"GPU-{uuid.uuid5(_GPU_NAMESPACE, f'{node_name}/{index}')}"
+
+
+def device_name(index: int) -> str:
+    """The device node name DCGM reports, e.g. "nvidia0"."""
+    return f"nvidia{index}"
 
 
 @dataclass(frozen=True)
@@ -22,7 +40,7 @@ class PodRef:
 
 
 @dataclass(frozen=True)
-class GpuReading:
+class GpuState:
     """What the node reports about one GPU at one moment."""
 
     uuid: str
@@ -127,13 +145,13 @@ class SimNode:
         with self._lock:
             self._pods[self._position(uuid)] = tuple(pods)
 
-    def readings(self) -> list[GpuReading]:
+    def readings(self) -> list[GpuState]:
         """A consistent snapshot of every GPU, in index order."""
         with self._lock:
             return [self._reading(gpu, pods) for gpu, pods in zip(self._gpus, self._pods, strict=True)]
 
-    def _reading(self, gpu: SimGpu, pods: tuple[PodRef, ...]) -> GpuReading:
-        return GpuReading(
+    def _reading(self, gpu: SimGpu, pods: tuple[PodRef, ...]) -> GpuState:
+        return GpuState(
             uuid=gpu.uuid,
             index=gpu.index,
             profile=gpu.profile,

@@ -1,4 +1,5 @@
-"""The HTTP face of one simulated node: dcgm-exporter's /metrics and a small JSON control API.
+"""The HTTP face of one simulated node: dcgm-exporter's /metrics and a small JSON control API, its JSON
+shapes, and a client of that API for tests and local harnesses.
 
 GET    /metrics                          Prometheus text, as dcgm-exporter serves it
 GET    /healthz                          "ok"
@@ -12,17 +13,125 @@ POST   /sim/load                         {"uuid"?, "utilisation", "mix"}  fixed 
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import requests
 import structlog
 
-from climatik.sim.control import GpuInfo, parse_load, parse_positive
 from climatik.sim.exporter import ExporterOptions, render_metrics
-from climatik.sim.node import SimNode
+from climatik.sim.node import GpuState, SimNode
+from climatik.sim.physics import Load, PhaseMix
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One GPU as GET /sim/gpus lists it: inventory plus the clock state the tuner cares about."""
+
+    uuid: str
+    index: int
+    model: str
+    min_clock_mhz: int
+    max_clock_mhz: int
+    default_clock_mhz: int
+    supported_clocks_mhz: tuple[int, ...]
+    mem_clock_mhz: int
+    power_limit_w: float
+    current_clock_mhz: int
+    locked_clock_mhz: int | None
+    power_w: float
+    utilisation: float
+
+    @classmethod
+    def from_reading(cls, reading: GpuState) -> GpuInfo:
+        """Describe a node's reading."""
+        profile = reading.profile
+        return cls(
+            uuid=reading.uuid,
+            index=reading.index,
+            model=profile.model_name,
+            min_clock_mhz=profile.min_sm_mhz,
+            max_clock_mhz=profile.max_sm_mhz,
+            default_clock_mhz=profile.default_sm_mhz,
+            supported_clocks_mhz=profile.supported_clocks(),
+            mem_clock_mhz=reading.mem_clock_mhz,
+            power_limit_w=reading.power_limit_w,
+            current_clock_mhz=reading.sm_clock_mhz,
+            locked_clock_mhz=reading.locked_max_mhz,
+            power_w=round(reading.power_w, 3),
+            utilisation=reading.utilisation,
+        )
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GpuInfo:
+        """Parse one entry of GET /sim/gpus."""
+        locked = data.get("locked_clock_mhz")
+        return cls(
+            uuid=str(data["uuid"]),
+            index=int(data["index"]),
+            model=str(data["model"]),
+            min_clock_mhz=int(data["min_clock_mhz"]),
+            max_clock_mhz=int(data["max_clock_mhz"]),
+            default_clock_mhz=int(data["default_clock_mhz"]),
+            supported_clocks_mhz=tuple(int(mhz) for mhz in data["supported_clocks_mhz"]),
+            mem_clock_mhz=int(data["mem_clock_mhz"]),
+            power_limit_w=float(data["power_limit_w"]),
+            current_clock_mhz=int(data["current_clock_mhz"]),
+            locked_clock_mhz=None if locked is None else int(locked),
+            power_w=float(data["power_w"]),
+            utilisation=float(data["utilisation"]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object for this GPU."""
+        return {
+            "uuid": self.uuid,
+            "index": self.index,
+            "model": self.model,
+            "min_clock_mhz": self.min_clock_mhz,
+            "max_clock_mhz": self.max_clock_mhz,
+            "default_clock_mhz": self.default_clock_mhz,
+            "supported_clocks_mhz": list(self.supported_clocks_mhz),
+            "mem_clock_mhz": self.mem_clock_mhz,
+            "power_limit_w": self.power_limit_w,
+            "current_clock_mhz": self.current_clock_mhz,
+            "locked_clock_mhz": self.locked_clock_mhz,
+            "power_w": self.power_w,
+            "utilisation": self.utilisation,
+        }
+
+
+def parse_positive(data: object, key: str) -> float:
+    """`data[key]` as a finite positive number, or ValueError with a message fit for a 400 answer."""
+    if not isinstance(data, dict) or key not in data:
+        raise ValueError(f"body must be a JSON object with {key!r}")
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{key!r} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def parse_load(data: object) -> tuple[str | None, Load]:
+    """The body of POST /sim/load: {"uuid": optional, "utilisation": 0..1, "mix": {"prefill": 0.3, ...}}."""
+    if not isinstance(data, dict):
+        raise ValueError("body must be a JSON object")
+    uuid = data.get("uuid")
+    if uuid is not None and not isinstance(uuid, str):
+        raise ValueError("'uuid' must be a string")
+    utilisation = data.get("utilisation")
+    if isinstance(utilisation, bool) or not isinstance(utilisation, int | float):
+        raise ValueError("'utilisation' must be a number within 0..1")
+    mix = data.get("mix", {"idle": 1.0} if utilisation == 0 else None)
+    if not isinstance(mix, dict) or not all(isinstance(v, int | float) for v in mix.values()):
+        raise ValueError("'mix' must map phase names to fractions")
+    return uuid, Load(float(utilisation), PhaseMix.from_mapping(mix))
+
 
 _GPU_PATH = re.compile(r"^/sim/gpus/(?P<uuid>[^/]+)/(?P<what>locked-clock|power-limit)$")
 _MAX_BODY_BYTES = 64 * 1024
@@ -149,3 +258,46 @@ class NodeServer:
             self._thread.join()
             self._thread = None
         self._server.server_close()
+
+
+class SimControlClient:
+    """Talks to one node's /sim API; raises requests.HTTPError on an error answer."""
+
+    def __init__(self, base_url: str, *, session: requests.Session, timeout_s: float = 5.0) -> None:
+        self._base = base_url.rstrip("/")
+        self._session = session
+        self._timeout_s = timeout_s
+
+    def gpus(self) -> list[GpuInfo]:
+        """The node's GPUs with their inventory and current clocks."""
+        answer = self._session.get(f"{self._base}/sim/gpus", timeout=self._timeout_s)
+        answer.raise_for_status()
+        return [GpuInfo.from_json(entry) for entry in answer.json()["gpus"]]
+
+    def set_locked_clock(self, uuid: str, max_mhz: int) -> int:
+        """Lock a GPU's SM clock upper bound; returns the bound as snapped to a supported step."""
+        answer = self._session.post(
+            f"{self._base}/sim/gpus/{uuid}/locked-clock", json={"max": max_mhz}, timeout=self._timeout_s
+        )
+        answer.raise_for_status()
+        return int(answer.json()["locked_clock_mhz"])
+
+    def reset_locked_clock(self, uuid: str) -> None:
+        """Unlock a GPU's SM clock."""
+        answer = self._session.delete(f"{self._base}/sim/gpus/{uuid}/locked-clock", timeout=self._timeout_s)
+        answer.raise_for_status()
+
+    def set_power_limit(self, uuid: str, watts: float) -> None:
+        """Change a GPU's board power limit."""
+        answer = self._session.post(
+            f"{self._base}/sim/gpus/{uuid}/power-limit", json={"watts": watts}, timeout=self._timeout_s
+        )
+        answer.raise_for_status()
+
+    def set_load(self, utilisation: float, mix: Mapping[str, float], *, uuid: str | None = None) -> None:
+        """Run a fixed load from now on, on one GPU or (uuid None) on all of them."""
+        body: dict[str, object] = {"utilisation": utilisation, "mix": dict(mix)}
+        if uuid is not None:
+            body["uuid"] = uuid
+        answer = self._session.post(f"{self._base}/sim/load", json=body, timeout=self._timeout_s)
+        answer.raise_for_status()

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from climatik.sim.phases import Load, Phase, PhaseMix
+from climatik.sim.physics import Load, Phase, PhaseMix
 
 
 class Trace(Protocol):

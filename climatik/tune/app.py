@@ -18,8 +18,7 @@ from climatik.tune.backends.base import CpuBackend, GpuBackend
 from climatik.tune.backends.cpufreq import CpufreqBackend
 from climatik.tune.backends.nvml import NvmlGpuBackend
 from climatik.tune.backends.sim import SimGpuBackend
-from climatik.tune.controller import TuneReconciler
-from climatik.tune.metrics import TuneMetrics
+from climatik.tune.reconciler import TuneMetrics, TuneReconciler
 from climatik.tune.state import StateStore
 
 log = structlog.get_logger(__name__)

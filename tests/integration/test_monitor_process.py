@@ -16,10 +16,10 @@ from simworld import create_node, create_pods
 
 from climatik.clock import SystemClock
 from climatik.kube.client import connect
-from climatik.sim.client import SimControlClient
 from climatik.sim.cluster import ClusterConfig, GpuConfig, NodeConfig, SimCluster, start_cluster
 from climatik.sim.node import PodRef
-from climatik.sim.phases import Phase, PhaseMix
+from climatik.sim.physics import Phase, PhaseMix
+from climatik.sim.server import SimControlClient
 from climatik.sim.traces import ConstantParams
 
 pytestmark = pytest.mark.integration

@@ -33,8 +33,9 @@ from climatik.prom import (
     PromSettings,
     dcgm_profile,
     kepler_profile,
-    queries,
 )
+from climatik.prom.client import with_sample_times
+from climatik.prom.sampler import cpu_power_query, power_query, sm_clock_query
 
 pytestmark = pytest.mark.integration
 
@@ -182,10 +183,10 @@ def test_every_query_the_profiles_build_is_valid_promql(tmp_path):
     exprs = [
         q
         for p in profiles
-        for q in (queries.power_query(p), queries.sm_clock_query(p), queries.cpu_power_query(p))
+        for q in (power_query(p), sm_clock_query(p), cpu_power_query(p))
         if q is not None
     ]
-    rules = [{"alert": f"Check{i}", "expr": queries.with_sample_times(e)} for i, e in enumerate(exprs)]
+    rules = [{"alert": f"Check{i}", "expr": with_sample_times(e)} for i, e in enumerate(exprs)]
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "climatik-queries", "rules": rules}]}))
 

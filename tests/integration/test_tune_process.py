@@ -12,8 +12,8 @@ import requests
 from climatik_procs import ClimatikProcess, wait_for
 
 from climatik.clock import SystemClock
-from climatik.sim.client import SimControlClient
 from climatik.sim.cluster import ClusterConfig, NodeConfig, SimCluster, start_cluster
+from climatik.sim.server import SimControlClient
 
 pytestmark = pytest.mark.integration
 

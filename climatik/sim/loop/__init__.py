@@ -3,11 +3,9 @@
 the control-quality metrics the benchmark reports. Nothing here sleeps or does I/O."""
 
 from climatik.sim.loop.baselines import NoCapping, Oracle, StaticClock, StaticPowerLimit
-from climatik.sim.loop.datapath import DataPath
-from climatik.sim.loop.harness import DEFAULT_DT_S, Controller, RunContext, run
-from climatik.sim.loop.loop import ProductionLoop
-from climatik.sim.loop.metrics import Episode, PolicyMetrics, policy_metrics
-from climatik.sim.loop.recording import PolicySeries, Recording
+from climatik.sim.loop.harness import DEFAULT_DT_S, Controller, DataPath, PolicySeries, Recording, RunContext, run
+from climatik.sim.loop.production import ProductionLoop
+from climatik.sim.loop.quality import Episode, PolicyMetrics, policy_metrics
 from climatik.sim.loop.scenario import CapChange, GpuPlan, PolicyPlan, Scenario
 
 __all__ = [

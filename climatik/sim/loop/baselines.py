@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from climatik.sim.loop.harness import RunContext
-from climatik.sim.loop.world import PlacedGpu, World
-from climatik.sim.model import firmware_clock_mhz, power_w
-from climatik.sim.phases import Load
+from climatik.sim.loop.scenario import PlacedGpu, World
+from climatik.sim.physics import Load, firmware_clock_mhz, power_w
 
 
 class NoCapping:

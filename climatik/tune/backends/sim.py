@@ -1,20 +1,71 @@
 """Simulated-GPU backend: drives a simulated node's GPUs through its JSON control API over HTTP.
 
-The simulator snaps a locked clock to its own steps; targets are fitted here first, with the same rule as
-for NVML, so that results carry the same messages whichever backend runs.
+The backend talks to the simulator with its own small client (the simulator's code is never loaded by the
+tuner): GET /sim/gpus lists the GPUs, POST and DELETE /sim/gpus/<uuid>/locked-clock lock and unlock a clock.
+The simulator snaps a locked clock to its own steps; targets are fitted here first, with the same rule as for
+NVML, so that results carry the same messages whichever backend runs.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import requests
 import structlog
 
 from climatik.api.nodefrequencies import APPLIED, FAILED, UNSUPPORTED, GpuInventory
-from climatik.sim.client import SimControlClient
-from climatik.sim.control import GpuInfo
 from climatik.tune.backends.base import BackendUnavailableError, DeviceResult, fit_to_steps
 
 _ANSWER_ERRORS = (requests.RequestException, ValueError, KeyError, TypeError)
+
+
+@dataclass(frozen=True)
+class SimGpu:
+    """One GPU as the simulator lists it: what the tuner needs of an entry of GET /sim/gpus."""
+
+    uuid: str
+    index: int
+    model: str
+    min_clock_mhz: int
+    max_clock_mhz: int
+    default_clock_mhz: int
+    supported_clocks_mhz: tuple[int, ...]
+    power_limit_w: float
+    current_clock_mhz: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SimGpu:
+        return cls(uuid=str(data["uuid"]), index=int(data["index"]), model=str(data["model"]),
+                   min_clock_mhz=int(data["min_clock_mhz"]), max_clock_mhz=int(data["max_clock_mhz"]),
+                   default_clock_mhz=int(data["default_clock_mhz"]),
+                   supported_clocks_mhz=tuple(int(mhz) for mhz in data["supported_clocks_mhz"]),
+                   power_limit_w=float(data["power_limit_w"]), current_clock_mhz=int(data["current_clock_mhz"]))
+
+
+class SimNodeClient:
+    """The part of one simulated node's control API the tuner uses; raises requests.HTTPError on an error answer."""
+
+    def __init__(self, base_url: str, *, session: requests.Session, timeout_s: float = 5.0) -> None:
+        self._base = base_url.rstrip("/")
+        self._session = session
+        self._timeout_s = timeout_s
+
+    def gpus(self) -> list[SimGpu]:
+        answer = self._session.get(f"{self._base}/sim/gpus", timeout=self._timeout_s)
+        answer.raise_for_status()
+        return [SimGpu.from_json(entry) for entry in answer.json()["gpus"]]
+
+    def set_locked_clock(self, uuid: str, max_mhz: int) -> int:
+        """Lock a GPU's SM clock upper bound; returns the bound as the simulator snapped it."""
+        answer = self._session.post(f"{self._base}/sim/gpus/{uuid}/locked-clock", json={"max": max_mhz},
+                                    timeout=self._timeout_s)
+        answer.raise_for_status()
+        return int(answer.json()["locked_clock_mhz"])
+
+    def reset_locked_clock(self, uuid: str) -> None:
+        answer = self._session.delete(f"{self._base}/sim/gpus/{uuid}/locked-clock", timeout=self._timeout_s)
+        answer.raise_for_status()
 
 
 class SimGpuBackend:
@@ -24,7 +75,7 @@ class SimGpuBackend:
 
     def __init__(self, *, base_url: str, session: requests.Session, timeout_s: float = 5.0) -> None:
         self._base_url = base_url
-        self._client = SimControlClient(base_url, session=session, timeout_s=timeout_s)
+        self._client = SimNodeClient(base_url, session=session, timeout_s=timeout_s)
         self._steps: dict[str, tuple[int, ...]] = {}
         self._log = structlog.get_logger(__name__).bind(backend=self.name, url=base_url)
 
@@ -79,7 +130,7 @@ class SimGpuBackend:
                             message=f"simulator could not {action} of GPU {uuid}: {_reason(error)}")
 
 
-def _inventory(gpu: GpuInfo) -> GpuInventory:
+def _inventory(gpu: SimGpu) -> GpuInventory:
     return GpuInventory(
         uuid=gpu.uuid,
         index=gpu.index,

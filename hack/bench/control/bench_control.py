@@ -19,7 +19,7 @@ from report import anatomy, table, targets
 from climatik.algorithms import builtin_factories, default_registry
 from climatik.api.constants import DEFAULT_ALGORITHM
 from climatik.sim.loop import DEFAULT_DT_S, DataPath
-from climatik.sim.loop import scenarios as standard
+from climatik.sim.loop import scenario as standard
 
 REPO = Path(__file__).resolve().parents[3]
 

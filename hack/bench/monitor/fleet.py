@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from climatik.sim import H100, ExporterOptions, GpuReading, PodRef, render_metrics
-from climatik.sim.naming import gpu_uuid
+from climatik.sim import H100, ExporterOptions, GpuState, PodRef, render_metrics
+from climatik.sim.node import gpu_uuid
 
 PODS_PER_POLICY = 40
 SM_CLOCK_MHZ = 1755
@@ -61,12 +61,12 @@ def power_of(gpu: int) -> float:
     return 250.0 + (gpu * 37) % 150
 
 
-def node_readings(layout: Layout, node: int) -> list[GpuReading]:
+def node_readings(layout: Layout, node: int) -> list[GpuState]:
     readings = []
     for index in range(layout.gpus_per_node):
         gpu = node * layout.gpus_per_node + index
         power = power_of(gpu)
-        readings.append(GpuReading(
+        readings.append(GpuState(
             uuid=gpu_uuid(layout.node_name(node), index), index=index, profile=H100, sm_clock_mhz=SM_CLOCK_MHZ,
             mem_clock_mhz=H100.mem_clock_mhz, target_mhz=SM_CLOCK_MHZ, locked_max_mhz=None, utilisation=0.8,
             power_w=power, instant_power_w=power, energy_mj=int(power * 3_600_000), power_limit_w=H100.power_limit_w,

@@ -18,9 +18,9 @@ from climatik.algorithms import (
     AlgorithmInput,
     CpuLimits,
     GpuLimits,
-    GpuReading,
     Inventory,
     Observation,
+    ObservedGpu,
     Targets,
     decode_state,
     run_step,
@@ -93,7 +93,7 @@ class Plant:
         powers, clocks = self.history[max(len(self.history) - 1 - self.power_lag, 0)]
         noisy = [p * (1 + self.rng.gauss(0, self.noise)) for p in powers]
         cpu = sum(self.cpu_watts_per_node * f for f in self.cpu_fraction.values())
-        readings = tuple(GpuReading(self.uuid(i), self.node(i), noisy[i], clocks[i]) for i in range(self.gpus))
+        readings = tuple(ObservedGpu(self.uuid(i), self.node(i), noisy[i], clocks[i]) for i in range(self.gpus))
         return Observation(at=t, power=sum(noisy) + cpu, gpus=readings)
 
     def apply(self, targets: Targets) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from climatik.algorithms import CpuLimits, GpuLimits, Inventory, Targets, clamp_cpu, clamp_gpu, clamp_targets
-from climatik.algorithms.clamp import floor_gpu, step_above
+from climatik.algorithms.framework import floor_gpu, step_above
 
 H100 = GpuLimits("GPU-a", 210, 1980, tuple(range(210, 1981, 15)))
 NO_STEPS = GpuLimits("GPU-b", 300, 1400)

@@ -8,8 +8,8 @@ from alg_plant import MAX_MHZ, STEPS, T0, Plant, Trace, run, spec_for
 from climatik.algorithms import (
     AlgorithmInput,
     ClosedLoop,
-    GpuReading,
     Observation,
+    ObservedGpu,
     Targets,
     decode_state,
     encode_state,
@@ -206,8 +206,8 @@ def test_a_new_gpu_joins_the_workload_at_its_clock() -> None:
     plant = Plant(gpus=3)
     current = Targets({plant.uuid(0): 1200, plant.uuid(1): 1200})
     power = 2 * (75 + 625 * (1200 / MAX_MHZ) ** 2.7) + 700
-    readings = (GpuReading(plant.uuid(0), "node-0", None, 1200), GpuReading(plant.uuid(1), "node-0", None, 1200),
-                GpuReading(plant.uuid(2), "node-0", None, MAX_MHZ))
+    readings = (ObservedGpu(plant.uuid(0), "node-0", None, 1200), ObservedGpu(plant.uuid(1), "node-0", None, 1200),
+                ObservedGpu(plant.uuid(2), "node-0", None, MAX_MHZ))
     targets, _, _ = one_step(ClosedLoop(), plant, power * 1.01, Observation(at=T0, power=power, gpus=readings),
                              current=current)
 
@@ -237,7 +237,7 @@ def test_garbage_state_is_a_fresh_start_not_a_crash() -> None:
 
 def readings(plant: Plant, at: float, *, mhz: int, watts: float) -> Observation:
     """Every GPU of `plant` read at `mhz` drawing `watts`."""
-    gpus = tuple(GpuReading(plant.uuid(i), plant.node(i), watts, mhz) for i in range(plant.gpus))
+    gpus = tuple(ObservedGpu(plant.uuid(i), plant.node(i), watts, mhz) for i in range(plant.gpus))
     return Observation(at=at, power=watts * plant.gpus, gpus=gpus)
 
 

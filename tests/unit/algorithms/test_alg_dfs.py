@@ -8,9 +8,9 @@ from alg_plant import MAX_MHZ, STEPS, T0, Plant, hysteresis, run, spec_for
 from climatik.algorithms import (
     AlgorithmInput,
     DynamicFrequencyScaler,
-    GpuReading,
     InvalidParameterError,
     Observation,
+    ObservedGpu,
     Targets,
     decode_state,
     run_step,
@@ -109,7 +109,7 @@ THRESHOLD = 4000.0
 
 def reading(plant: Plant, at: float, *, mhz: int, watts: float, flag: bool = True) -> Observation:
     """Every GPU of `plant` read at `mhz`, the workload drawing `watts`; `flag` is the monitor's hysteresis flag."""
-    gpus = tuple(GpuReading(plant.uuid(i), plant.node(i), watts / plant.gpus, mhz) for i in range(plant.gpus))
+    gpus = tuple(ObservedGpu(plant.uuid(i), plant.node(i), watts / plant.gpus, mhz) for i in range(plant.gpus))
     return Observation(at=at, power=watts, capping_required=flag, gpus=gpus)
 
 

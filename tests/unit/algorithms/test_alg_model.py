@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from climatik.algorithms.model import GpuPoint, PowerModel, learned_theta, observed_theta
-from climatik.algorithms.solve import solve_per_gpu, solve_uniform, uniform_xs
+from climatik.algorithms.model import (
+    GpuPoint,
+    PowerModel,
+    learned_theta,
+    observed_theta,
+    solve_per_gpu,
+    solve_uniform,
+    uniform_xs,
+)
 
 
 def plant_power(x: float, theta: float, load: float = 1.0) -> float:

@@ -13,9 +13,9 @@ from climatik.algorithms import (
     AlgorithmOutput,
     CpuLimits,
     GpuLimits,
-    GpuReading,
     Inventory,
     Observation,
+    ObservedGpu,
     Targets,
     decode_state,
     encode_state,
@@ -45,8 +45,8 @@ class Returns:
 
 def an_input(*, tune_cpus: bool = False, current: Targets | None = None) -> AlgorithmInput:
     observation = Observation(at=100.0, power=1000.0, gpus=(
-        GpuReading("GPU-1", "n1", 500.0, 1980), GpuReading("GPU-2", "n1", 500.0, 1980),
-        GpuReading("GPU-new", "n2", 500.0, 1980)))
+        ObservedGpu("GPU-1", "n1", 500.0, 1980), ObservedGpu("GPU-2", "n1", 500.0, 1980),
+        ObservedGpu("GPU-new", "n2", 500.0, 1980)))
     inventory = Inventory({uuid: GpuLimits(uuid, 210, 1980, LIMITS) for uuid in ("GPU-1", "GPU-2", "GPU-other")},
                           {("n1", 0): CpuLimits(800, 3000), ("n3", 0): CpuLimits(800, 3000)})
     spec = PolicySpec(power_cap_limit=1000, selector=LabelSelector(), tune_cpus=tune_cpus)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from climatik.algorithms import GpuReading, Observation
+from climatik.algorithms import Observation, ObservedGpu
 from climatik.algorithms.settle import settled
 
 CHANGED = 1_700_000_000.0
@@ -10,7 +10,7 @@ CAPS: dict[str, int | None] = {"a": 1500, "b": 1500}
 
 
 def reading(at: float, *clocks: int) -> Observation:
-    gpus = tuple(GpuReading(uuid, "node", 400.0, mhz) for uuid, mhz in zip(("a", "b"), clocks, strict=False))
+    gpus = tuple(ObservedGpu(uuid, "node", 400.0, mhz) for uuid, mhz in zip(("a", "b"), clocks, strict=False))
     return Observation(at=at, power=800.0, gpus=gpus)
 
 

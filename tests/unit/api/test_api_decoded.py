@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from climatik.api import PowerCappingPolicy
-from climatik.api.decoded import DecodedCache
+from climatik.api.codec import DecodedCache
 
 
 def policy(name: str, version: str, limit: Any = 1000) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from climatik.prom import PodKey, PodLabels, dcgm_profile, kepler_profile, profile_named
-from climatik.prom.queries import cpu_power_query, power_query, sm_clock_query
+from climatik.prom.sampler import cpu_power_query, power_query, sm_clock_query
 
 
 def test_dcgm_defaults_query_dcgm_exporter_metrics():

@@ -3,13 +3,13 @@ holds, a fake clock, and a deterministic plug-in algorithm, so that tests read l
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from support.clock import FakeClock
 from support.kube import FakeCluster, FakeKubeClient
+from support.livecache import LiveCache
 
 from climatik.algorithms import (
     AlgorithmInput,
@@ -20,15 +20,11 @@ from climatik.algorithms import (
     builtin_factories,
 )
 from climatik.api import format_precise_time
-from climatik.kube.client import EVENTS, NODE_FREQUENCIES, POLICIES, Resource
+from climatik.kube.client import EVENTS, NODE_FREQUENCIES, POLICIES
 from climatik.kube.events import EventRecorder
-from climatik.kube.store import IndexFunc, Obj, Store
-from climatik.recommend.controller import RecommendReconciler
-from climatik.recommend.memory import Memory
-from climatik.recommend.metrics import RecommendMetrics
-from climatik.recommend.nodes import NodeWriter
-from climatik.recommend.planner import Planner
-from climatik.recommend.routing import POLICY_INDEXES
+from climatik.recommend.app import POLICY_INDEXES
+from climatik.recommend.core import Recommender
+from climatik.recommend.reconciler import NodeWriter, RecommendMetrics, RecommendReconciler
 
 STEPS = list(range(210, 1981, 15))
 
@@ -53,33 +49,6 @@ class Fixed:
         return AlgorithmOutput(Targets(gpus), {"seen": inp.observation.at}, "fixed")
 
 
-class LiveCache:
-    """A CacheReader over the fake cluster that is never behind (frozen objects, indexes, like the informer's)."""
-
-    def __init__(self, cluster: FakeCluster, resource: Resource,
-                 indexers: Mapping[str, IndexFunc] | None = None) -> None:
-        self._cluster = cluster
-        self._resource = resource
-        self._indexers = indexers
-
-    def _store(self) -> Store:
-        store = Store(self._indexers)
-        store.replace(self._cluster.objects(self._resource))
-        return store
-
-    def get(self, key: str) -> Obj | None:
-        return self._store().get(key)
-
-    def list(self) -> builtins.list[Obj]:
-        return self._store().list()
-
-    def keys(self) -> builtins.list[str]:
-        return self._store().keys()
-
-    def by_index(self, index: str, value: str) -> builtins.list[Obj]:
-        return self._store().by_index(index, value)
-
-
 class World:
     """The cluster, the reconciler under test and the queue it asks to re-run (`requeued`)."""
 
@@ -96,15 +65,12 @@ class World:
     def build(self, registry: CollectorRegistry | None = None) -> RecommendReconciler:
         """A fresh reconciler with empty memory, as after a restart."""
         metrics = RecommendMetrics(registry or CollectorRegistry())
-        memory = Memory()
         writer = NodeWriter(api=self.client.node_frequencies, cache=self.nodes, metrics=metrics)
-        planner = Planner(policies=self.policies, writer=writer, memory=memory, enqueue=self.requeued.append,
-                          metrics=metrics)
         algorithms = AlgorithmRegistry({**builtin_factories(), Fixed.name: Fixed.create})
         return RecommendReconciler(
-            policies=self.policies, api=self.client.policies, writer=writer, planner=planner, memory=memory,
-            registry=algorithms, events=EventRecorder(self.client, component="climatik-recommend", clock=self.clock),
-            clock=self.clock, metrics=metrics)
+            policies=self.policies, api=self.client.policies, writer=writer, core=Recommender(registry=algorithms),
+            events=EventRecorder(self.client, component="climatik-recommend", clock=self.clock),
+            clock=self.clock, enqueue=self.requeued.append, metrics=metrics)
 
     # -- the cluster's story -------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from climatik.kube.store import Store
-from climatik.recommend.routing import POLICY_INDEXES, policies_of_node
+from climatik.recommend.app import POLICY_INDEXES, policies_of_node
 
 
 def policy(name: str, nodes: list[str]) -> dict[str, Any]:

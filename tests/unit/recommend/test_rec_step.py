@@ -16,8 +16,7 @@ from climatik.algorithms import (
     builtin_factories,
 )
 from climatik.api import NodeFrequencies, PowerCappingPolicy, format_precise_time
-from climatik.recommend.step import HOLD, LOWER, RAISE, RELEASE, StepSettings, classify, decide
-from climatik.validation import spec_problems
+from climatik.recommend.step import HOLD, LOWER, RAISE, RELEASE, StepSettings, classify, decide, spec_problems
 
 NOW = 1_750_000_000.0
 GPU_A, GPU_B = "GPU-a", "GPU-b"

@@ -18,7 +18,7 @@ from climatik.sim import (
     SimNode,
     render_metrics,
 )
-from climatik.sim.naming import gpu_uuid
+from climatik.sim.node import gpu_uuid
 
 DEFAULT_METRICS = {
     "DCGM_FI_DEV_SM_CLOCK": "gauge",

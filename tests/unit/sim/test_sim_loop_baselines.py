@@ -17,7 +17,7 @@ from climatik.sim.loop import (
     policy_metrics,
     run,
 )
-from climatik.sim.loop import scenarios as standard
+from climatik.sim.loop import scenario as standard
 
 
 def short(scenario: Scenario, duration_s: float) -> Scenario:

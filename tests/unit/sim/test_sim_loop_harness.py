@@ -20,9 +20,8 @@ from climatik.sim.loop import (
     policy_metrics,
     run,
 )
-from climatik.sim.loop import scenarios as standard
-from climatik.sim.phases import Phase, PhaseMix
-from climatik.sim.profiles import H100
+from climatik.sim.loop import scenario as standard
+from climatik.sim.physics import H100, Phase, PhaseMix
 from climatik.sim.traces import Breakpoint, ScriptedParams
 
 HEAVY = ScriptedParams((Breakpoint(0.0, 0.9, PhaseMix.only(Phase.TRAINING)),))
@@ -69,8 +68,8 @@ def test_the_algorithm_sees_the_status_the_monitor_writes() -> None:
     run(two_gpus(), ProductionLoop(algorithm))
     first = next(inp for inp in algorithm.inputs if inp.observation.capping_required)
     observation = first.observation
-    # lastUpdated is the scrape time (1.3 s) in whole seconds.
-    assert observation.at == EPOCH + 1.0
+    # lastUpdated is the scrape time (1.3 s), in milliseconds as the monitor writes it.
+    assert observation.at == pytest.approx(EPOCH + 1.3)
     assert [gpu.node for gpu in observation.gpus] == ["n", "n"]
     assert all(gpu.sm_clock == H100.max_sm_mhz for gpu in observation.gpus)
     assert observation.power == pytest.approx(sum(gpu.power or 0.0 for gpu in observation.gpus))

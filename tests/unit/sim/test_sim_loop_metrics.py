@@ -9,11 +9,10 @@ import pytest
 
 from climatik.sim.gpu import SimGpu
 from climatik.sim.loop import PolicySeries, policy_metrics
-from climatik.sim.loop.recording import useful_work
-from climatik.sim.loop.world import PlacedGpu
+from climatik.sim.loop.harness import useful_work
+from climatik.sim.loop.scenario import PlacedGpu
 from climatik.sim.node import SimNode
-from climatik.sim.phases import Load, Phase, PhaseMix
-from climatik.sim.profiles import H100
+from climatik.sim.physics import H100, Load, Phase, PhaseMix
 from climatik.sim.traces import ConstantTrace
 
 NAN = float("nan")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from climatik.sim.loop.schedule import Schedule
+from climatik.sim.loop.harness import Schedule
 
 
 def test_actions_due_within_a_step_run_in_time_then_order_with_their_own_time() -> None:

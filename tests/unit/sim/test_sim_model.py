@@ -7,8 +7,8 @@ import itertools
 import pytest
 
 from climatik.sim import A100, H100, H200, GpuProfile, Load, Phase, PhaseMix, profile_by_key
-from climatik.sim.model import firmware_clock_mhz, power_w, relative_throughput, throughput
-from climatik.sim.naming import device_name, gpu_uuid
+from climatik.sim.node import device_name, gpu_uuid
+from climatik.sim.physics import firmware_clock_mhz, power_w, relative_throughput, throughput
 
 PREFILL = PhaseMix.only(Phase.PREFILL)
 DECODE = PhaseMix.only(Phase.DECODE)

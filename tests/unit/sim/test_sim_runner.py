@@ -21,7 +21,7 @@ from climatik.sim import (
     TrainingParams,
     build_nodes,
 )
-from climatik.sim.naming import gpu_uuid
+from climatik.sim.node import gpu_uuid
 
 PREFILL = ConstantParams(utilisation=1.0, mix=PhaseMix.only(Phase.PREFILL))
 

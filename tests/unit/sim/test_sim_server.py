@@ -20,7 +20,7 @@ from climatik.sim import (
     SimCluster,
     start_cluster,
 )
-from climatik.sim.client import SimControlClient
+from climatik.sim.server import SimControlClient
 
 PREFILL = ConstantParams(utilisation=1.0, mix=PhaseMix.only(Phase.PREFILL))
 SERVING = PodRef(namespace="llm", pod="vllm-0", container="server")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from climatik.api import GpuFrequencyStatus, GpuInventory, NodeInventory
-from climatik.tune.applier import ApplyReport
-from climatik.tune.report import desired_status
+from climatik.tune.applier import ApplyReport, desired_status
 
 T0 = dt.datetime(2026, 11, 29, 6, 0, tzinfo=dt.UTC)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from climatik.sim.loop.recording import PolicySeries
+from climatik.sim.loop.harness import PolicySeries
 
 DEFAULT_TOLERANCE = 0.02
 DEFAULT_HOLD_S = 1.0

@@ -1,0 +1,359 @@
+"""The monitor's pure core: from one policy, its pods and the latest Prometheus sample to the policy's status.
+
+Inputs in, desired status out, nothing read from a cache or a clock: the reconciler does that I/O around it, and
+the simulated-time benchmark runs exactly this code.
+
+* Which pods count: running pods bound to a node, matching the selector (`select_pods`).
+* What they draw (`measure`): the distinct GPUs of the pods, each counted once however many pods share it
+  (time-slicing), per node and per GPU, bounded in size.
+* Whether capping is required (`decide`): on at the threshold, off only under the release level (hysteresis).
+* The whole verdict (`evaluate`), its exceptions included: no sample yet, a failed query, a stale sample, a
+  selector that cannot select, readings missing for some GPUs.
+* The status (`desired_status`): the monitor owns the observation fields and the MetricsAvailable and
+  CappingRequired conditions; everything else (the recommender's) is carried over untouched. A steady policy is
+  written only when something a reader acts on changed, or when the heartbeat is due.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from climatik.api import (
+    GpuObservation,
+    LabelSelector,
+    NodeObservation,
+    PolicySpec,
+    PowerCappingPolicy,
+    format_precise_time,
+    parse_time,
+    to_dict,
+)
+from climatik.api.conditions import CAPPING_REQUIRED, INCOMPLETE_DATA, METRICS_AVAILABLE, set_condition
+from climatik.api.constants import DEFAULT_RELEASE_BAND
+from climatik.prom.errors import PromError
+from climatik.prom.profiles import PodKey
+from climatik.prom.snapshot import GpuReading, GpuSnapshot, PowerTotal
+
+MAX_NODES = 512
+MAX_GPUS_PER_NODE = 64
+MAX_PODS_PER_GPU = 16
+MAX_PODS_WITHOUT_METRICS = 64
+
+#: The conditions this core writes; any other condition in a status belongs to another writer.
+OWNED_CONDITIONS = (METRICS_AVAILABLE, CAPPING_REQUIRED)
+
+
+# -- inputs ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SelectedPod:
+    """A selected pod and the node it runs on."""
+
+    key: PodKey
+    node: str
+
+
+@dataclass(frozen=True)
+class SampleOutcome:
+    """The latest Prometheus sample: a snapshot, or the error that prevented one, and when it was taken (UNIX s)."""
+
+    snapshot: GpuSnapshot | None
+    error: PromError | None
+    taken_at: float
+
+
+@dataclass(frozen=True)
+class Rules:
+    """How the monitor judges and writes: a sample older than `max_age` seconds is stale; `release_band` is the
+    default distance (percent of the limit) under the threshold at which capping is released; a changed
+    observation is worth a write when power moved by `power_delta_percent` of the limit (at least
+    `power_delta_watts`), a GPU's clock moved by `clock_delta_mhz`, or `heartbeat` seconds passed."""
+
+    max_age: float = 30.0
+    release_band: int = DEFAULT_RELEASE_BAND
+    power_delta_percent: float = 1.0
+    power_delta_watts: float = 1.0
+    clock_delta_mhz: int = 15
+    heartbeat: float = 60.0
+
+    @classmethod
+    def for_period(cls, interval: float, *, release_band: int = DEFAULT_RELEASE_BAND,
+                   heartbeat: float = 60.0) -> Rules:
+        """The rules of a monitor sampling every `interval` seconds: a sample is stale after three periods (15 s
+        at least), so that one slow query does not count as lost data."""
+        return cls(max_age=max(3 * interval, 15.0), release_band=release_band, heartbeat=heartbeat)
+
+
+def is_running_on_a_node(pod: Mapping[str, Any]) -> bool:
+    """Only running pods scheduled on a node draw power; pending, finished and deleted pods do not count."""
+    metadata = pod.get("metadata") or {}
+    return (
+        bool((pod.get("spec") or {}).get("nodeName"))
+        and (pod.get("status") or {}).get("phase") == "Running"
+        and not metadata.get("deletionTimestamp")
+    )
+
+
+def select_pods(selector: LabelSelector, pods: Iterable[Mapping[str, Any]]) -> list[SelectedPod]:
+    """The running pods among `pods` (all from one namespace) that `selector` matches, sorted by name."""
+    chosen = []
+    for pod in pods:
+        metadata = pod.get("metadata") or {}
+        if is_running_on_a_node(pod) and selector.matches(metadata.get("labels")):
+            chosen.append(SelectedPod(PodKey(metadata.get("namespace", ""), metadata.get("name", "")),
+                                      pod["spec"]["nodeName"]))
+    return sorted(chosen, key=lambda p: p.key)
+
+
+# -- measuring -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the monitor learned about one policy in one cycle.
+
+    `power` is the sum over the distinct GPUs (plus CPU power where configured). `complete` is False when some
+    GPU or pod the policy uses had no valid reading, so that `power` understates the truth.
+    """
+
+    power: float
+    complete: bool
+    gpu_count: int
+    nodes: list[NodeObservation]
+    pods_without_metrics: list[str]
+    missing_gpus: list[str]
+    truncated: bool
+    sample_time: float
+
+
+def measure(pods: Sequence[SelectedPod], snapshot: GpuSnapshot) -> Measurement:
+    """Sum the power of the GPUs `pods` use; GPUs shared by several pods (time-slicing) count once."""
+    keys = [pod.key for pod in pods]
+    total: PowerTotal = snapshot.total_for(keys)
+    without = sorted(str(pod.key) for pod in pods if not snapshot.pod_gpus.get(pod.key))
+    node_of_pod = {str(pod.key): pod.node for pod in pods}
+    selected = {str(key) for key in keys}
+    by_node: dict[str, list[GpuReading]] = {}
+    for key in sorted(total.gpus):
+        reading = snapshot.gpus[key]
+        pod_nodes = sorted(node_of_pod[str(p)] for p in reading.pods if str(p) in selected)
+        by_node.setdefault(pod_nodes[0] if pod_nodes else reading.hostname, []).append(reading)
+    nodes, truncated = _observations(by_node, selected)
+    times = [snapshot.gpus[key].timestamp for key in total.gpus]
+    return Measurement(
+        power=round(total.watts, 3),
+        complete=total.complete and not without,
+        gpu_count=len(total.gpus | total.missing_gpus),
+        nodes=nodes,
+        pods_without_metrics=without[:MAX_PODS_WITHOUT_METRICS],
+        missing_gpus=sorted(total.missing_gpus),
+        truncated=truncated or len(without) > MAX_PODS_WITHOUT_METRICS,
+        sample_time=min(times) if times else snapshot.query_time,
+    )
+
+
+def _observations(by_node: dict[str, list[GpuReading]], selected: set[str]) -> tuple[list[NodeObservation], bool]:
+    truncated = len(by_node) > MAX_NODES
+    nodes = []
+    for name in sorted(by_node)[:MAX_NODES]:
+        readings = by_node[name]
+        truncated |= len(readings) > MAX_GPUS_PER_NODE
+        gpus = [_gpu(reading, selected) for reading in readings[:MAX_GPUS_PER_NODE]]
+        truncated |= any(len(reading.pods) > MAX_PODS_PER_GPU for reading in readings)
+        nodes.append(NodeObservation(name=name, power=round(sum(r.power_watts for r in readings), 3), gpus=gpus))
+    return nodes, truncated
+
+
+def _gpu(reading: GpuReading, selected: set[str]) -> GpuObservation:
+    pods = sorted(str(p) for p in reading.pods if str(p) in selected)[:MAX_PODS_PER_GPU]
+    clock = reading.sm_clock_mhz
+    return GpuObservation(
+        uuid=reading.uuid or reading.key,
+        index=int(reading.index) if reading.index.isdigit() else None,
+        model=reading.model or None,
+        power=round(reading.power_watts, 3),
+        sm_clock=round(clock) if clock is not None and math.isfinite(clock) else None,
+        pods=pods,
+    )
+
+
+# -- deciding --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CappingDecision:
+    """The decision and the reason for it, as a condition reason and a human message."""
+
+    required: bool
+    reason: str
+    message: str
+
+
+def decide(spec: PolicySpec, power: float | None, was_required: bool, *,
+           release_band: int = DEFAULT_RELEASE_BAND) -> CappingDecision:
+    """Decide from the policy's current power (None: no fresh, complete data) and the previous decision."""
+    on_at = spec.threshold_watts
+    off_below = spec.release_watts(release_band)
+    if power is None:
+        return CappingDecision(False, "NoFreshData", "no fresh power data; capping is not required until there is")
+    if power >= on_at:
+        return CappingDecision(True, "AboveThreshold",
+                               f"power {power:.1f} W is at or above the threshold {on_at:.1f} W "
+                               f"({spec.threshold_percent}% of {spec.power_cap_limit} W)")
+    if was_required and power >= off_below:
+        return CappingDecision(True, "WithinReleaseBand",
+                               f"power {power:.1f} W is below the threshold {on_at:.1f} W but not yet below "
+                               f"the release level {off_below:.1f} W")
+    return CappingDecision(False, "BelowThreshold",
+                           f"power {power:.1f} W is below the {'release level' if was_required else 'threshold'} "
+                           f"{off_below if was_required else on_at:.1f} W")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the monitor concluded about one policy in one cycle."""
+
+    capping: CappingDecision
+    measurement: Measurement | None
+    metrics_available: bool
+    metrics_reason: str
+    metrics_message: str
+    #: The loop is in motion (over the threshold, or under the release level with clocks still capped): every new
+    #: observation is worth a write, since the recommender acts only on new ones.
+    urgent: bool = False
+
+
+def evaluate(policy: PowerCappingPolicy, pods: Sequence[SelectedPod], outcome: SampleOutcome | None, *,
+             now: dt.datetime, rules: Rules) -> Verdict:
+    """The verdict on `policy` at `now`, from its selected `pods` and the latest sample `outcome`."""
+    was = bool(policy.status and policy.status.capping_action_required)
+    problems = policy.spec.selector.problems()
+    if problems:
+        return _no_data(policy, was, "InvalidSelector", f"the selector selects nothing: {'; '.join(problems)}",
+                        rules)
+    if outcome is None:
+        return _no_data(policy, was, "NoSampleYet", "no Prometheus sample taken yet", rules)
+    if outcome.snapshot is None:
+        error = outcome.error
+        return _no_data(policy, was, error.reason if error else "PrometheusError", str(error), rules)
+    age = now.timestamp() - outcome.snapshot.query_time
+    if age > rules.max_age:
+        return _no_data(policy, was, "SampleStale", f"the last sample is {age:.0f} s old", rules)
+    measurement = measure(pods, outcome.snapshot)
+    if measurement.complete:
+        capping = decide(policy.spec, measurement.power, was, release_band=rules.release_band)
+        return Verdict(capping, measurement, True, "MetricsFresh",
+                       f"{measurement.gpu_count} GPUs of {len(pods)} pods measured",
+                       urgent=_in_motion(policy, measurement.power, rules))
+    missing = measurement.missing_gpus + measurement.pods_without_metrics
+    message = f"no valid reading for {len(missing)}: {', '.join(missing[:10])}"
+    if measurement.power >= policy.spec.threshold_watts:
+        # What is known already exceeds the threshold: the missing part can only add to it.
+        capping = decide(policy.spec, measurement.power, was, release_band=rules.release_band)
+    else:
+        capping = CappingDecision(was, INCOMPLETE_DATA, f"holding the decision: {message}")
+    return Verdict(capping, measurement, False, INCOMPLETE_DATA, message)
+
+
+def _in_motion(policy: PowerCappingPolicy, power: float, rules: Rules) -> bool:
+    """Over the threshold, or under the release level while the recommender still holds clock caps."""
+    spec = policy.spec
+    if power >= spec.threshold_watts:
+        return True
+    recommendation = policy.status.recommendation if policy.status else None
+    return power < spec.release_watts(rules.release_band) and bool(recommendation and recommendation.target_count)
+
+
+def _no_data(policy: PowerCappingPolicy, was: bool, reason: str, message: str, rules: Rules) -> Verdict:
+    capping = decide(policy.spec, None, was, release_band=rules.release_band)
+    return Verdict(capping, None, False, reason, message)
+
+
+# -- the status ------------------------------------------------------------------------------------------------
+
+
+def desired_status(current: Mapping[str, Any] | None, verdict: Verdict, *, limit: int, generation: int | None,
+                   now: dt.datetime, rules: Rules) -> dict[str, Any] | None:
+    """The whole new status (the recommender's fields kept), or None when no write is due.
+
+    Without a measurement (no data this cycle) the last observation stays as it was, so that its age tells
+    readers how old it is; the conditions say why nothing newer is there.
+    """
+    current = dict(current or {})
+    candidate = {**current, "cappingActionRequired": verdict.capping.required, "observedGeneration": generation}
+    if verdict.measurement is not None:
+        candidate = {k: v for k, v in candidate.items() if k != "podsWithoutMetrics"}
+        candidate.update(_observation_fields(verdict.measurement, now))
+    candidate["conditions"] = _conditions(current.get("conditions"), verdict, generation, now)
+    if verdict.urgent and candidate.get("lastUpdated") != current.get("lastUpdated"):
+        return candidate
+    if not _worth_writing(current, candidate, limit=limit, now=now, rules=rules):
+        return None
+    return candidate
+
+
+def _observation_fields(measurement: Measurement, now: dt.datetime) -> dict[str, Any]:
+    observed = dt.datetime.fromtimestamp(measurement.sample_time, dt.UTC)
+    fields: dict[str, Any] = {
+        "lastUpdated": format_precise_time(min(observed, now)),
+        "currentPower": measurement.power,
+        "gpuCount": measurement.gpu_count,
+        "nodes": [to_dict(node) for node in measurement.nodes],
+        "truncated": measurement.truncated,
+    }
+    if measurement.pods_without_metrics:
+        fields["podsWithoutMetrics"] = measurement.pods_without_metrics
+    return fields
+
+
+def _conditions(existing: Any, verdict: Verdict, generation: int | None, now: dt.datetime) -> list[dict[str, Any]]:
+    conditions = set_condition(existing, type=METRICS_AVAILABLE, status=verdict.metrics_available,
+                               reason=verdict.metrics_reason, message=verdict.metrics_message,
+                               observed_generation=generation, now=now)
+    return set_condition(conditions, type=CAPPING_REQUIRED, status=verdict.capping.required,
+                         reason=verdict.capping.reason, message=verdict.capping.message,
+                         observed_generation=generation, now=now)
+
+
+def _worth_writing(old: Mapping[str, Any], new: Mapping[str, Any], *, limit: int, now: dt.datetime,
+                   rules: Rules) -> bool:
+    for key in ("cappingActionRequired", "observedGeneration", "gpuCount", "podsWithoutMetrics", "truncated"):
+        if old.get(key) != new.get(key):
+            return True
+    if _condition_states(old) != _condition_states(new) or _layout(old) != _layout(new):
+        return True
+    if "currentPower" in new:
+        if "currentPower" not in old:
+            return True
+        threshold = max(rules.power_delta_watts, limit * rules.power_delta_percent / 100.0)
+        if abs(float(new["currentPower"]) - float(old["currentPower"])) >= threshold:
+            return True
+        if _clock_moved(old, new, rules.clock_delta_mhz):
+            return True
+    last = old.get("lastUpdated")
+    return last is None or (now - parse_time(str(last))).total_seconds() >= rules.heartbeat
+
+
+def _condition_states(status: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return {c["type"]: (c.get("status"), c.get("reason")) for c in status.get("conditions") or []
+            if c.get("type") in OWNED_CONDITIONS}
+
+
+def _layout(status: Mapping[str, Any]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """Which GPUs on which nodes serve which pods: a change here is always news."""
+    return [(node["name"], gpu["uuid"], tuple(gpu.get("pods") or []))
+            for node in status.get("nodes") or [] for gpu in node.get("gpus") or []]
+
+
+def _clock_moved(old: Mapping[str, Any], new: Mapping[str, Any], delta: int) -> bool:
+    def clocks(status: Mapping[str, Any]) -> dict[str, int]:
+        return {gpu["uuid"]: gpu["smClock"] for node in status.get("nodes") or [] for gpu in node.get("gpus") or []
+                if gpu.get("smClock") is not None}
+
+    before, after = clocks(old), clocks(new)
+    return any(abs(after[uuid] - before.get(uuid, after[uuid])) >= delta for uuid in after)

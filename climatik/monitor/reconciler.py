@@ -1,0 +1,202 @@
+"""The monitor's two reconcilers, I/O around its core: the sampler, which queries Prometheus once per cycle
+for every policy, and the policy reconciler, which reads a policy and its pods from the caches, asks the core
+(climatik.monitor.core) for the verdict and the status, writes it, and tells (Events, metrics, log lines)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Gauge
+
+from climatik.api import DecodeError, LabelSelector, PolicySpec, PowerCappingPolicy
+from climatik.api.conditions import METRICS_AVAILABLE, find_condition
+from climatik.clock import Clock
+from climatik.kube.client import ResourceClient
+from climatik.kube.controller import Result
+from climatik.kube.events import EventRecorder
+from climatik.kube.status import update_status
+from climatik.kube.store import BY_NAMESPACE, CacheReader
+from climatik.monitor.core import Rules, SampleOutcome, Verdict, desired_status, evaluate, select_pods
+from climatik.prom.errors import PromError
+from climatik.prom.snapshot import GpuSnapshot
+
+log = structlog.get_logger(__name__)
+
+#: The one key of the sampler's queue.
+SAMPLE_KEY = "prometheus"
+#: Pod index by "namespace/key=value" of each label, so a matchLabels selector reads only its candidates.
+BY_LABEL = "label"
+
+
+def index_by_label(pod: Mapping[str, Any]) -> list[str]:
+    """One index value per label: "namespace/key=value"."""
+    metadata = pod.get("metadata") or {}
+    namespace = metadata.get("namespace", "")
+    return [f"{namespace}/{key}={value}" for key, value in (metadata.get("labels") or {}).items()]
+
+
+def candidate_pods(pods: CacheReader, namespace: str, selector: LabelSelector) -> list[dict[str, Any]]:
+    """The pods that can match `selector`: those carrying its rarest matchLabels pair, else the whole namespace.
+
+    With many policies in one namespace this keeps a cycle from testing every selector against every pod.
+    """
+    buckets = [pods.by_index(BY_LABEL, f"{namespace}/{key}={value}")
+               for key, value in (selector.match_labels or {}).items()]
+    if buckets:
+        return min(buckets, key=len)
+    return pods.by_index(BY_NAMESPACE, namespace)
+
+
+class LatestSample:
+    """Holds the newest sample outcome for the policy reconcilers. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._outcome: SampleOutcome | None = None
+
+    def set(self, outcome: SampleOutcome) -> None:
+        with self._lock:
+            self._outcome = outcome
+
+    def get(self) -> SampleOutcome | None:
+        with self._lock:
+            return self._outcome
+
+
+class Sampler:
+    """Reconciler of SAMPLE_KEY: query Prometheus once, publish the outcome, queue every policy, and come
+    back after `interval` seconds. Running it through the controller runner gives it the runner's lifecycle
+    (it starts only while leading and stops with the process)."""
+
+    def __init__(self, *, fetch: Callable[[], GpuSnapshot], latest: LatestSample, clock: Clock,
+                 policy_keys: Callable[[], Iterable[str]], enqueue: Callable[[str], None],
+                 interval: float) -> None:
+        self._fetch = fetch
+        self._latest = latest
+        self._clock = clock
+        self._policy_keys = policy_keys
+        self._enqueue = enqueue
+        self._interval = interval
+        self._failing = False
+
+    def __call__(self, key: str) -> Result:
+        started = self._clock.now()
+        taken_at = self._clock.wall().timestamp()
+        try:
+            outcome = SampleOutcome(self._fetch(), None, taken_at)
+            if self._failing:
+                log.info("prometheus_recovered", controller="monitor")
+            self._failing = False
+        except PromError as exc:
+            outcome = SampleOutcome(None, exc, taken_at)
+            if not self._failing:
+                log.warning("prometheus_query_failed", controller="monitor", error=str(exc), reason=exc.reason)
+            self._failing = True
+        self._latest.set(outcome)
+        for policy in self._policy_keys():
+            self._enqueue(policy)
+        # The period runs from the start of one sample to the next, however long the queries took.
+        return Result(requeue_after=max(0.0, self._interval - (self._clock.now() - started)))
+
+
+class MonitorMetrics:
+    """The monitor's per-policy metrics: power, limit, headroom, capping state and data availability. Registered
+    once on the process registry; series of deleted policies are removed."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["policy"]
+        self.power = Gauge("climatik_monitor_policy_power_watts", "Power of the policy's workload.", labels,
+                           registry=registry)
+        self.limit = Gauge("climatik_monitor_policy_limit_watts", "The policy's powerCapLimit.", labels,
+                           registry=registry)
+        self.threshold = Gauge("climatik_monitor_policy_threshold_watts", "Power at which capping starts.", labels,
+                               registry=registry)
+        self.headroom = Gauge("climatik_monitor_policy_headroom_watts", "Limit minus power.", labels,
+                              registry=registry)
+        self.capping = Gauge("climatik_monitor_policy_capping", "1 while capping is required.", labels,
+                             registry=registry)
+        self.available = Gauge("climatik_monitor_policy_metrics_available", "1 while fresh, complete data exists.",
+                               labels, registry=registry)
+        self._all = (self.power, self.limit, self.threshold, self.headroom, self.capping, self.available)
+
+    def observe(self, key: str, spec: PolicySpec, verdict: Verdict) -> None:
+        self.limit.labels(key).set(spec.power_cap_limit)
+        self.threshold.labels(key).set(spec.threshold_watts)
+        self.capping.labels(key).set(1 if verdict.capping.required else 0)
+        self.available.labels(key).set(1 if verdict.metrics_available else 0)
+        if verdict.measurement is not None:
+            self.power.labels(key).set(verdict.measurement.power)
+            self.headroom.labels(key).set(spec.power_cap_limit - verdict.measurement.power)
+
+    def forget(self, key: str) -> None:
+        for gauge in self._all:
+            with contextlib.suppress(KeyError):
+                gauge.remove(key)
+
+
+class MonitorReconciler:
+    """Reconciles one PowerCappingPolicy key against the latest Prometheus sample."""
+
+    def __init__(self, *, policies: CacheReader, pods: CacheReader, api: ResourceClient, latest: LatestSample,
+                 events: EventRecorder | None, clock: Clock, metrics: MonitorMetrics | None = None,
+                 rules: Rules | None = None) -> None:
+        self._policies = policies
+        self._pods = pods
+        self._api = api
+        self._latest = latest
+        self._events = events
+        self._clock = clock
+        self._metrics = metrics
+        self._rules = rules or Rules()
+
+    def __call__(self, key: str) -> Result:
+        obj = self._policies.get(key)
+        if obj is None:
+            if self._metrics is not None:
+                self._metrics.forget(key)
+            return Result()
+        try:
+            policy = PowerCappingPolicy.from_api(obj)
+        except DecodeError as exc:
+            # The recommender, the one writer of InvalidSpec, reports it; measuring needs a spec.
+            log.warning("invalid_spec", controller="monitor", key=key, problems=[str(exc)])
+            return Result()
+        namespace = policy.metadata.namespace or ""
+        selector = policy.spec.selector
+        pods = [] if selector.problems() else select_pods(selector, candidate_pods(self._pods, namespace, selector))
+        verdict = evaluate(policy, pods, self._latest.get(), now=self._clock.wall(), rules=self._rules)
+        self._write(obj, policy, verdict)
+        if self._metrics is not None:
+            self._metrics.observe(key, policy.spec, verdict)
+        return Result()
+
+    def _write(self, obj: dict[str, Any], policy: PowerCappingPolicy, verdict: Verdict) -> None:
+        generation = policy.metadata.generation
+        limit = policy.spec.power_cap_limit
+
+        def mutate(current: dict[str, Any]) -> dict[str, Any] | None:
+            return desired_status(current.get("status"), verdict, limit=limit, generation=generation,
+                                  now=self._clock.wall(), rules=self._rules)
+
+        result = update_status(self._api, policy.key, mutate, current=obj)
+        if not result.written:
+            return
+        log.info("status_updated", controller="monitor", key=policy.key, power=verdict.measurement
+                 and verdict.measurement.power, capping=verdict.capping.required, reason=verdict.capping.reason)
+        self._tell(obj, policy, verdict)
+
+    def _tell(self, obj: dict[str, Any], policy: PowerCappingPolicy, verdict: Verdict) -> None:
+        if self._events is None:
+            return
+        was = bool(policy.status and policy.status.capping_action_required)
+        if verdict.capping.required and not was:
+            self._events.normal(obj, "CappingStarted", verdict.capping.message)
+        elif was and not verdict.capping.required:
+            self._events.normal(obj, "CappingReleased", verdict.capping.message)
+        had_metrics = find_condition((obj.get("status") or {}).get("conditions"), METRICS_AVAILABLE)
+        if not verdict.metrics_available and (had_metrics is None or had_metrics.get("status") != "False"):
+            self._events.warning(obj, "MetricsLost", f"{verdict.metrics_reason}: {verdict.metrics_message}")

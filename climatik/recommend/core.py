@@ -1,0 +1,236 @@
+"""The recommender's core: one pass for a policy, from the typed policies and NodeFrequencies objects to the
+node specs to write and what the policy's status should say. No cache, no client, no clock: the reconciler does
+that I/O around it, and the simulated-time benchmark runs exactly this code.
+
+A pass steps the policy (climatik.recommend.step), remembers its result, plans every node's spec from every
+policy's latest result (climatik.recommend.plan), and reports: the recommendation summary and the Actuated and
+Conflict conditions (InvalidSpec too: the recommender is its one writer).
+
+Actuated is False, by precedence, with reason Invalid (the spec is invalid: the policy holds the entries it
+had and drives nothing new), DryRun, AlgorithmFailed (the last result is held), Conflict (another policy drives
+some of its GPUs) or WaitingForInventory (a GPU's tuner has not reported its clocks yet); otherwise True with
+reason Holding (the fail-safe held the targets) or TargetsWritten. Nothing in a report moves with time alone:
+an unchanged decision gives an unchanged status, which costs no write.
+
+Only this process's results are remembered. After a restart a policy has none until its first step, and the
+plan keeps the entries it holds in the meantime; its algorithm state comes back from status.recommendation.state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from climatik.algorithms import AlgorithmRegistry, StepResult, Targets
+from climatik.api import NodeFrequencies, NodeFrequenciesSpec, PowerCappingPolicy, Recommendation, format_time, to_dict
+from climatik.api.conditions import ACTUATED, CONFLICT, INVALID_SPEC, set_condition
+from climatik.recommend.plan import Conflict, ConflictReport, Plan, conflict_report, plan
+from climatik.recommend.step import Decision, StepSettings, decide
+
+INVALID = "Invalid"
+DRY_RUN = "DryRun"
+ALGORITHM_FAILED = "AlgorithmFailed"
+WAITING_FOR_INVENTORY = "WaitingForInventory"
+HOLDING = "Holding"
+TARGETS_WRITTEN = "TargetsWritten"
+
+#: Actuated reasons under which the targets in the summary were not written (recommendation.applied false).
+NOT_APPLIED = (INVALID, DRY_RUN, ALGORITHM_FAILED, CONFLICT)
+
+_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class ConditionState:
+    """One condition's status, CamelCase reason and message."""
+
+    status: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the recommender tells about one policy. `recommendation` None keeps the status's as it is."""
+
+    recommendation: Recommendation | None
+    actuated: ConditionState
+    conflict: ConditionState
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One pass: the policy's decision and report (None when the pass only re-planned, e.g. for a deleted
+    policy), the plan, the specs that differ from the objects' and must be written, and the other policies
+    whose conflicts changed (their Conflict condition must follow)."""
+
+    plan: Plan
+    writes: dict[str, NodeFrequenciesSpec]
+    moved: frozenset[str] = frozenset()
+    decision: Decision | None = None
+    report: Report | None = None
+    policies: Mapping[str, PowerCappingPolicy] = field(default_factory=dict)
+
+
+class Recommender:
+    """Each policy's last step result and conflicts, and the passes that use them.
+
+    Thread-safe. Hold `lock` around a pass and the writes of its specs, so that two workers never write specs
+    planned from different results.
+    """
+
+    def __init__(self, *, registry: AlgorithmRegistry, settings: StepSettings | None = None) -> None:
+        self.lock = threading.RLock()
+        self._registry = registry
+        self._settings = settings or StepSettings()
+        self._results: dict[str, StepResult] = {}
+        self._conflicts: dict[str, frozenset[Conflict]] = {}
+
+    def step(self, policy: PowerCappingPolicy, policies: Mapping[str, PowerCappingPolicy],
+             nodes: Sequence[NodeFrequencies], *, now: dt.datetime) -> Pass:
+        """Step `policy` at `now`, then plan every node from every policy's latest result."""
+        with self.lock:
+            key = policy.key
+            decision = decide(policy, nodes, registry=self._registry, previous=self._results.get(key),
+                              now=now.timestamp(), settings=self._settings)
+            if decision.output is not None:
+                self._results[key] = decision.output
+            elif decision.problems:
+                self._results.pop(key, None)
+            planned = self.replan(policies, nodes, origin=key)
+            conflict = conflict_report(key, planned.plan.conflicts_of(key), policies)
+            said = report(policy, decision, conflict, now=format_time(now))
+            return replace(planned, decision=decision, report=said)
+
+    def replan(self, policies: Mapping[str, PowerCappingPolicy], nodes: Sequence[NodeFrequencies], *,
+               origin: str) -> Pass:
+        """Plan every node from the remembered results, on behalf of policy `origin`."""
+        with self.lock:
+            result = plan(policies.values(), self.targets(), nodes)
+            return Pass(plan=result, writes=result.changed(nodes),
+                        moved=frozenset(self._swap_conflicts(result.conflicts, policies) - {origin}),
+                        policies=policies)
+
+    def forget(self, key: str) -> None:
+        """Drop the policy's result: the plan then holds the entries it has (or drops them, if it is gone)."""
+        with self.lock:
+            self._results.pop(key, None)
+
+    def targets(self) -> dict[str, Targets]:
+        """Each remembered policy's targets, by key."""
+        with self.lock:
+            return {key: result.targets for key, result in self._results.items()}
+
+    def _swap_conflicts(self, conflicts: Sequence[Conflict], keys: Mapping[str, object]) -> set[str]:
+        """Remember the conflicts of the policies in `keys` (all that exist); return those whose set changed."""
+        fresh: dict[str, set[Conflict]] = {key: set() for key in keys}
+        for conflict in conflicts:
+            for key in (conflict.winner, conflict.loser):
+                fresh.setdefault(key, set()).add(conflict)
+        changed = {key for key, found in fresh.items() if self._conflicts.get(key, frozenset()) != found}
+        self._conflicts = {key: frozenset(found) for key, found in fresh.items() if found}
+        return changed
+
+
+# -- the report ------------------------------------------------------------------------------------------------
+
+
+def report(policy: PowerCappingPolicy, decision: Decision, conflict: ConflictReport, *, now: str) -> Report:
+    """What the status should say after `decision`; `now` (RFC 3339) dates a change of targets."""
+    actuated = actuated_state(policy, decision, conflict)
+    previous = policy.status.recommendation if policy.status else None
+    summary: Recommendation | None = None
+    output = decision.output
+    if output is not None:
+        summary = recommendation(algorithm=output.algorithm, targets=output.targets, state_text=output.state_text,
+                                 applied=actuated.reason not in NOT_APPLIED, changed=output.changed,
+                                 previous=previous, now=now)
+        if previous is not None and _headline(previous) != _headline(summary):
+            # Also after a restart, or when a write of the last change was lost: the status tells the truth.
+            summary = replace(summary, last_changed=now)
+    elif previous is not None:
+        summary = replace(previous, applied=False)
+    return Report(recommendation=summary, actuated=actuated,
+                  conflict=ConditionState(conflict.active, conflict.reason, conflict.message),
+                  problems=decision.problems)
+
+
+def actuated_state(policy: PowerCappingPolicy, decision: Decision, conflict: ConflictReport) -> ConditionState:
+    """The Actuated condition (see the module docstring for the precedence of reasons)."""
+    output = decision.output
+    if decision.problems:
+        return ConditionState(False, INVALID, "the spec is invalid: no new targets; the ones it held are kept")
+    if policy.spec.dry_run:
+        return ConditionState(False, DRY_RUN, "dry run: targets are reported in status.recommendation only")
+    if decision.failure is not None or output is None:
+        return ConditionState(False, ALGORITHM_FAILED, f"the last targets are held: {decision.failure}")
+    if conflict.lost:
+        return ConditionState(False, CONFLICT, f"{len(conflict.lost)} GPUs are driven by another policy: "
+                                               f"{_some(conflict.lost)}")
+    if output.waiting_for_inventory:
+        waiting = output.waiting_for_inventory
+        return ConditionState(False, WAITING_FOR_INVENTORY,
+                              f"no hardware inventory yet for {len(waiting)} GPUs: {_some(waiting)}")
+    if decision.held is not None:
+        return ConditionState(True, HOLDING, f"the last targets are held: {decision.held}")
+    return ConditionState(True, TARGETS_WRITTEN, describe(output.targets))
+
+
+def recommendation(*, algorithm: str, targets: Targets, state_text: str | None, applied: bool, changed: bool,
+                   previous: Recommendation | None, now: str) -> Recommendation:
+    """The status summary of one decision. `applied` is False in dry-run, in conflict or when invalid;
+    `now` (RFC 3339) becomes lastChanged only when the targets changed, so a steady policy's status is stable."""
+    gpu_values = set(targets.gpu_entries().values())
+    cpu_values = set(targets.cpu_entries().values())
+    last_changed = now if changed or previous is None else previous.last_changed
+    return Recommendation(
+        algorithm=algorithm,
+        gpu_frequency=next(iter(gpu_values)) if len(gpu_values) == 1 else None,
+        cpu_frequency=next(iter(cpu_values)) if len(cpu_values) == 1 else None,
+        target_count=len(targets.gpu_entries()) + len(targets.cpu_entries()),
+        applied=applied,
+        last_changed=last_changed,
+        state=state_text or None,
+    )
+
+
+def describe(targets: Targets) -> str:
+    """A short account of bounds, e.g. "4 GPUs at 1200 MHz, 64 CPUs at 2000-2400 MHz"."""
+    parts = []
+    for what, values in (("GPUs", list(targets.gpu_entries().values())),
+                         ("CPUs", list(targets.cpu_entries().values()))):
+        if values:
+            low, high = min(values), max(values)
+            parts.append(f"{len(values)} {what} at {low} MHz" if low == high else
+                         f"{len(values)} {what} at {low}-{high} MHz")
+    return ", ".join(parts) if parts else "no caps: the hardware runs at its defaults"
+
+
+def desired_status(current: Mapping[str, Any] | None, said: Report, *, generation: int | None,
+                   now: dt.datetime) -> dict[str, Any] | None:
+    """The whole new status (the monitor's fields kept), or None when it would not change."""
+    current = dict(current or {})
+    candidate = dict(current)
+    if said.recommendation is not None:
+        candidate["recommendation"] = to_dict(said.recommendation)
+    valid = (ConditionState(True, INVALID_SPEC, "; ".join(said.problems)) if said.problems else
+             ConditionState(False, "Valid", "spec is valid"))
+    conditions = current.get("conditions")
+    for type, state in ((CONFLICT, said.conflict), (ACTUATED, said.actuated), (INVALID_SPEC, valid)):
+        conditions = set_condition(conditions, type=type, status=state.status, reason=state.reason,
+                                   message=state.message, observed_generation=generation, now=now)
+    candidate["conditions"] = conditions
+    return None if candidate == current else candidate
+
+
+def _headline(summary: Recommendation) -> tuple[int | None, int | None, int | None]:
+    return summary.gpu_frequency, summary.cpu_frequency, summary.target_count
+
+
+def _some(items: tuple[str, ...]) -> str:
+    shown = ", ".join(items[:_SHOWN])
+    return shown if len(items) <= _SHOWN else f"{shown} and {len(items) - _SHOWN} more"

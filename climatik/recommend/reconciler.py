@@ -1,0 +1,325 @@
+"""The recommender's reconciler, I/O around its core (climatik.recommend.core): read the policy, every policy
+and every NodeFrequencies object from the caches, run one pass, write the node specs it planned and the policy's
+status, tell (Events, metrics, log lines), and let a deleted policy go only once its entries are gone
+(finalizer).
+
+NodeFrequencies objects are named after their node (the CRD requires metadata.name == spec.nodeName). Specs
+are written with optimistic concurrency: a 409 (the tuner wrote status meanwhile, or the cache was behind) reads
+the object again and writes the planned spec only if it still differs, so a spec already in place is never
+written twice. Every pass plans the whole cluster, not only the nodes of the policy being reconciled: a pass that
+changes nothing writes nothing, and a spec left behind by an earlier failure is mended by the next pass whatever
+triggered it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from climatik.algorithms import Targets
+from climatik.api import DecodedCache, DecodeError, NodeFrequencies, NodeFrequenciesSpec, PowerCappingPolicy, to_dict
+from climatik.api.conditions import ACTUATED, CONFLICT, INVALID_SPEC, find_condition, is_condition_true
+from climatik.api.constants import API_VERSION, NODE_FREQUENCIES_KIND, POLICY_FINALIZER
+from climatik.clock import Clock
+from climatik.kube.client import ResourceClient
+from climatik.kube.controller import Result
+from climatik.kube.errors import AlreadyExistsError, InvalidError
+from climatik.kube.events import EventRecorder
+from climatik.kube.status import update_object, update_status
+from climatik.kube.store import CacheReader
+from climatik.recommend.core import ALGORITHM_FAILED, Pass, Recommender, Report, describe, desired_status
+from climatik.recommend.plan import normalized
+from climatik.recommend.step import ACTIONS, Decision
+
+log = structlog.get_logger(__name__)
+
+
+class RecommendMetrics:
+    """The recommender's own metrics: the clocks each policy asks for, what it did, what it wrote. Registered once
+    on the process registry; the series of a deleted policy are removed."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.gpu_target = Gauge("climatik_recommend_policy_gpu_target_mhz",
+                                "Lowest GPU clock cap the policy asks for (absent: no GPU is capped).", ["policy"],
+                                registry=registry)
+        self.cpu_target = Gauge("climatik_recommend_policy_cpu_target_mhz",
+                                "Lowest CPU frequency cap the policy asks for (absent: no CPU is capped).",
+                                ["policy"], registry=registry)
+        self.targets = Gauge("climatik_recommend_policy_targets", "GPU and CPU caps the policy asks for.",
+                             ["policy"], registry=registry)
+        self.actions = Counter("climatik_recommend_actions_total",
+                               "Decisions per policy: lower, raise or release caps, or hold them.",
+                               ["policy", "action"], registry=registry)
+        self.node_writes = Counter("climatik_recommend_node_frequencies_writes_total",
+                                   "NodeFrequencies objects created or whose spec was updated.", ["operation"],
+                                   registry=registry)
+        self.conflicting_gpus = Gauge("climatik_recommend_conflicting_gpus",
+                                      "GPUs claimed by more than one policy.", registry=registry)
+
+    def observe(self, key: str, targets: Targets, action: str) -> None:
+        self.actions.labels(key, action).inc()
+        self.targets.labels(key).set(len(targets.gpu_entries()) + len(targets.cpu_entries()))
+        for gauge, values in ((self.gpu_target, targets.gpu_entries().values()),
+                              (self.cpu_target, targets.cpu_entries().values())):
+            if values:
+                gauge.labels(key).set(min(values))
+            else:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(key)
+
+    def forget(self, key: str) -> None:
+        for gauge in (self.gpu_target, self.cpu_target, self.targets):
+            with contextlib.suppress(KeyError):
+                gauge.remove(key)
+        for action in ACTIONS:
+            with contextlib.suppress(KeyError):
+                self.actions.remove(key, action)
+
+
+def spec_body(spec: NodeFrequenciesSpec) -> dict[str, Any]:
+    """The spec as written: both entry lists always present, so equal specs are equal dicts."""
+    return to_dict(normalized(spec))
+
+
+class NodeWriter:
+    """Creates and updates NodeFrequencies objects; reads the informer cache to skip what is already there."""
+
+    def __init__(self, *, api: ResourceClient, cache: CacheReader, metrics: RecommendMetrics | None = None) -> None:
+        self._api = api
+        self._cache = cache
+        self._metrics = metrics
+        self._decoded: DecodedCache[NodeFrequencies] = DecodedCache(NodeFrequencies.from_api)
+
+    def objects(self) -> list[NodeFrequencies]:
+        """Every cached NodeFrequencies object, typed (an object that does not decode is skipped and logged)."""
+        nodes = []
+        for decoded in self._decoded.decode_all(self._cache.list()):
+            if isinstance(decoded, Exception):
+                log.warning("node_frequencies_undecodable", controller="recommend", error=str(decoded))
+            else:
+                nodes.append(decoded)
+        return nodes
+
+    def ensure(self, names: Iterable[str]) -> list[str]:
+        """Create an empty object for each node in `names` that has none, so that its tuner can report its
+        inventory before it is targeted. Returns the nodes created."""
+        created = []
+        for name in sorted(set(names)):
+            if not name or self._cache.get(name) is not None:
+                continue
+            try:
+                self._api.create(_body(name, {"nodeName": name}))
+            except AlreadyExistsError:
+                continue  # created meanwhile, and the cache has not seen it yet
+            except InvalidError as exc:
+                # A name the API refuses cannot be fixed by retrying; the policy keeps serving its other nodes.
+                log.warning("node_frequencies_not_created", controller="recommend", key=name, error=str(exc))
+                continue
+            created.append(name)
+            self._count("create")
+            log.info("node_frequencies_created", controller="recommend", key=name)
+        return created
+
+    def write(self, specs: Mapping[str, NodeFrequenciesSpec]) -> list[str]:
+        """Bring each named object's spec to the planned one (creating objects that do not exist). Returns
+        the nodes whose spec was written."""
+        return [name for name, spec in sorted(specs.items()) if self._write_one(name, spec)]
+
+    def _write_one(self, name: str, spec: NodeFrequenciesSpec) -> bool:
+        wanted = spec_body(spec)
+
+        def mutate(obj: dict[str, Any]) -> dict[str, Any] | None:
+            if spec_body(NodeFrequencies.from_api(obj).spec) == wanted:
+                return None
+            obj["spec"] = wanted
+            return obj
+
+        result = update_object(self._api, name, mutate, current=self._cache.get(name))
+        if result.object is None:
+            try:
+                self._api.create(_body(name, wanted))
+            except AlreadyExistsError:
+                # Someone created it between our read and our create: write on top of theirs.
+                result = update_object(self._api, name, mutate)
+            else:
+                self._count("create")
+                log.info("node_frequencies_created", controller="recommend", key=name, entries=_entries(wanted))
+                return True
+        if result.written:
+            self._count("update")
+            log.info("node_frequencies_updated", controller="recommend", key=name, entries=_entries(wanted))
+        return result.written
+
+    def _count(self, operation: str) -> None:
+        if self._metrics is not None:
+            self._metrics.node_writes.labels(operation).inc()
+
+
+class RecommendReconciler:
+    """Reconciles one PowerCappingPolicy key. `enqueue` is told about other policies whose conflicts changed, so
+    that their Conflict condition follows without waiting for an event of their own."""
+
+    def __init__(self, *, policies: CacheReader, api: ResourceClient, writer: NodeWriter, core: Recommender,
+                 events: EventRecorder | None, clock: Clock, enqueue: Callable[[str], None] = lambda key: None,
+                 metrics: RecommendMetrics | None = None) -> None:
+        self._policies = policies
+        self._api = api
+        self._writer = writer
+        self._core = core
+        self._events = events
+        self._clock = clock
+        self._enqueue = enqueue
+        self._metrics = metrics
+        # Every pass reads every policy; decoding each only when its resourceVersion moved keeps a pass cheap.
+        self._decoded: DecodedCache[PowerCappingPolicy] = DecodedCache(PowerCappingPolicy.from_api)
+
+    def __call__(self, key: str) -> Result:
+        obj = self._policies.get(key)
+        if obj is None:
+            # Gone (its finalizer was removed by someone else, or it never had one): drop what it held.
+            self._forget(key)
+            self._replan(key)
+            return Result()
+        try:
+            policy = PowerCappingPolicy.from_api(obj)
+        except DecodeError as exc:
+            log.warning("invalid_spec", controller="recommend", key=key, problems=[str(exc)])
+            if self._events is not None:
+                self._events.warning(obj, "InvalidSpec", str(exc))
+            return Result()
+        if policy.metadata.deletion_timestamp:
+            self._finalize(obj, policy)
+            return Result()
+        current = self._ensure_finalizer(obj, policy)
+        if current is None:
+            return Result()
+        self._step(current, policy)
+        return Result()
+
+    def _step(self, obj: dict[str, Any], policy: PowerCappingPolicy) -> None:
+        key = policy.key
+        with self._core.lock:
+            done = self._core.step(policy, self._all_policies(), self._writer.objects(), now=self._clock.wall())
+            written = self._written(done)
+        self._writer.ensure(node.name for node in (policy.status.nodes or [] if policy.status else []))
+        decision, said = done.decision, done.report
+        assert decision is not None and said is not None
+        self._write_status(obj, policy, said)
+        self._tell(obj, policy, decision, said)
+        if self._metrics is not None:
+            output = decision.output
+            self._metrics.observe(key, output.targets if output else decision.before, decision.action)
+        if decision.output is not None and decision.output.changed:
+            log.info("targets_decided", controller="recommend", key=key, action=decision.action,
+                     targets=describe(decision.output.targets), reason=decision.output.reason,
+                     dry_run=bool(policy.spec.dry_run), nodes_written=written)
+
+    def _replan(self, origin: str) -> list[str]:
+        with self._core.lock:
+            return self._written(self._core.replan(self._all_policies(), self._writer.objects(), origin=origin))
+
+    def _written(self, done: Pass) -> list[str]:
+        """Write the pass's specs (raises when a write fails: the reconcile is retried) and follow up."""
+        written = self._writer.write(done.writes)
+        if self._metrics is not None:
+            self._metrics.conflicting_gpus.set(len({c.gpu for c in done.plan.conflicts}))
+        for other in sorted(done.moved):
+            self._enqueue(other)
+        return written
+
+    def _all_policies(self) -> dict[str, PowerCappingPolicy]:
+        policies = {}
+        for decoded in self._decoded.decode_all(self._policies.list()):
+            if isinstance(decoded, Exception):
+                # The schema makes this all but impossible; such a policy is left out like a deleted one.
+                log.warning("policy_undecodable", controller="recommend", error=str(decoded))
+                continue
+            policies[decoded.key] = decoded
+        return policies
+
+    def _write_status(self, obj: dict[str, Any], policy: PowerCappingPolicy, said: Report) -> None:
+        generation = policy.metadata.generation
+        now = self._clock.wall()
+
+        def mutate(current: dict[str, Any]) -> dict[str, Any] | None:
+            return desired_status(current.get("status"), said, generation=generation, now=now)
+
+        if update_status(self._api, policy.key, mutate, current=obj).written:
+            log.info("status_updated", controller="recommend", key=policy.key, actuated=said.actuated.reason,
+                     conflict=said.conflict.status)
+
+    def _tell(self, obj: dict[str, Any], policy: PowerCappingPolicy, decision: Decision, said: Report) -> None:
+        """Events on transitions (a condition turning bad) and on every change of targets."""
+        if self._events is None:
+            return
+        conditions = (obj.get("status") or {}).get("conditions")
+        if said.problems and not is_condition_true(conditions, INVALID_SPEC):
+            self._events.warning(obj, "InvalidSpec", "; ".join(said.problems))
+        actuated = find_condition(conditions, ACTUATED) or {}
+        if decision.failure is not None and actuated.get("reason") != ALGORITHM_FAILED:
+            self._events.warning(obj, "AlgorithmFailed", decision.failure)
+        if said.conflict.status and not is_condition_true(conditions, CONFLICT):
+            self._events.warning(obj, "Conflict", said.conflict.message)
+        output = decision.output
+        if output is None or not output.changed:
+            return
+        message = f"{decision.action}: {describe(output.targets)} ({output.reason})"
+        if policy.spec.dry_run:
+            self._events.normal(obj, "DryRunTargets", f"would {message}")
+        else:
+            self._events.normal(obj, "TargetsChanged", message)
+
+    def _ensure_finalizer(self, obj: dict[str, Any], policy: PowerCappingPolicy) -> dict[str, Any] | None:
+        """The policy with the finalizer in place (added on its first reconcile); None if it is gone."""
+        if POLICY_FINALIZER in (policy.metadata.finalizers or []):
+            return obj
+
+        def add(current: dict[str, Any]) -> dict[str, Any] | None:
+            metadata = current.setdefault("metadata", {})
+            finalizers = list(metadata.get("finalizers") or [])
+            if POLICY_FINALIZER in finalizers or metadata.get("deletionTimestamp"):
+                return None
+            metadata["finalizers"] = [*finalizers, POLICY_FINALIZER]
+            return current
+
+        result = update_object(self._api, policy.key, add, current=obj)
+        if result.written:
+            log.info("finalizer_added", controller="recommend", key=policy.key)
+        return result.object
+
+    def _finalize(self, obj: dict[str, Any], policy: PowerCappingPolicy) -> None:
+        """Remove the policy's entries from every NodeFrequencies object, then its finalizer."""
+        key = policy.key
+        self._forget(key)
+        if POLICY_FINALIZER not in (policy.metadata.finalizers or []):
+            return
+        # The plan gives a policy being deleted no entries; a failed write raises and the deletion is retried.
+        written = self._replan(key)
+
+        def remove(current: dict[str, Any]) -> dict[str, Any] | None:
+            metadata = current.setdefault("metadata", {})
+            finalizers = list(metadata.get("finalizers") or [])
+            if POLICY_FINALIZER not in finalizers:
+                return None
+            metadata["finalizers"] = [f for f in finalizers if f != POLICY_FINALIZER]
+            return current
+
+        if update_object(self._api, key, remove, current=obj).written:
+            log.info("finalizer_removed", controller="recommend", key=key, nodes_written=written)
+
+    def _forget(self, key: str) -> None:
+        self._core.forget(key)
+        if self._metrics is not None:
+            self._metrics.forget(key)
+
+
+def _body(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": NODE_FREQUENCIES_KIND, "metadata": {"name": name}, "spec": dict(spec)}
+
+
+def _entries(spec: Mapping[str, Any]) -> int:
+    return len(spec.get("gpuFrequencies") or []) + len(spec.get("cpuFrequencies") or [])

@@ -1,0 +1,333 @@
+"""The production control loop on simulated time: the monitor's, the recommender's and the tuner's own code,
+joined by the data path's delays and by the watch events a cluster would deliver.
+
+The controllers' cores run here exactly as they run in the processes: the monitor's verdict and status
+(climatik.monitor.core), the recommender's pass and status (climatik.recommend.core, which steps the policy's
+algorithm through the framework's guarantees and plans every node's spec), and the tuner's applier and status
+(climatik.tune.applier, driving the simulated GPUs through a backend over the simulated node). What the API server
+would hold is held as API dicts in the runtime's own caches (climatik.kube.store), and a controller is woken
+the way a watch wakes it:
+
+* the monitor samples Prometheus every control period and evaluates every policy; it also re-evaluates a
+  policy whose spec or status another controller changed;
+* a policy whose spec or status changed reaches the recommender after the monitor latency (a watch event);
+  so does a NodeFrequencies status the tuner rewrote, for the policies it concerns (the recommender's own
+  routing);
+* a NodeFrequencies spec the recommender wrote reaches the node's tuner after the recommend latency and is
+  applied after the apply latency (then the GPU's own clock lag);
+* a controller is not woken by its own write: its core answers the same on the same input, so that reconcile
+  would change nothing.
+
+Only what a process does around its core is left out: finalizers, Events, metrics and the tuner's periodic
+resync.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from climatik.algorithms import Algorithm, AlgorithmRegistry
+from climatik.api import (
+    AlgorithmRef,
+    GpuInventory,
+    NodeFrequencies,
+    PolicySpec,
+    PowerCappingPolicy,
+    to_dict,
+)
+from climatik.api.nodefrequencies import APPLIED, UNSUPPORTED
+from climatik.kube.store import Store, object_key, thaw_object
+from climatik.monitor import core as monitor
+from climatik.prom.profiles import PodKey
+from climatik.prom.snapshot import GpuReading, GpuSnapshot
+from climatik.recommend import core as recommend
+from climatik.recommend.app import POLICY_INDEXES, policies_of_node
+from climatik.recommend.reconciler import spec_body
+from climatik.recommend.step import StepSettings
+from climatik.sim.loop.harness import (
+    ORDER_MONITOR,
+    ORDER_RECOMMEND,
+    ORDER_TUNE,
+    DataPath,
+    RunContext,
+)
+from climatik.sim.loop.scenario import PolicyPlan
+from climatik.sim.node import SimNode
+from climatik.tune.applier import Applier, desired_status
+from climatik.tune.backends.base import DeviceResult, fit_to_steps
+from climatik.tune.state import StateStore
+
+_MONITOR, _RECOMMENDER, _TUNER, _USER = "monitor", "recommender", "tuner", "user"
+
+
+class SimulatedClock:
+    """A `climatik.clock.Clock` on simulated time, for the tuner's applier. Nothing waits in simulated time."""
+
+    def __init__(self, datapath: DataPath) -> None:
+        self._datapath = datapath
+        self.now_s = 0.0
+
+    def now(self) -> float:
+        return self.now_s
+
+    def wall(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._datapath.unix(self.now_s), dt.UTC)
+
+    def sleep(self, seconds: float) -> None:
+        raise RuntimeError("nothing sleeps in simulated time")
+
+    def wait_event(self, event: threading.Event, timeout: float) -> bool:
+        raise RuntimeError("nothing waits in simulated time")
+
+    def wait_condition(self, cond: threading.Condition, timeout: float | None) -> None:
+        raise RuntimeError("nothing waits in simulated time")
+
+
+class NodeGpus:
+    """A tuner GPU backend (climatik.tune.backends.base.GpuBackend) over a simulated node, in process."""
+
+    name = "sim"
+
+    def __init__(self, node: SimNode) -> None:
+        self._node = node
+        self.changes = 0
+
+    def inventory(self) -> list[GpuInventory]:
+        return [GpuInventory(uuid=gpu.uuid, index=gpu.index, model=gpu.profile.model_name,
+                             min_frequency=gpu.profile.min_sm_mhz, max_frequency=gpu.profile.max_sm_mhz,
+                             default_frequency=gpu.profile.default_sm_mhz,
+                             supported_frequencies=list(gpu.profile.supported_clocks()),
+                             power_limit=round(gpu.power_limit_w)) for gpu in self._node.gpus]
+
+    def apply(self, uuid: str, max_mhz: int) -> DeviceResult:
+        gpu = self._gpu(uuid)
+        if gpu is None:
+            return DeviceResult(UNSUPPORTED, requested_mhz=max_mhz, message=f"no GPU {uuid} on this node")
+        fit = fit_to_steps(max_mhz, gpu.profile.supported_clocks())
+        locked = self._node.set_locked_clock(uuid, fit.mhz)
+        self.changes += 1
+        return DeviceResult(APPLIED, requested_mhz=max_mhz, applied_mhz=locked, current_mhz=gpu.sm_clock_mhz,
+                            message=fit.note)
+
+    def reset(self, uuid: str) -> DeviceResult:
+        gpu = self._gpu(uuid)
+        if gpu is None:
+            return DeviceResult(UNSUPPORTED, message=f"no GPU {uuid} on this node")
+        self._node.reset_locked_clock(uuid)
+        self.changes += 1
+        return DeviceResult(APPLIED, current_mhz=gpu.sm_clock_mhz, message="locked clocks reset")
+
+    def current_clock(self, uuid: str) -> int | None:
+        gpu = self._gpu(uuid)
+        return None if gpu is None else gpu.sm_clock_mhz
+
+    def close(self) -> None:
+        """Nothing is held."""
+
+    def _gpu(self, uuid: str) -> Any:
+        return next((gpu for gpu in self._node.gpus if gpu.uuid == uuid), None)
+
+
+class ApiObjects:
+    """The policies and NodeFrequencies objects as the API server holds them (API dicts, versioned), in the
+    runtime's own caches; every write tells `on_write(kind, key, writer)`."""
+
+    def __init__(self, on_write: Callable[[str, str, str], None]) -> None:
+        self.policies = Store(POLICY_INDEXES)
+        self.nodes = Store()
+        self._on_write = on_write
+        self._version = 0
+
+    def add(self, obj: dict[str, Any], *, kind: str) -> None:
+        (self.policies if kind == "policy" else self.nodes).upsert(self._versioned(obj))
+
+    def write(self, kind: str, key: str, field: str, value: Any, *, writer: str) -> None:
+        """Set `field` (spec or status) of an object, as a PUT that changes it; a spec change moves generation."""
+        store = self.policies if kind == "policy" else self.nodes
+        current = store.get(key)
+        assert current is not None, f"no {kind} {key}"
+        obj = thaw_object(current)
+        obj[field] = value
+        if field == "spec":
+            obj["metadata"]["generation"] = int(obj["metadata"].get("generation") or 1) + 1
+        store.upsert(self._versioned(obj))
+        self._on_write(kind, key, writer)
+
+    def policy(self, key: str) -> PowerCappingPolicy:
+        obj = self.policies.get(key)
+        assert obj is not None, f"no policy {key}"
+        return PowerCappingPolicy.from_api(obj)
+
+    def typed_policies(self) -> dict[str, PowerCappingPolicy]:
+        return {object_key(obj): PowerCappingPolicy.from_api(obj) for obj in self.policies.list()}
+
+    def typed_nodes(self) -> list[NodeFrequencies]:
+        return [NodeFrequencies.from_api(obj) for obj in self.nodes.list()]
+
+    def _versioned(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self._version += 1
+        obj.setdefault("metadata", {})["resourceVersion"] = str(self._version)
+        obj["metadata"].setdefault("generation", 1)
+        return obj
+
+
+class ProductionLoop:
+    """Runs `algorithm` for every policy of the scenario the way the three controllers do in a cluster."""
+
+    instant = False
+
+    def __init__(self, algorithm: Algorithm, *, ref: AlgorithmRef | None = None, label: str | None = None,
+                 step_settings: StepSettings | None = None) -> None:
+        self.label = label or algorithm.name
+        name = ref.name if ref is not None else algorithm.name
+        # The recommender resolves the policy's algorithm through a registry; this one holds the built instance.
+        self._registry = AlgorithmRegistry({name: lambda parameters: algorithm})
+        self._ref = ref if ref is not None else AlgorithmRef(name)
+        self._step_settings = step_settings or StepSettings()
+        self._backends: dict[str, NodeGpus] = {}
+
+    @property
+    def applies(self) -> int:
+        """How many GPU clock changes the tuners made."""
+        return sum(backend.changes for backend in self._backends.values())
+
+    def start(self, ctx: RunContext) -> None:
+        """Create the objects, wire the controllers to the run's schedule, and let each tuner report."""
+        self._world, self._schedule, self._telemetry, self._datapath = ctx.world, ctx.schedule, ctx.telemetry, \
+            ctx.datapath
+        self._clock = SimulatedClock(ctx.datapath)
+        self._api = ApiObjects(self._written)
+        self._rules = monitor.Rules.for_period(ctx.datapath.monitor_interval_s)
+        self._latest: monitor.SampleOutcome | None = None
+        self._recommender = recommend.Recommender(registry=self._registry, settings=self._step_settings)
+        self._plans = {f"{plan.namespace}/{plan.name}": plan for plan in ctx.world.policies}
+        self._appliers: dict[str, Applier] = {}
+        for node in ctx.world.nodes:
+            backend = NodeGpus(node)
+            self._backends[node.name] = backend
+            self._appliers[node.name] = Applier(state=StateStore(None), clock=self._clock, gpu_backend=backend)
+            self._api.add({"metadata": {"name": node.name}, "spec": {"nodeName": node.name}}, kind="node")
+        for key, plan in self._plans.items():
+            self._api.add({"metadata": {"name": plan.name, "namespace": plan.namespace,
+                                        "creationTimestamp": "2026-01-01T00:00:00Z"},
+                           "spec": to_dict(self._spec(plan, 0.0))}, kind="policy")
+            for change in plan.caps[1:]:
+                self._schedule.at(change.at_s, self._cap_change(key, plan), order=ORDER_RECOMMEND)
+        for node in ctx.world.nodes:
+            self._schedule.at(0.0, self._tune_later(node.name), order=ORDER_TUNE)
+        self._schedule.every(ctx.datapath.monitor_interval_s, self._monitor_cycle,
+                             phase_s=ctx.datapath.monitor_phase_s, order=ORDER_MONITOR)
+
+    def before_step(self, now_s: float) -> None:
+        return None
+
+    # -- the monitor -----------------------------------------------------------------------------------------
+
+    def _monitor_cycle(self, now_s: float) -> None:
+        self._latest = monitor.SampleOutcome(self._snapshot(now_s), None, self._datapath.unix(now_s))
+        for key in sorted(self._plans):
+            self._monitor(key, now_s)
+
+    def _monitor(self, key: str, now_s: float) -> None:
+        self._clock.now_s = now_s
+        policy = self._api.policy(key)
+        plan = self._plans[key]
+        pods = [monitor.SelectedPod(PodKey(p.pod.namespace, p.pod.pod), p.node.name)
+                for p in self._world.gpus_of(plan.name) if p.pod is not None]
+        now = self._clock.wall()
+        verdict = monitor.evaluate(policy, pods, self._latest, now=now, rules=self._rules)
+        current = self._api.policies.get(key)
+        status = monitor.desired_status((current or {}).get("status"), verdict, limit=policy.spec.power_cap_limit,
+                                        generation=policy.metadata.generation, now=now, rules=self._rules)
+        if status is not None:
+            self._api.write("policy", key, "status", status, writer=_MONITOR)
+
+    def _snapshot(self, now_s: float) -> GpuSnapshot:
+        readings: dict[str, GpuReading] = {}
+        pod_gpus: dict[PodKey, frozenset[str]] = {}
+        for uuid, sample in self._telemetry.samples().items():
+            placed = self._world.gpu(uuid)
+            pods = frozenset() if placed.pod is None else frozenset({PodKey(placed.pod.namespace, placed.pod.pod)})
+            readings[uuid] = GpuReading(
+                key=uuid, uuid=uuid, index=str(placed.gpu.index), model=placed.gpu.profile.model_name,
+                hostname=placed.node.name, power_watts=sample.power_w, sm_clock_mhz=float(sample.sm_clock_mhz),
+                timestamp=self._datapath.unix(sample.scraped_s), pods=pods)
+            for pod in pods:
+                pod_gpus[pod] = pod_gpus.get(pod, frozenset()) | {uuid}
+        return GpuSnapshot(query_time=self._datapath.unix(now_s), gpus=readings, pod_gpus=pod_gpus)
+
+    # -- the recommender -------------------------------------------------------------------------------------
+
+    def _recommend(self, key: str, now_s: float) -> None:
+        self._clock.now_s = now_s
+        now = self._clock.wall()
+        policy = self._api.policy(key)
+        done = self._recommender.step(policy, self._api.typed_policies(), self._api.typed_nodes(), now=now)
+        for name, spec in sorted(done.writes.items()):
+            self._api.write("node", name, "spec", spec_body(spec), writer=_RECOMMENDER)
+        assert done.report is not None
+        current = self._api.policies.get(key)
+        status = recommend.desired_status((current or {}).get("status"), done.report,
+                                          generation=policy.metadata.generation, now=now)
+        if status is not None:
+            self._api.write("policy", key, "status", status, writer=_RECOMMENDER)
+        for other in sorted(done.moved):
+            self._schedule.at(now_s, self._recommend_later(other), order=ORDER_RECOMMEND)
+
+    # -- the tuners ------------------------------------------------------------------------------------------
+
+    def _tune(self, name: str, now_s: float) -> None:
+        self._clock.now_s = now_s
+        obj = self._api.nodes.get(name)
+        assert obj is not None
+        node = NodeFrequencies.from_api(obj)
+        report = self._appliers[name].apply(node.spec.gpu_frequencies or [], node.spec.cpu_frequencies or [])
+        status = desired_status(obj.get("status"), report, generation=node.metadata.generation,
+                                now=self._clock.wall())
+        if status is not None:
+            self._api.write("node", name, "status", status, writer=_TUNER)
+
+    # -- events ----------------------------------------------------------------------------------------------
+
+    def _written(self, kind: str, key: str, writer: str) -> None:
+        now_s = self._clock.now_s
+        if kind == "policy":
+            watch = now_s + self._datapath.monitor_latency_s
+            if writer != _RECOMMENDER:
+                self._schedule.at(watch, self._recommend_later(key), order=ORDER_RECOMMEND)
+            if writer != _MONITOR:
+                self._schedule.at(watch, self._monitor_later(key), order=ORDER_MONITOR)
+            return
+        obj = self._api.nodes.get(key)
+        assert obj is not None
+        if writer == _RECOMMENDER:
+            actuation = self._datapath.recommend_latency_s + self._datapath.apply_latency_s
+            self._schedule.at(now_s + actuation, self._tune_later(key), order=ORDER_TUNE)
+        else:
+            for policy in policies_of_node(self._api.policies)(obj):
+                if policy in self._plans:
+                    self._schedule.at(now_s + self._datapath.recommend_latency_s, self._recommend_later(policy),
+                                      order=ORDER_RECOMMEND)
+
+    def _cap_change(self, key: str, plan: PolicyPlan) -> Callable[[float], None]:
+        def change(now_s: float) -> None:
+            self._clock.now_s = now_s
+            self._api.write("policy", key, "spec", to_dict(self._spec(plan, now_s)), writer=_USER)
+
+        return change
+
+    def _recommend_later(self, key: str) -> Callable[[float], None]:
+        return lambda now_s: self._recommend(key, now_s)
+
+    def _monitor_later(self, key: str) -> Callable[[float], None]:
+        return lambda now_s: self._monitor(key, now_s)
+
+    def _tune_later(self, name: str) -> Callable[[float], None]:
+        return lambda now_s: self._tune(name, now_s)
+
+    def _spec(self, plan: PolicyPlan, now_s: float) -> PolicySpec:
+        return plan.spec_at(now_s, self._ref)
+

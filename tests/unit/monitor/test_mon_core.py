@@ -1,0 +1,248 @@
+"""The monitor's core: which pods count, what they draw (each GPU once), whether capping is required (on at the
+threshold, off only under the release band), and when a new status is worth a write (only when a reader would act
+on the change, or when the heartbeat is due), never touching the recommender's part of the status."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from climatik.api import GpuObservation, LabelSelector, NodeObservation, PolicySpec, SelectorRequirement
+from climatik.monitor.core import (
+    MAX_GPUS_PER_NODE,
+    CappingDecision,
+    Measurement,
+    Rules,
+    SelectedPod,
+    Verdict,
+    decide,
+    desired_status,
+    measure,
+    select_pods,
+)
+from climatik.prom.profiles import PodKey
+from climatik.prom.snapshot import GpuReading, GpuSnapshot
+
+NOW = 1_700_000_000.0
+
+
+# -- which pods, and what they draw ----------------------------------------------------------------------------
+
+
+
+def pod(name: str, labels: dict[str, str], *, node: str | None = "n1", phase: str = "Running",
+        deleting: bool = False) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": "ns", "labels": labels}
+    if deleting:
+        metadata["deletionTimestamp"] = "2026-11-29T00:00:00Z"
+    return {"metadata": metadata, "spec": {"nodeName": node} if node else {}, "status": {"phase": phase}}
+
+
+def reading(uuid: str, watts: float, *pods: str, host: str = "n1", clock: float | None = 1980.0) -> GpuReading:
+    return GpuReading(key=uuid, uuid=uuid, index=uuid[-1], model="NVIDIA H100 80GB HBM3", hostname=host,
+                      power_watts=watts, sm_clock_mhz=clock, timestamp=NOW - 1,
+                      pods=frozenset(PodKey("ns", p) for p in pods))
+
+
+def snapshot(*readings: GpuReading, unread: dict[str, list[str]] | None = None) -> GpuSnapshot:
+    pod_gpus: dict[PodKey, set[str]] = {}
+    for r in readings:
+        for p in r.pods:
+            pod_gpus.setdefault(p, set()).add(r.key)
+    for uuid, pods in (unread or {}).items():
+        for p in pods:
+            pod_gpus.setdefault(PodKey("ns", p), set()).add(uuid)
+    return GpuSnapshot(query_time=NOW, gpus={r.key: r for r in readings},
+                       pod_gpus={k: frozenset(v) for k, v in pod_gpus.items()})
+
+
+def test_only_running_scheduled_matching_pods_are_selected() -> None:
+    pods = [pod("a", {"app": "llm"}), pod("pending", {"app": "llm"}, node=None, phase="Pending"),
+            pod("done", {"app": "llm"}, phase="Succeeded"), pod("going", {"app": "llm"}, deleting=True),
+            pod("web", {"app": "web"})]
+    selector = LabelSelector(match_labels={"app": "llm"})
+    assert select_pods(selector, pods) == [SelectedPod(PodKey("ns", "a"), "n1")]
+
+
+def test_match_expressions_select_pods() -> None:
+    pods = [pod("a", {"app": "llm", "tier": "gold"}), pod("b", {"app": "llm", "tier": "bronze"})]
+    selector = LabelSelector(match_expressions=[SelectorRequirement("tier", "NotIn", ["bronze"])])
+    assert [p.key.name for p in select_pods(selector, pods)] == ["a"]
+
+
+def test_a_gpu_shared_by_two_selected_pods_counts_once() -> None:
+    pods = [SelectedPod(PodKey("ns", "a"), "n1"), SelectedPod(PodKey("ns", "b"), "n1")]
+    result = measure(pods, snapshot(reading("GPU-1", 300.0, "a", "b"), reading("GPU-2", 250.5, "b")))
+    assert result.power == 550.5
+    assert result.gpu_count == 2
+    assert result.complete
+    (node,) = result.nodes
+    assert node.name == "n1" and node.power == 550.5
+    assert [(g.uuid, g.pods) for g in node.gpus or []] == [("GPU-1", ["ns/a", "ns/b"]), ("GPU-2", ["ns/b"])]
+
+
+def test_gpus_are_grouped_by_the_pods_node_not_the_exporter_hostname() -> None:
+    pods = [SelectedPod(PodKey("ns", "a"), "gpu-node-7")]
+    result = measure(pods, snapshot(reading("GPU-1", 100.0, "a", host="dcgm-exporter-x2k")))
+    assert [n.name for n in result.nodes] == ["gpu-node-7"]
+
+
+def test_pods_without_gpu_series_are_reported_and_make_the_total_incomplete() -> None:
+    pods = [SelectedPod(PodKey("ns", "a"), "n1"), SelectedPod(PodKey("ns", "cpu-only"), "n1")]
+    result = measure(pods, snapshot(reading("GPU-1", 100.0, "a")))
+    assert result.power == 100.0
+    assert result.pods_without_metrics == ["ns/cpu-only"]
+    assert not result.complete
+
+
+def test_a_gpu_whose_reading_was_set_aside_is_missing_not_forgotten() -> None:
+    pods = [SelectedPod(PodKey("ns", "a"), "n1")]
+    result = measure(pods, snapshot(reading("GPU-1", 100.0, "a"), unread={"GPU-2": ["a"]}))
+    assert result.power == 100.0 and result.gpu_count == 2
+    assert result.missing_gpus == ["GPU-2"] and not result.complete
+
+
+def test_other_pods_on_a_shared_gpu_are_not_listed() -> None:
+    pods = [SelectedPod(PodKey("ns", "a"), "n1")]
+    result = measure(pods, snapshot(reading("GPU-1", 100.0, "a", "stranger")))
+    assert result.nodes[0].gpus is not None and result.nodes[0].gpus[0].pods == ["ns/a"]
+
+
+def test_observations_are_bounded_and_say_so() -> None:
+    names = [f"p{i}" for i in range(MAX_GPUS_PER_NODE + 6)]
+    pods = [SelectedPod(PodKey("ns", n), "n1") for n in names]
+    readings = [reading(f"GPU-{i:03d}", 10.0, n) for i, n in enumerate(names)]
+    result = measure(pods, snapshot(*readings))
+    assert result.power == 10.0 * len(names)
+    assert len(result.nodes[0].gpus or []) == MAX_GPUS_PER_NODE
+    assert result.truncated
+
+
+def test_no_selected_pods_is_zero_power_with_complete_data() -> None:
+    result = measure([], snapshot(reading("GPU-1", 100.0, "other")))
+    assert result.power == 0.0 and result.complete and result.nodes == []
+
+
+# -- whether capping is required ------------------------------------------------------------------------------
+
+SPEC = PolicySpec(power_cap_limit=1000, selector=LabelSelector(), capping_threshold=90)
+
+
+def run(powers: list[float | None], spec: PolicySpec = SPEC) -> list[bool]:
+    required, out = False, []
+    for power in powers:
+        required = decide(spec, power, required).required
+        out.append(required)
+    return out
+
+
+def test_turns_on_at_the_threshold() -> None:
+    assert run([899.9, 900.0]) == [False, True]
+
+
+def test_stays_on_inside_the_release_band_and_releases_below_it() -> None:
+    assert run([950, 880, 851, 849.9]) == [True, True, True, False]
+
+
+def test_noise_around_the_threshold_does_not_flap() -> None:
+    noisy = [905, 895, 903, 897, 901, 893, 899]
+    assert run(noisy) == [True] * len(noisy)
+
+
+def test_an_explicit_release_threshold_is_honoured() -> None:
+    spec = PolicySpec(power_cap_limit=1000, selector=LabelSelector(), capping_threshold=90, release_threshold=70)
+    assert run([910, 750, 699], spec) == [True, True, False]
+
+
+def test_no_fresh_data_means_not_required_with_a_reason() -> None:
+    decision = decide(SPEC, None, True)
+    assert not decision.required and decision.reason == "NoFreshData"
+
+
+# -- when a status is written ----------------------------------------------------------------------------------
+
+T0 = dt.datetime(2026, 11, 29, 6, 0, tzinfo=dt.UTC)
+RULES = Rules(power_delta_percent=1.0, power_delta_watts=1.0, clock_delta_mhz=15, heartbeat=60.0)
+
+
+def verdict(power: float, *, capping: bool = False, clock: int = 1980, at: dt.datetime = T0,
+            available: bool = True) -> Verdict:
+    gpu = GpuObservation(uuid="GPU-a", index=0, model="H100", power=power, sm_clock=clock, pods=["ns/p"])
+    measurement = Measurement(power=power, complete=True, gpu_count=1,
+                              nodes=[NodeObservation(name="n1", power=power, gpus=[gpu])], pods_without_metrics=[],
+                              missing_gpus=[], truncated=False, sample_time=at.timestamp())
+    decision = CappingDecision(capping, "AboveThreshold" if capping else "BelowThreshold", f"{power} W")
+    return Verdict(decision, measurement if available else None, available,
+                   "MetricsFresh" if available else "PrometheusUnreachable", "m")
+
+
+def write(current: dict[str, Any] | None, v: Verdict, now: dt.datetime = T0) -> dict[str, Any] | None:
+    return desired_status(current, v, limit=1000, generation=2, now=now, rules=RULES)
+
+
+def test_the_first_observation_is_written_with_its_sample_time() -> None:
+    status = write(None, verdict(500.0))
+    assert status is not None
+    assert status["currentPower"] == 500.0 and status["lastUpdated"] == "2026-11-29T06:00:00.000Z"
+    assert status["observedGeneration"] == 2 and status["cappingActionRequired"] is False
+
+
+def test_small_power_changes_of_a_steady_policy_cost_no_write() -> None:
+    first = write(None, verdict(500.0))
+    later = T0 + dt.timedelta(seconds=5)
+    assert write(first, verdict(505.0, at=later), later) is None
+
+
+def test_a_change_of_one_percent_of_the_limit_is_written() -> None:
+    first = write(None, verdict(500.0))
+    later = T0 + dt.timedelta(seconds=5)
+    assert write(first, verdict(511.0, at=later), later) is not None
+
+
+def test_a_clock_change_is_written_so_the_recommender_can_learn_from_it() -> None:
+    first = write(None, verdict(500.0))
+    later = T0 + dt.timedelta(seconds=5)
+    assert write(first, verdict(500.5, clock=1500, at=later), later) is not None
+
+
+def test_the_heartbeat_writes_a_steady_policy_once_a_minute() -> None:
+    first = write(None, verdict(500.0))
+    later = T0 + dt.timedelta(seconds=61)
+    status = write(first, verdict(500.0, at=later), later)
+    assert status is not None and status["lastUpdated"] == "2026-11-29T06:01:01.000Z"
+
+
+def test_a_capping_flip_is_always_written() -> None:
+    first = write(None, verdict(500.0))
+    assert write(first, verdict(500.0, capping=True)) is not None
+
+
+def test_the_recommenders_fields_are_kept() -> None:
+    first = write(None, verdict(500.0))
+    assert first is not None
+    first["recommendation"] = {"algorithm": "closed-loop", "gpuFrequency": 1410}
+    first["conditions"].append({"type": "Conflict", "status": "False", "reason": "NoSharedGpus", "message": "",
+                                "lastTransitionTime": "2026-11-29T05:00:00Z"})
+    status = write(first, verdict(900.0, capping=True))
+    assert status is not None and status["recommendation"] == first["recommendation"]
+    assert "Conflict" in {c["type"] for c in status["conditions"]}
+
+
+def test_losing_metrics_keeps_the_last_observation_and_says_why() -> None:
+    first = write(None, verdict(950.0, capping=True))
+    status = write(first, verdict(0.0, available=False))
+    assert status is not None
+    assert status["currentPower"] == 950.0 and status["lastUpdated"] == first["lastUpdated"]  # type: ignore[index]
+    metrics = next(c for c in status["conditions"] if c["type"] == "MetricsAvailable")
+    assert (metrics["status"], metrics["reason"]) == ("False", "PrometheusUnreachable")
+
+
+def test_every_new_observation_is_written_while_the_loop_is_in_motion() -> None:
+    first = write(None, verdict(400.0))
+    later = T0 + dt.timedelta(seconds=1)
+    steady = verdict(400.0, at=later)
+    assert write(first, steady, later) is None
+    moving = Verdict(steady.capping, steady.measurement, True, "MetricsFresh", "m", urgent=True)
+    status = write(first, moving, later)
+    assert status is not None and status["lastUpdated"] == "2026-11-29T06:00:01.000Z"
+    assert write(status, moving, later) is None, "the same observation twice is still one write"
