@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from loopenv import LoopConfig, LoopEnv, running
 
-from climatik.sim.phases import PhaseMix
+from climatik.sim.physics import PhaseMix
 from climatik.sim.traces import ConstantParams
 
 pytestmark = pytest.mark.e2e
