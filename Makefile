@@ -32,9 +32,10 @@ unit: $(BIN)/.installed ## Only the fast layers (no servers)
 integration: setup ## Only the layers with real servers
 	$(BIN)/pytest tests/integration tests/e2e $(PYTEST_ARGS)
 
-lint: $(BIN)/.installed ## ruff and mypy
+lint: $(BIN)/.installed ## ruff, mypy and the import contract (layers)
 	$(BIN)/ruff check climatik tests hack
 	$(BIN)/mypy climatik
+	$(BIN)/lint-imports --no-cache
 
 bench: setup ## Benchmarks under hack/bench (prints tables)
 	@for b in hack/bench/*/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
