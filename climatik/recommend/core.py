@@ -86,7 +86,7 @@ class Recommender:
     def __init__(self, *, registry: AlgorithmRegistry, settings: StepSettings | None = None) -> None:
         self.lock = threading.RLock()
         self._registry = registry
-        self._settings = settings or StepSettings()
+        self.settings = settings or StepSettings()
         self._results: dict[str, StepResult] = {}
         self._conflicts: dict[str, frozenset[Conflict]] = {}
 
@@ -96,7 +96,7 @@ class Recommender:
         with self.lock:
             key = policy.key
             decision = decide(policy, nodes, registry=self._registry, previous=self._results.get(key),
-                              now=now.timestamp(), settings=self._settings)
+                              now=now.timestamp(), settings=self.settings)
             if decision.output is not None:
                 self._results[key] = decision.output
             elif decision.problems:

@@ -54,13 +54,16 @@ from climatik.sim.loop.harness import (
     DataPath,
     RunContext,
 )
-from climatik.sim.loop.scenario import PolicyPlan
+from climatik.sim.loop.scenario import PolicyPlan, World
 from climatik.sim.node import SimNode
 from climatik.tune.applier import Applier, desired_status
 from climatik.tune.backends.base import DeviceResult, fit_to_steps
 from climatik.tune.state import StateStore
 
-_MONITOR, _RECOMMENDER, _TUNER, _USER = "monitor", "recommender", "tuner", "user"
+#: Who wrote an object: a controller is not woken by its own writes.
+MONITOR, RECOMMENDER, TUNER, USER = "monitor", "recommender", "tuner", "user"
+#: The creation time every simulated policy gets (its age ranks it only against other simulated policies).
+CREATED = "2026-01-01T00:00:00Z"
 
 
 class SimulatedClock:
@@ -174,8 +177,88 @@ class ApiObjects:
         return obj
 
 
+class Controllers:
+    """The three controllers' cores over one world's objects: what each does when woken, without the schedule.
+
+    `on_write(kind, key, writer)` is told about every write (the watch events); `latest` is the monitor's latest
+    Prometheus sample. Times are simulated seconds.
+    """
+
+    def __init__(self, world: World, datapath: DataPath, *, registry: AlgorithmRegistry,
+                 settings: StepSettings, on_write: Callable[[str, str, str], None] = lambda *_: None,
+                 ref: AlgorithmRef | None = None) -> None:
+        self.world = world
+        self.clock = SimulatedClock(datapath)
+        self.api = ApiObjects(on_write)
+        self.rules = monitor.Rules.for_period(datapath.monitor_interval_s)
+        self.latest: monitor.SampleOutcome | None = None
+        self.registry = registry
+        self.recommender = recommend.Recommender(registry=registry, settings=settings)
+        self.plans = {f"{plan.namespace}/{plan.name}": plan for plan in world.policies}
+        self.backends = {node.name: NodeGpus(node) for node in world.nodes}
+        self._appliers = {name: Applier(state=StateStore(None), clock=self.clock, gpu_backend=backend)
+                          for name, backend in self.backends.items()}
+        self._ref = ref
+        for node in world.nodes:
+            self.api.add({"metadata": {"name": node.name}, "spec": {"nodeName": node.name}}, kind="node")
+        for plan in self.plans.values():
+            self.api.add({"metadata": {"name": plan.name, "namespace": plan.namespace,
+                                       "creationTimestamp": CREATED},
+                          "spec": to_dict(self.spec(plan, 0.0))}, kind="policy")
+
+    def spec(self, plan: PolicyPlan, now_s: float) -> PolicySpec:
+        """The policy's spec at `now_s`, naming the loop's algorithm."""
+        return plan.spec_at(now_s, self._ref)
+
+    def monitor(self, key: str, now_s: float) -> None:
+        """The monitor's reconcile of one policy on the latest sample."""
+        self.clock.now_s = now_s
+        policy = self.api.policy(key)
+        plan = self.plans[key]
+        pods = [monitor.SelectedPod(PodKey(p.pod.namespace, p.pod.pod), p.node.name)
+                for p in self.world.gpus_of(plan.name) if p.pod is not None]
+        now = self.clock.wall()
+        verdict = monitor.evaluate(policy, pods, self.latest, now=now, rules=self.rules)
+        current = self.api.policies.get(key)
+        status = monitor.desired_status((current or {}).get("status"), verdict, limit=policy.spec.power_cap_limit,
+                                        generation=policy.metadata.generation, now=now, rules=self.rules)
+        if status is not None:
+            self.api.write("policy", key, "status", status, writer=MONITOR)
+
+    def recommend(self, key: str, now_s: float) -> frozenset[str]:
+        """The recommender's reconcile of one policy; returns the other policies whose conflicts changed."""
+        self.clock.now_s = now_s
+        now = self.clock.wall()
+        policy = self.api.policy(key)
+        done = self.recommender.step(policy, self.api.typed_policies(), self.api.typed_nodes(), now=now)
+        for name, spec in sorted(done.writes.items()):
+            self.api.write("node", name, "spec", spec_body(spec), writer=RECOMMENDER)
+        assert done.report is not None
+        current = self.api.policies.get(key)
+        status = recommend.desired_status((current or {}).get("status"), done.report,
+                                          generation=policy.metadata.generation, now=now)
+        if status is not None:
+            self.api.write("policy", key, "status", status, writer=RECOMMENDER)
+        return done.moved
+
+    def tune(self, name: str, now_s: float) -> None:
+        """A node's tuner: apply its object's spec to the GPUs and write what it reports."""
+        self.clock.now_s = now_s
+        obj = self.api.nodes.get(name)
+        assert obj is not None
+        node = NodeFrequencies.from_api(obj)
+        report = self._appliers[name].apply(node.spec.gpu_frequencies or [], node.spec.cpu_frequencies or [])
+        status = desired_status(obj.get("status"), report, generation=node.metadata.generation,
+                                now=self.clock.wall())
+        if status is not None:
+            self.api.write("node", name, "status", status, writer=TUNER)
+
+
 class ProductionLoop:
-    """Runs `algorithm` for every policy of the scenario the way the three controllers do in a cluster."""
+    """Runs `algorithm` for every policy of the scenario the way the three controllers do in a cluster.
+
+    `samples` keeps every Prometheus sample the monitor took, with its simulated time.
+    """
 
     instant = False
 
@@ -184,36 +267,26 @@ class ProductionLoop:
         self.label = label or algorithm.name
         name = ref.name if ref is not None else algorithm.name
         # The recommender resolves the policy's algorithm through a registry; this one holds the built instance.
-        self._registry = AlgorithmRegistry({name: lambda parameters: algorithm})
-        self._ref = ref if ref is not None else AlgorithmRef(name)
-        self._step_settings = step_settings or StepSettings()
-        self._backends: dict[str, NodeGpus] = {}
+        self.registry = AlgorithmRegistry({name: lambda parameters: algorithm})
+        self.ref = ref if ref is not None else AlgorithmRef(name)
+        self.step_settings = step_settings or StepSettings()
+        self.samples: list[tuple[float, monitor.SampleOutcome]] = []
+        self._controllers: Controllers | None = None
 
     @property
     def applies(self) -> int:
         """How many GPU clock changes the tuners made."""
-        return sum(backend.changes for backend in self._backends.values())
+        if self._controllers is None:
+            return 0
+        return sum(backend.changes for backend in self._controllers.backends.values())
 
     def start(self, ctx: RunContext) -> None:
         """Create the objects, wire the controllers to the run's schedule, and let each tuner report."""
-        self._world, self._schedule, self._telemetry, self._datapath = ctx.world, ctx.schedule, ctx.telemetry, \
-            ctx.datapath
-        self._clock = SimulatedClock(ctx.datapath)
-        self._api = ApiObjects(self._written)
-        self._rules = monitor.Rules.for_period(ctx.datapath.monitor_interval_s)
-        self._latest: monitor.SampleOutcome | None = None
-        self._recommender = recommend.Recommender(registry=self._registry, settings=self._step_settings)
-        self._plans = {f"{plan.namespace}/{plan.name}": plan for plan in ctx.world.policies}
-        self._appliers: dict[str, Applier] = {}
-        for node in ctx.world.nodes:
-            backend = NodeGpus(node)
-            self._backends[node.name] = backend
-            self._appliers[node.name] = Applier(state=StateStore(None), clock=self._clock, gpu_backend=backend)
-            self._api.add({"metadata": {"name": node.name}, "spec": {"nodeName": node.name}}, kind="node")
-        for key, plan in self._plans.items():
-            self._api.add({"metadata": {"name": plan.name, "namespace": plan.namespace,
-                                        "creationTimestamp": "2026-01-01T00:00:00Z"},
-                           "spec": to_dict(self._spec(plan, 0.0))}, kind="policy")
+        self._schedule, self._telemetry, self._datapath = ctx.schedule, ctx.telemetry, ctx.datapath
+        self._controllers = controllers = Controllers(ctx.world, ctx.datapath, registry=self.registry,
+                                                      settings=self.step_settings, on_write=self._written,
+                                                      ref=self.ref)
+        for key, plan in controllers.plans.items():
             for change in plan.caps[1:]:
                 self._schedule.at(change.at_s, self._cap_change(key, plan), order=ORDER_RECOMMEND)
         for node in ctx.world.nodes:
@@ -224,32 +297,20 @@ class ProductionLoop:
     def before_step(self, now_s: float) -> None:
         return None
 
-    # -- the monitor -----------------------------------------------------------------------------------------
-
     def _monitor_cycle(self, now_s: float) -> None:
-        self._latest = monitor.SampleOutcome(self._snapshot(now_s), None, self._datapath.unix(now_s))
-        for key in sorted(self._plans):
-            self._monitor(key, now_s)
-
-    def _monitor(self, key: str, now_s: float) -> None:
-        self._clock.now_s = now_s
-        policy = self._api.policy(key)
-        plan = self._plans[key]
-        pods = [monitor.SelectedPod(PodKey(p.pod.namespace, p.pod.pod), p.node.name)
-                for p in self._world.gpus_of(plan.name) if p.pod is not None]
-        now = self._clock.wall()
-        verdict = monitor.evaluate(policy, pods, self._latest, now=now, rules=self._rules)
-        current = self._api.policies.get(key)
-        status = monitor.desired_status((current or {}).get("status"), verdict, limit=policy.spec.power_cap_limit,
-                                        generation=policy.metadata.generation, now=now, rules=self._rules)
-        if status is not None:
-            self._api.write("policy", key, "status", status, writer=_MONITOR)
+        controllers = self._started()
+        outcome = monitor.SampleOutcome(self._snapshot(now_s), None, self._datapath.unix(now_s))
+        self.samples.append((now_s, outcome))
+        controllers.latest = outcome
+        for key in sorted(controllers.plans):
+            controllers.monitor(key, now_s)
 
     def _snapshot(self, now_s: float) -> GpuSnapshot:
+        world = self._started().world
         readings: dict[str, GpuReading] = {}
         pod_gpus: dict[PodKey, frozenset[str]] = {}
         for uuid, sample in self._telemetry.samples().items():
-            placed = self._world.gpu(uuid)
+            placed = world.gpu(uuid)
             pods = frozenset() if placed.pod is None else frozenset({PodKey(placed.pod.namespace, placed.pod.pod)})
             readings[uuid] = GpuReading(
                 key=uuid, uuid=uuid, index=str(placed.gpu.index), model=placed.gpu.profile.model_name,
@@ -259,75 +320,48 @@ class ProductionLoop:
                 pod_gpus[pod] = pod_gpus.get(pod, frozenset()) | {uuid}
         return GpuSnapshot(query_time=self._datapath.unix(now_s), gpus=readings, pod_gpus=pod_gpus)
 
-    # -- the recommender -------------------------------------------------------------------------------------
-
-    def _recommend(self, key: str, now_s: float) -> None:
-        self._clock.now_s = now_s
-        now = self._clock.wall()
-        policy = self._api.policy(key)
-        done = self._recommender.step(policy, self._api.typed_policies(), self._api.typed_nodes(), now=now)
-        for name, spec in sorted(done.writes.items()):
-            self._api.write("node", name, "spec", spec_body(spec), writer=_RECOMMENDER)
-        assert done.report is not None
-        current = self._api.policies.get(key)
-        status = recommend.desired_status((current or {}).get("status"), done.report,
-                                          generation=policy.metadata.generation, now=now)
-        if status is not None:
-            self._api.write("policy", key, "status", status, writer=_RECOMMENDER)
-        for other in sorted(done.moved):
-            self._schedule.at(now_s, self._recommend_later(other), order=ORDER_RECOMMEND)
-
-    # -- the tuners ------------------------------------------------------------------------------------------
-
-    def _tune(self, name: str, now_s: float) -> None:
-        self._clock.now_s = now_s
-        obj = self._api.nodes.get(name)
-        assert obj is not None
-        node = NodeFrequencies.from_api(obj)
-        report = self._appliers[name].apply(node.spec.gpu_frequencies or [], node.spec.cpu_frequencies or [])
-        status = desired_status(obj.get("status"), report, generation=node.metadata.generation,
-                                now=self._clock.wall())
-        if status is not None:
-            self._api.write("node", name, "status", status, writer=_TUNER)
-
-    # -- events ----------------------------------------------------------------------------------------------
-
     def _written(self, kind: str, key: str, writer: str) -> None:
-        now_s = self._clock.now_s
+        controllers = self._started()
+        now_s = controllers.clock.now_s
         if kind == "policy":
             watch = now_s + self._datapath.monitor_latency_s
-            if writer != _RECOMMENDER:
+            if writer != RECOMMENDER:
                 self._schedule.at(watch, self._recommend_later(key), order=ORDER_RECOMMEND)
-            if writer != _MONITOR:
+            if writer != MONITOR:
                 self._schedule.at(watch, self._monitor_later(key), order=ORDER_MONITOR)
             return
-        obj = self._api.nodes.get(key)
+        obj = controllers.api.nodes.get(key)
         assert obj is not None
-        if writer == _RECOMMENDER:
+        if writer == RECOMMENDER:
             actuation = self._datapath.recommend_latency_s + self._datapath.apply_latency_s
             self._schedule.at(now_s + actuation, self._tune_later(key), order=ORDER_TUNE)
-        else:
-            for policy in policies_of_node(self._api.policies)(obj):
-                if policy in self._plans:
-                    self._schedule.at(now_s + self._datapath.recommend_latency_s, self._recommend_later(policy),
-                                      order=ORDER_RECOMMEND)
+            return
+        for policy in policies_of_node(controllers.api.policies)(obj):
+            if policy in controllers.plans:
+                self._schedule.at(now_s + self._datapath.recommend_latency_s, self._recommend_later(policy),
+                                  order=ORDER_RECOMMEND)
+
+    def _started(self) -> Controllers:
+        assert self._controllers is not None, "the loop has not been started"
+        return self._controllers
 
     def _cap_change(self, key: str, plan: PolicyPlan) -> Callable[[float], None]:
         def change(now_s: float) -> None:
-            self._clock.now_s = now_s
-            self._api.write("policy", key, "spec", to_dict(self._spec(plan, now_s)), writer=_USER)
+            controllers = self._started()
+            controllers.clock.now_s = now_s
+            controllers.api.write("policy", key, "spec", to_dict(controllers.spec(plan, now_s)), writer=USER)
 
         return change
 
     def _recommend_later(self, key: str) -> Callable[[float], None]:
-        return lambda now_s: self._recommend(key, now_s)
+        def recommend_now(now_s: float) -> None:
+            for other in sorted(self._started().recommend(key, now_s)):
+                self._schedule.at(now_s, self._recommend_later(other), order=ORDER_RECOMMEND)
+
+        return recommend_now
 
     def _monitor_later(self, key: str) -> Callable[[float], None]:
-        return lambda now_s: self._monitor(key, now_s)
+        return lambda now_s: self._started().monitor(key, now_s)
 
     def _tune_later(self, name: str) -> Callable[[float], None]:
-        return lambda now_s: self._tune(name, now_s)
-
-    def _spec(self, plan: PolicyPlan, now_s: float) -> PolicySpec:
-        return plan.spec_at(now_s, self._ref)
-
+        return lambda now_s: self._started().tune(name, now_s)
