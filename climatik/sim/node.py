@@ -140,11 +140,6 @@ class SimNode:
         """Run a fixed load on a GPU from now on."""
         self.set_trace(uuid, ConstantTrace(load))
 
-    def set_pods(self, uuid: str, pods: Sequence[PodRef]) -> None:
-        """Change which pods a GPU is allocated to."""
-        with self._lock:
-            self._pods[self._position(uuid)] = tuple(pods)
-
     def readings(self) -> list[GpuState]:
         """A consistent snapshot of every GPU, in index order."""
         with self._lock:

@@ -27,11 +27,12 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from climatik.algorithms import Algorithm, AlgorithmRegistry
 from climatik.api import (
     AlgorithmRef,
+    DecodedCache,
     GpuInventory,
     NodeFrequencies,
     PolicySpec,
@@ -39,7 +40,7 @@ from climatik.api import (
     to_dict,
 )
 from climatik.api.nodefrequencies import APPLIED, UNSUPPORTED
-from climatik.kube.store import Store, object_key, thaw_object
+from climatik.kube.store import Store, thaw_object
 from climatik.monitor import core as monitor
 from climatik.prom.profiles import PodKey
 from climatik.prom.snapshot import GpuReading, GpuSnapshot
@@ -59,6 +60,8 @@ from climatik.sim.node import SimNode
 from climatik.tune.applier import Applier, desired_status
 from climatik.tune.backends.base import DeviceResult, fit_to_steps
 from climatik.tune.state import StateStore
+
+T = TypeVar("T")
 
 #: Who wrote an object: a controller is not woken by its own writes.
 MONITOR, RECOMMENDER, TUNER, USER = "monitor", "recommender", "tuner", "user"
@@ -143,6 +146,9 @@ class ApiObjects:
         self.nodes = Store()
         self._on_write = on_write
         self._version = 0
+        # Decoded once per resourceVersion, as the recommender's reconciler decodes its caches.
+        self._typed_policies: DecodedCache[PowerCappingPolicy] = DecodedCache(PowerCappingPolicy.from_api)
+        self._typed_nodes: DecodedCache[NodeFrequencies] = DecodedCache(NodeFrequencies.from_api)
 
     def add(self, obj: dict[str, Any], *, kind: str) -> None:
         (self.policies if kind == "policy" else self.nodes).upsert(self._versioned(obj))
@@ -165,10 +171,10 @@ class ApiObjects:
         return PowerCappingPolicy.from_api(obj)
 
     def typed_policies(self) -> dict[str, PowerCappingPolicy]:
-        return {object_key(obj): PowerCappingPolicy.from_api(obj) for obj in self.policies.list()}
+        return {policy.key: policy for policy in _decoded(self._typed_policies, self.policies)}
 
     def typed_nodes(self) -> list[NodeFrequencies]:
-        return [NodeFrequencies.from_api(obj) for obj in self.nodes.list()]
+        return _decoded(self._typed_nodes, self.nodes)
 
     def _versioned(self, obj: dict[str, Any]) -> dict[str, Any]:
         self._version += 1
@@ -252,6 +258,13 @@ class Controllers:
                                 now=self.clock.wall())
         if status is not None:
             self.api.write("node", name, "status", status, writer=TUNER)
+
+
+def _decoded(cache: DecodedCache[T], store: Store) -> list[T]:
+    typed = cache.decode_all(store.list())
+    problems = [item for item in typed if isinstance(item, Exception)]
+    assert not problems, f"the simulated objects do not decode: {problems}"
+    return [item for item in typed if not isinstance(item, Exception)]
 
 
 class ProductionLoop:

@@ -18,6 +18,7 @@ from report import anatomy, table, targets
 
 from climatik.algorithms import builtin_factories, default_registry
 from climatik.api.constants import DEFAULT_ALGORITHM
+from climatik.cli import configure_logging
 from climatik.sim.loop import DEFAULT_DT_S, DataPath
 from climatik.sim.loop import scenario as standard
 
@@ -46,6 +47,8 @@ period."""
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    # The tuners in the loop log every change at info; the benchmark prints tables.
+    configure_logging("warning", json_lines=False, stream=sys.stderr)
     started = time.monotonic()
     registry = default_registry(plugins=False)
     algorithms = sorted(builtin_factories())
