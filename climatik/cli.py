@@ -17,10 +17,12 @@ import click
 import structlog
 
 from climatik import __version__
+from climatik.api.constants import DEFAULT_RELEASE_BAND
 from climatik.clock import SystemClock
 from climatik.kube.process import CommonSettings
 from climatik.monitor import app as monitor_app
-from climatik.prom import PromSettings
+from climatik.prom import PodLabels, PromSettings, profile_named
+from climatik.prom.profiles import label_list
 from climatik.recommend import app as recommend_app
 from climatik.tune import app as tune_app
 
@@ -156,15 +158,26 @@ def version() -> None:
 @click.option("--interval", type=Duration(), default="5s", show_default=True,
               help="How often Prometheus is sampled and every policy re-evaluated (the control period).")
 @click.option("--metrics-profile", type=click.Choice(["dcgm", "kepler"]), default="dcgm", show_default=True,
-              help="Metric and label names: dcgm-exporter's, or Kepler's per-pod GPU power.")
+              help="dcgm: GPU power from dcgm-exporter; kepler: the same, plus each pod's CPU power from Kepler "
+                   "(kepler_pod_cpu_watts, Kepler 0.10 or later).")
 @click.option("--cpu-power-metric", default=None,
               help="Also add the selected pods' CPU power from this per-pod metric (e.g. kepler_pod_cpu_watts).")
+@click.option("--pod-labels", default="",
+              help="Label pairs naming a GPU series' pod, tried in order, as pod:namespace,... (default: "
+                   "exported_pod:exported_namespace,pod:namespace,pod_name:pod_namespace). Without "
+                   "honor_labels, list only exported_pod:exported_namespace.")
+@click.option("--uuid-labels", default="", help="Labels holding a GPU's UUID, tried in order (default: UUID,uuid).")
+@click.option("--hostname-labels", default="",
+              help="Labels holding an unallocated GPU's node, tried in order (default: Hostname,hostname).")
+@click.option("--power-matchers", default="",
+              help='Extra PromQL matchers for the GPU power and SM clock series, e.g. job="dcgm-exporter".')
 @click.option("--bearer-token-file", type=click.Path(dir_okay=False), default=None)
 @click.option("--ca-bundle", type=click.Path(dir_okay=False), default=None)
 @click.option("--insecure-skip-verify", is_flag=True)
 @click.option("--max-sample-age", type=Duration(), default="60s", show_default=True,
-              help="Samples older than this are stale and never summed.")
-@click.option("--release-band", type=click.IntRange(1, 99), default=5, show_default=True,
+              help="Samples scraped longer ago than this are stale and never summed. It bounds the scrape's age "
+                   "only: a sample the exporter collected 30 s before the scrape looks fresh.")
+@click.option("--release-band", type=click.IntRange(1, 99), default=DEFAULT_RELEASE_BAND, show_default=True,
               help="Percent of the limit below the threshold at which capping is released (hysteresis).")
 @click.option("--heartbeat", type=Duration(), default="60s", show_default=True,
               help="Most time between status writes of a steady policy.")
@@ -177,13 +190,31 @@ def monitor(**kwargs: Any) -> None:
     settings = monitor_app.MonitorSettings(
         prometheus=prometheus, interval=kwargs["interval"], metrics_profile=kwargs["metrics_profile"],
         cpu_power_metric=kwargs["cpu_power_metric"], max_sample_age=kwargs["max_sample_age"],
-        release_band=kwargs["release_band"], heartbeat=kwargs["heartbeat"], workers=kwargs["workers"])
+        release_band=kwargs["release_band"], heartbeat=kwargs["heartbeat"], workers=kwargs["workers"],
+        labels=_labels(kwargs))
     sys.exit(monitor_app.build(settings, common, clock=SystemClock()).run())
+
+
+def _labels(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The metric profile's label settings given on the command line (empty options keep the defaults)."""
+    try:
+        labels: dict[str, Any] = {}
+        if kwargs["pod_labels"]:
+            labels["pod_labels"] = PodLabels.parse(kwargs["pod_labels"])
+        for option in ("uuid_labels", "hostname_labels"):
+            if kwargs[option]:
+                labels[option] = label_list(kwargs[option])
+        if kwargs["power_matchers"]:
+            labels["power_matchers"] = labels["sm_clock_matchers"] = kwargs["power_matchers"]
+        profile_named(kwargs["metrics_profile"], **labels)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return labels
 
 
 @cli.command()
 @common_options
-@click.option("--release-band", type=click.IntRange(1, 99), default=5, show_default=True,
+@click.option("--release-band", type=click.IntRange(1, 99), default=DEFAULT_RELEASE_BAND, show_default=True,
               help="Percent of the limit below the threshold at which caps are given back, for policies without "
                    "releaseThreshold (as the monitor's).")
 @click.option("--max-observation-age", type=Duration(), default="180s", show_default=True,

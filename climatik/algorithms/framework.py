@@ -45,9 +45,11 @@ def observation_from_status(status: PolicyStatus | None) -> Observation:
     if status is None:
         return Observation()
     at = _timestamp(status.last_updated)
+    # A MIG instance is measured (its share is in the power) but never capped: locking the GPU's clock would cap
+    # every tenant of the GPU on behalf of one.
     gpus = tuple(
         ObservedGpu(uuid=gpu.uuid, node=node.name, power=_finite(gpu.power), sm_clock=gpu.sm_clock)
-        for node in status.nodes or [] for gpu in node.gpus or []
+        for node in status.nodes or [] for gpu in node.gpus or [] if gpu.mig_instance is None
     )
     return Observation(at=at, power=_finite(status.current_power),
                        capping_required=bool(status.capping_action_required), gpus=gpus,

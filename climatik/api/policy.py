@@ -116,9 +116,11 @@ class PolicySpec:
 
 @dataclass(frozen=True)
 class GpuObservation:
-    """One GPU used by the policy's pods, as the monitor last saw it."""
+    """One GPU used by the policy's pods, as the monitor last saw it; for a MIG instance, the parent GPU's UUID and
+    the instance's ID, with the instance's share of the GPU's power."""
 
     uuid: str
+    mig_instance: int | None = None
     index: int | None = None
     model: str | None = None
     power: float | None = None

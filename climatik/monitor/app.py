@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from climatik.api.constants import DEFAULT_RELEASE_BAND
 from climatik.clock import Clock
@@ -36,11 +38,13 @@ class MonitorSettings:
     release_band: int = DEFAULT_RELEASE_BAND
     heartbeat: float = 60.0
     workers: int = 4
+    #: Metric profile fields that name labels and matchers (climatik.prom.profiles.MetricProfile).
+    labels: Mapping[str, Any] = field(default_factory=dict)
 
 
 def build(settings: MonitorSettings, common: CommonSettings, *, clock: Clock) -> ProcessShell:
     wiring = Wiring(common, clock=clock)
-    profile = profile_named(settings.metrics_profile)
+    profile = profile_named(settings.metrics_profile, **settings.labels)
     if settings.cpu_power_metric:
         profile = profile.with_cpu_power(settings.cpu_power_metric)
     prom = PromClient(settings.prometheus, session=make_session(settings.prometheus),

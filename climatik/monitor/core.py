@@ -3,7 +3,9 @@
 Inputs in, desired status out, nothing read from a cache or a clock: the reconciler does that I/O around it, and
 the simulated-time benchmark runs exactly this code.
 
-* Which pods count: running pods bound to a node, matching the selector (`select_pods`).
+* Which pods count: running pods bound to a node, matching the selector (`select_pods`). A pod that holds no GPU
+  (no `nvidia.com/gpu` or MIG resource, no resource claim: a router, a CPU-only sidecar) draws no GPU power and
+  never makes the data incomplete; only a pod that holds GPUs and has no series is missing data.
 * What they draw (`measure`): the distinct GPUs of the pods, each counted once however many pods share it
   (time-slicing), per node and per GPU, bounded in size.
 * Whether capping is required (`decide`): on at the threshold, off only under the release level (hysteresis).
@@ -52,10 +54,11 @@ OWNED_CONDITIONS = (METRICS_AVAILABLE, CAPPING_REQUIRED)
 
 @dataclass(frozen=True)
 class SelectedPod:
-    """A selected pod and the node it runs on."""
+    """A selected pod, the node it runs on, and whether it holds GPUs (a device-plugin or DRA allocation)."""
 
     key: PodKey
     node: str
+    holds_gpus: bool = True
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,25 @@ def is_running_on_a_node(pod: Mapping[str, Any]) -> bool:
     )
 
 
+def holds_gpus(pod: Mapping[str, Any]) -> bool:
+    """Whether a pod was given GPUs: a GPU or MIG extended resource in a container's limits (the device plugin
+    allocates from limits), or a dynamic resource claim (DRA, which names no resource we could check)."""
+    spec = pod.get("spec") or {}
+    if spec.get("resourceClaims"):
+        return True
+    for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+        limits = (container.get("resources") or {}).get("limits") or {}
+        for name, amount in limits.items():
+            if _is_gpu_resource(str(name)) and str(amount) not in ("0", ""):
+                return True
+    return False
+
+
+def _is_gpu_resource(name: str) -> bool:
+    vendor, _, resource = name.partition("/")
+    return bool(vendor) and (resource == "gpu" or resource.startswith(("gpu.", "gpu-", "mig-")))
+
+
 def select_pods(selector: LabelSelector, pods: Iterable[Mapping[str, Any]]) -> list[SelectedPod]:
     """The running pods among `pods` (all from one namespace) that `selector` matches, sorted by name."""
     chosen = []
@@ -106,7 +128,7 @@ def select_pods(selector: LabelSelector, pods: Iterable[Mapping[str, Any]]) -> l
         metadata = pod.get("metadata") or {}
         if is_running_on_a_node(pod) and selector.matches(metadata.get("labels")):
             chosen.append(SelectedPod(PodKey(metadata.get("namespace", ""), metadata.get("name", "")),
-                                      pod["spec"]["nodeName"]))
+                                      pod["spec"]["nodeName"], holds_gpus(pod)))
     return sorted(chosen, key=lambda p: p.key)
 
 
@@ -135,7 +157,7 @@ def measure(pods: Sequence[SelectedPod], snapshot: GpuSnapshot) -> Measurement:
     """Sum the power of the GPUs `pods` use; GPUs shared by several pods (time-slicing) count once."""
     keys = [pod.key for pod in pods]
     total: PowerTotal = snapshot.total_for(keys)
-    without = sorted(str(pod.key) for pod in pods if not snapshot.pod_gpus.get(pod.key))
+    without = sorted(str(pod.key) for pod in pods if pod.holds_gpus and not snapshot.pod_gpus.get(pod.key))
     node_of_pod = {str(pod.key): pod.node for pod in pods}
     selected = {str(key) for key in keys}
     by_node: dict[str, list[GpuReading]] = {}
@@ -174,6 +196,7 @@ def _gpu(reading: GpuReading, selected: set[str]) -> GpuObservation:
     clock = reading.sm_clock_mhz
     return GpuObservation(
         uuid=reading.uuid or reading.key,
+        mig_instance=reading.mig_instance,
         index=int(reading.index) if reading.index.isdigit() else None,
         model=reading.model or None,
         power=round(reading.power_watts, 3),
@@ -250,14 +273,30 @@ def evaluate(policy: PowerCappingPolicy, pods: Sequence[SelectedPod], outcome: S
         return Verdict(capping, measurement, True, "MetricsFresh",
                        f"{measurement.gpu_count} GPUs of {len(pods)} pods measured",
                        urgent=_in_motion(policy, measurement.power, rules))
-    missing = measurement.missing_gpus + measurement.pods_without_metrics
-    message = f"no valid reading for {len(missing)}: {', '.join(missing[:10])}"
+    message = _incomplete(measurement, pods, outcome.snapshot)
     if measurement.power >= policy.spec.threshold_watts:
         # What is known already exceeds the threshold: the missing part can only add to it.
         capping = decide(policy.spec, measurement.power, was, release_band=rules.release_band)
     else:
         capping = CappingDecision(was, INCOMPLETE_DATA, f"holding the decision: {message}")
     return Verdict(capping, measurement, False, INCOMPLETE_DATA, message)
+
+
+def _incomplete(measurement: Measurement, pods: Sequence[SelectedPod], snapshot: GpuSnapshot) -> str:
+    """What is missing, and the likeliest cause where the sample shows one."""
+    missing = measurement.missing_gpus + measurement.pods_without_metrics
+    message = f"no valid reading for {len(missing)}: {', '.join(missing[:10])}"
+    without = set(measurement.pods_without_metrics)
+    attributed = {pod for pod, keys in snapshot.pod_gpus.items() if any(key in snapshot.gpus for key in keys)}
+    busy_nodes = {pod.node for pod in pods if pod.key in attributed}
+    busy_nodes |= {reading.hostname for reading in snapshot.gpus.values() if reading.pods}
+    if any(str(pod.key) in without and pod.node in busy_nodes for pod in pods):
+        # The exporter attributes GPUs to other pods on the same node but not to these: under GPU time-slicing,
+        # dcgm-exporter labels each GPU with one pod unless it runs with virtual-GPU labelling.
+        message += ("; GPUs of their nodes are attributed to other pods: if the GPUs are time-sliced, run "
+                    "dcgm-exporter with KUBERNETES_VIRTUAL_GPUS=true so that every sharing pod is labelled")
+    hints = [warning for warning in snapshot.warnings if "series in Prometheus" in warning]
+    return "; ".join([message, *hints])
 
 
 def _in_motion(policy: PowerCappingPolicy, power: float, rules: Rules) -> bool:

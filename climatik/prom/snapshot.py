@@ -6,16 +6,21 @@ A snapshot is built once per cycle and shared by all policies; `total_for` sums 
 Turning raw series into a `GpuSnapshot`: validating samples, deduplicating GPUs, attributing them to pods.
 
 Rules, in the order they apply:
-* Per-GPU metrics (DCGM) are grouped by GPU UUID. The same GPU shows up once per pod under time-slicing and
-  once per exporter while a DaemonSet rolls; the freshest series gives the reading (ties go to the larger
+* GPU series are grouped by GPU UUID (and MIG instance). The same GPU shows up once per pod under time-slicing
+  and once per exporter while a DaemonSet rolls; the freshest series gives the reading (ties go to the larger
   finite value, the safe side for a power cap) and every series contributes its pod.
-* Per-pod metrics (Kepler) are grouped by pod, then by scrape target; the freshest target's series are summed.
+* A MIG instance's series carry the whole GPU's power (DCGM measures power per GPU, not per instance): each
+  instance is charged its share of the GPU's compute slices among the instances seen on that GPU (from
+  `GPU_I_PROFILE`, e.g. 3 for "3g.40gb"), so that tenants are not each charged the whole GPU; slices no
+  instance holds are charged to the instances present, the safe side for a cap.
+* Per-pod CPU series (Kepler) are grouped by pod, then by scrape target; the freshest target's series are summed.
 * A value that is NaN, infinite, negative, or older than the maximum age is never summed: it becomes a
   `SampleProblem`, and the GPU stays attributed to its pods so that their totals show it as missing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from collections import defaultdict
@@ -57,11 +62,12 @@ class SampleProblem:
 
 @dataclass(frozen=True)
 class GpuReading:
-    """The latest valid power reading of one GPU (or, for per-pod profiles, of one pod's GPU share).
+    """The latest valid power reading of one GPU, or of one MIG instance of it.
 
-    `key` identifies what must be counted once: the GPU UUID for per-GPU metrics, `pod:<ns>/<name>` for
-    per-pod ones (then `uuid`, `index` and `model` are empty). `timestamp` is the scrape time (unix s);
-    `sm_clock_mhz` is None when no valid clock reading came with it. `pods` are the pods using the GPU.
+    `key` identifies what must be counted once: the GPU UUID, or `<UUID>/<GPU instance ID>` for a MIG instance
+    (then `mig_instance` is the instance ID and `power_watts` the instance's share of the GPU's power).
+    `timestamp` is the scrape time (unix s); `sm_clock_mhz` is None when no valid clock reading came with it.
+    `pods` are the pods using the GPU.
     """
 
     key: str
@@ -73,6 +79,7 @@ class GpuReading:
     sm_clock_mhz: float | None
     timestamp: float
     pods: frozenset[PodKey]
+    mig_instance: int | None = None
 
 
 @dataclass(frozen=True)
@@ -187,11 +194,8 @@ def build_snapshot(
 ) -> GpuSnapshot:
     """The snapshot for one cycle from the answers of its power, SM clock and CPU power queries."""
     problems: list[SampleProblem] = []
-    if profile.per_pod_power:
-        gpus, pod_gpus = _per_pod_gpus(profile, judge, power, problems)
-    else:
-        clocks = _sm_clocks(profile, judge, sm_clock, problems) if sm_clock is not None else {}
-        gpus, pod_gpus = _per_uuid_gpus(profile, judge, power, clocks, problems)
+    clocks = _sm_clocks(profile, judge, sm_clock, problems) if sm_clock is not None else {}
+    gpus, pod_gpus = _gpus(profile, judge, power, clocks, problems)
     cpu_watts: dict[PodKey, float] = {}
     if cpu_power is not None:
         _report_empty(cpu_power, problems)
@@ -209,35 +213,66 @@ def build_snapshot(
     )
 
 
-def _per_uuid_gpus(
+def _gpus(
     profile: MetricProfile,
     judge: Judge,
     power: Series,
     clocks: Mapping[str, float],
     problems: list[SampleProblem],
 ) -> tuple[dict[str, GpuReading], dict[PodKey, frozenset[str]]]:
-    by_uuid, pod_gpus = _group_by_uuid(profile, power, problems)
+    by_key, pod_gpus = _group_by_gpu(profile, power, problems)
     gpus: dict[str, GpuReading] = {}
-    for uuid, series in by_uuid.items():
+    for key, series in by_key.items():
         pods = frozenset(p for p in (profile.pod_of(s.labels) for s in series) if p is not None)
         for pod in pods:
-            pod_gpus[pod].add(uuid)
+            pod_gpus[pod].add(key)
         latest = _freshest(series)
-        if _rejected(judge, power.metric, latest, problems, key=uuid):
+        if _rejected(judge, power.metric, latest, problems, key=key):
             continue
         labels = latest.labels
-        gpus[uuid] = GpuReading(
-            key=uuid,
+        uuid = profile.uuid_of(labels)
+        gpus[key] = GpuReading(
+            key=key,
             uuid=uuid,
             index=labels.get(profile.index_label, ""),
             model=labels.get(profile.model_label, ""),
-            hostname=labels.get(profile.hostname_label, ""),
+            hostname=profile.hostname_of(labels),
             power_watts=latest.value,
             sm_clock_mhz=clocks.get(uuid),
             timestamp=latest.timestamp,
             pods=pods,
+            mig_instance=_instance(profile, labels),
         )
+    _share_mig_power(profile, gpus, by_key)
     return gpus, {pod: frozenset(keys) for pod, keys in pod_gpus.items()}
+
+
+def _share_mig_power(profile: MetricProfile, gpus: dict[str, GpuReading], by_key: Mapping[str, list[Sample]]) -> None:
+    """Charge each MIG instance its share of the GPU's compute slices instead of the whole GPU's power."""
+    slices: dict[str, dict[str, int]] = defaultdict(dict)
+    for key, reading in gpus.items():
+        if reading.mig_instance is not None:
+            profile_name = _freshest(by_key[key]).labels.get(profile.gpu_instance_profile_label, "")
+            slices[reading.uuid][key] = _compute_slices(profile_name)
+    for instances in slices.values():
+        total = sum(instances.values())
+        for key, count in instances.items():
+            gpus[key] = dataclasses.replace(gpus[key], power_watts=gpus[key].power_watts * count / total)
+
+
+def _compute_slices(profile_name: str) -> int:
+    """The compute slices of a MIG profile ("3g.40gb" -> 3; "1c.3g.40gb", a compute instance, -> 1); 1 if
+    unreadable, so that an unknown profile is still charged a share rather than nothing."""
+    parts = profile_name.split(".")
+    for part in parts:
+        if part[:-1].isdigit() and part[-1:] in ("g", "c") and int(part[:-1]) > 0:
+            return int(part[:-1])
+    return 1
+
+
+def _instance(profile: MetricProfile, labels: Mapping[str, str]) -> int | None:
+    text = labels.get(profile.gpu_instance_label, "") if profile.gpu_instance_label else ""
+    return int(text) if text.isdigit() else None
 
 
 def _sm_clocks(
@@ -245,26 +280,28 @@ def _sm_clocks(
 ) -> dict[str, float]:
     _report_empty(sm_clock, problems)
     clocks: dict[str, float] = {}
-    by_uuid, _ = _group_by_uuid(profile, sm_clock, problems)
-    for uuid, series in by_uuid.items():
+    by_key, _ = _group_by_gpu(profile, sm_clock, problems)
+    for key, series in by_key.items():
         latest = _freshest(series)
-        if not _rejected(judge, sm_clock.metric, latest, problems, key=uuid):
-            clocks[uuid] = latest.value
+        # A MIG instance runs at its GPU's clock: the clock is kept per GPU.
+        if not _rejected(judge, sm_clock.metric, latest, problems, key=key):
+            clocks[profile.uuid_of(latest.labels)] = latest.value
     return clocks
 
 
-def _group_by_uuid(
+def _group_by_gpu(
     profile: MetricProfile, series: Series, problems: list[SampleProblem]
 ) -> tuple[dict[str, list[Sample]], dict[PodKey, set[str]]]:
-    """Series by GPU UUID. One without a UUID cannot be counted once, so it is reported and never read;
-    when it names a pod, the pod gets a placeholder key (second result) so that its total shows a GPU
-    missing instead of silently omitting it."""
-    by_uuid: dict[str, list[Sample]] = defaultdict(list)
+    """Series by GPU key (UUID, or UUID/instance for a MIG instance). One without a UUID cannot be counted once,
+    so it is reported and never read; when it names a pod, the pod gets a placeholder key (second result) so that
+    its total shows a GPU missing instead of silently omitting it."""
+    by_key: dict[str, list[Sample]] = defaultdict(list)
     unidentified: dict[PodKey, set[str]] = defaultdict(set)
     for sample in series.samples:
-        uuid = sample.labels.get(profile.uuid_label, "")
+        uuid = profile.uuid_of(sample.labels)
         if uuid:
-            by_uuid[uuid].append(sample)
+            instance = _instance(profile, sample.labels)
+            by_key[uuid if instance is None else f"{uuid}/{instance}"].append(sample)
             continue
         pod = profile.pod_of(sample.labels)
         key = ""
@@ -275,7 +312,7 @@ def _group_by_uuid(
             SampleProblem(
                 kind=ProblemKind.MISSING_LABEL,
                 metric=series.metric,
-                message=f"series has no {profile.uuid_label} label",
+                message=f"series has none of the labels {', '.join(profile.uuid_labels)} naming its GPU",
                 labels=sample.labels,
                 value=sample.value,
                 timestamp=sample.timestamp,
@@ -283,30 +320,7 @@ def _group_by_uuid(
                 pod=pod,
             )
         )
-    return by_uuid, unidentified
-
-
-def _per_pod_gpus(
-    profile: MetricProfile, judge: Judge, power: Series, problems: list[SampleProblem]
-) -> tuple[dict[str, GpuReading], dict[PodKey, frozenset[str]]]:
-    pod_gpus = {
-        pod: frozenset({_pod_key(pod)}) for pod in (profile.pod_of(s.labels) for s in power.samples) if pod is not None
-    }
-    gpus: dict[str, GpuReading] = {}
-    for pod, group in _per_pod_sums(profile.pod_of, profile.instance_label, judge, power, problems).items():
-        key = _pod_key(pod)
-        gpus[key] = GpuReading(
-            key=key,
-            uuid="",
-            index="",
-            model="",
-            hostname=group[0].labels.get(profile.hostname_label, "") if profile.hostname_label else "",
-            power_watts=sum(s.value for s in group),
-            sm_clock_mhz=None,
-            timestamp=min(s.timestamp for s in group),
-            pods=frozenset({pod}),
-        )
-    return gpus, pod_gpus
+    return by_key, unidentified
 
 
 def _per_pod_sums(
@@ -383,6 +397,3 @@ def _freshest(samples: Sequence[Sample]) -> Sample:
 def _finite_sum(samples: Sequence[Sample]) -> float:
     return sum(s.value for s in samples if math.isfinite(s.value))
 
-
-def _pod_key(pod: PodKey) -> str:
-    return f"pod:{pod.namespace}/{pod.name}"

@@ -8,7 +8,8 @@ Conflict conditions (InvalidSpec too: the recommender is its one writer).
 
 Actuated is False, by precedence, with reason Invalid (the spec is invalid: the policy holds the entries it
 had and drives nothing new), DryRun, AlgorithmFailed (the last result is held), Conflict (another policy drives
-some of its GPUs) or WaitingForInventory (a GPU's tuner has not reported its clocks yet); otherwise True with
+some of its GPUs), WaitingForInventory (a GPU's tuner has not reported its clocks yet) or MigNotCapped (all its
+GPUs are MIG instances, measured but never capped); otherwise True with
 reason Holding (the fail-safe held the targets) or TargetsWritten. Nothing in a report moves with time alone:
 an unchanged decision gives an unchanged status, which costs no write.
 
@@ -25,7 +26,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from climatik.algorithms import AlgorithmRegistry, StepResult, Targets
-from climatik.api import NodeFrequencies, NodeFrequenciesSpec, PowerCappingPolicy, Recommendation, format_time, to_dict
+from climatik.api import (
+    NodeFrequencies,
+    NodeFrequenciesSpec,
+    NodeObservation,
+    PowerCappingPolicy,
+    Recommendation,
+    format_time,
+    to_dict,
+)
 from climatik.api.conditions import ACTUATED, CONFLICT, INVALID_SPEC, set_condition
 from climatik.recommend.plan import Conflict, ConflictReport, Plan, conflict_report, plan
 from climatik.recommend.step import Decision, StepSettings, decide
@@ -34,6 +43,7 @@ INVALID = "Invalid"
 DRY_RUN = "DryRun"
 ALGORITHM_FAILED = "AlgorithmFailed"
 WAITING_FOR_INVENTORY = "WaitingForInventory"
+MIG_NOT_CAPPED = "MigNotCapped"
 HOLDING = "Holding"
 TARGETS_WRITTEN = "TargetsWritten"
 
@@ -175,9 +185,23 @@ def actuated_state(policy: PowerCappingPolicy, decision: Decision, conflict: Con
         waiting = output.waiting_for_inventory
         return ConditionState(False, WAITING_FOR_INVENTORY,
                               f"no hardware inventory yet for {len(waiting)} GPUs: {_some(waiting)}")
+    mig = _mig_instances(policy)
+    if mig and not output.targets.gpu_entries() and not any(
+            gpu.mig_instance is None for node in _observed(policy) for gpu in node.gpus or []):
+        return ConditionState(False, MIG_NOT_CAPPED, f"{mig} MIG instances are measured, but a MIG-enabled GPU is "
+                                                     "never clock-capped on behalf of one of its tenants")
     if decision.held is not None:
         return ConditionState(True, HOLDING, f"the last targets are held: {decision.held}")
-    return ConditionState(True, TARGETS_WRITTEN, describe(output.targets))
+    note = f"; {mig} MIG instances are measured but not capped" if mig else ""
+    return ConditionState(True, TARGETS_WRITTEN, describe(output.targets) + note)
+
+
+def _observed(policy: PowerCappingPolicy) -> list[NodeObservation]:
+    return list(policy.status.nodes or []) if policy.status else []
+
+
+def _mig_instances(policy: PowerCappingPolicy) -> int:
+    return sum(1 for node in _observed(policy) for gpu in node.gpus or [] if gpu.mig_instance is not None)
 
 
 def recommendation(*, algorithm: str, targets: Targets, state_text: str | None, applied: bool, changed: bool,

@@ -7,16 +7,26 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from climatik.api import GpuObservation, LabelSelector, NodeObservation, PolicySpec, SelectorRequirement
+from climatik.api import (
+    GpuObservation,
+    LabelSelector,
+    NodeObservation,
+    PolicySpec,
+    PowerCappingPolicy,
+    SelectorRequirement,
+)
 from climatik.monitor.core import (
     MAX_GPUS_PER_NODE,
     CappingDecision,
     Measurement,
     Rules,
+    SampleOutcome,
     SelectedPod,
     Verdict,
     decide,
     desired_status,
+    evaluate,
+    holds_gpus,
     measure,
     select_pods,
 )
@@ -31,11 +41,13 @@ NOW = 1_700_000_000.0
 
 
 def pod(name: str, labels: dict[str, str], *, node: str | None = "n1", phase: str = "Running",
-        deleting: bool = False) -> dict[str, Any]:
+        deleting: bool = False, gpus: int = 1) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": "ns", "labels": labels}
     if deleting:
         metadata["deletionTimestamp"] = "2026-11-29T00:00:00Z"
-    return {"metadata": metadata, "spec": {"nodeName": node} if node else {}, "status": {"phase": phase}}
+    container = {"name": "main", "resources": {"limits": {"nvidia.com/gpu": str(gpus)}} if gpus else {}}
+    spec: dict[str, Any] = {"containers": [container]} | ({"nodeName": node} if node else {})
+    return {"metadata": metadata, "spec": spec, "status": {"phase": phase}}
 
 
 def reading(uuid: str, watts: float, *pods: str, host: str = "n1", clock: float | None = 1980.0) -> GpuReading:
@@ -87,12 +99,44 @@ def test_gpus_are_grouped_by_the_pods_node_not_the_exporter_hostname() -> None:
     assert [n.name for n in result.nodes] == ["gpu-node-7"]
 
 
-def test_pods_without_gpu_series_are_reported_and_make_the_total_incomplete() -> None:
-    pods = [SelectedPod(PodKey("ns", "a"), "n1"), SelectedPod(PodKey("ns", "cpu-only"), "n1")]
+def test_pods_holding_gpus_without_series_are_reported_and_make_the_total_incomplete() -> None:
+    pods = [SelectedPod(PodKey("ns", "a"), "n1"), SelectedPod(PodKey("ns", "unlabelled"), "n1")]
     result = measure(pods, snapshot(reading("GPU-1", 100.0, "a")))
     assert result.power == 100.0
-    assert result.pods_without_metrics == ["ns/cpu-only"]
+    assert result.pods_without_metrics == ["ns/unlabelled"]
     assert not result.complete
+
+
+def test_which_pods_hold_gpus() -> None:
+    mig = pod("mig", {}, gpus=0)
+    mig["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/mig-1g.10gb": "1"}}
+    claim = pod("dra", {}, gpus=0) | {"spec": {"nodeName": "n1", "resourceClaims": [{"name": "gpu"}]}}
+    assert [holds_gpus(p) for p in (pod("a", {}), pod("cpu", {}, gpus=0), mig, claim)] == [True, False, True, True]
+
+
+def test_a_selected_pod_that_holds_no_gpu_never_holds_capping_on() -> None:
+    # A CPU-only router carries the workload's label; the review's reproduction: required stayed true at 300 W
+    # and at 100 W under a 1000 W cap.
+    selector = LabelSelector(match_labels={"app": "llm"})
+    pods = select_pods(selector, [pod("vllm-0", {"app": "llm"}), pod("router", {"app": "llm"}, gpus=0)])
+    policy = PowerCappingPolicy.from_api({"metadata": {"name": "llm", "namespace": "ns"},
+                                          "spec": {"powerCapLimit": 1000, "selector": {"matchLabels": {"app": "llm"}}},
+                                          "status": {"cappingActionRequired": True}})
+    when = dt.datetime.fromtimestamp(NOW, dt.UTC)
+    for watts, required in ((950.0, True), (300.0, False), (100.0, False)):
+        outcome = SampleOutcome(snapshot(reading("GPU-1", watts, "vllm-0")), None, NOW)
+        verdict = evaluate(policy, pods, outcome, now=when, rules=Rules())
+        assert (verdict.capping.required, verdict.metrics_available) == (required, True), watts
+
+
+def test_an_unlabelled_time_slicing_tenant_is_explained() -> None:
+    pods = [SelectedPod(PodKey("ns", "tenant-b"), "n1")]
+    policy = PowerCappingPolicy.from_api({"metadata": {"name": "b", "namespace": "ns"},
+                                          "spec": {"powerCapLimit": 1000, "selector": {}}})
+    outcome = SampleOutcome(snapshot(reading("GPU-1", 300.0, "tenant-a")), None, NOW)
+    verdict = evaluate(policy, pods, outcome, now=dt.datetime.fromtimestamp(NOW, dt.UTC), rules=Rules())
+    assert verdict.metrics_reason == "IncompleteData"
+    assert "KUBERNETES_VIRTUAL_GPUS=true" in verdict.metrics_message
 
 
 def test_a_gpu_whose_reading_was_set_aside_is_missing_not_forgotten() -> None:

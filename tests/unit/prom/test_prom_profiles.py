@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from climatik.prom import PodKey, PodLabels, dcgm_profile, kepler_profile, profile_named
+from climatik.prom.profiles import label_list
 from climatik.prom.sampler import cpu_power_query, power_query, sm_clock_query
 
 
@@ -15,13 +16,24 @@ def test_dcgm_defaults_query_dcgm_exporter_metrics():
     assert cpu_power_query(profile) is None
 
 
-def test_kepler_profile_reads_per_pod_power_under_kepler_labels():
+def test_the_kepler_profile_reads_gpu_power_from_dcgm_and_adds_keplers_cpu_power():
     profile = profile_named("kepler")
 
-    assert power_query(profile) == "kepler_pod_gpu_watts"
-    assert profile.per_pod_power
+    assert (power_query(profile), sm_clock_query(profile)) == ("DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_SM_CLOCK")
+    assert cpu_power_query(profile) == 'kepler_pod_cpu_watts{zone=~"package.*",state!="terminated"}'
+    assert profile.cpu_pod_of({"pod_name": "p", "pod_namespace": "ns"}) == PodKey("ns", "p")
+
+
+def test_label_names_come_from_configuration_text():
+    pairs = PodLabels.parse("exported_pod:exported_namespace, pod_name:pod_namespace")
+    profile = dcgm_profile(pod_labels=pairs, uuid_labels=label_list("uuid"), power_matchers='job="dcgm"')
+
     assert profile.pod_of({"pod_name": "p", "pod_namespace": "ns"}) == PodKey("ns", "p")
     assert profile.pod_of({"pod": "p", "namespace": "ns"}) is None
+    assert profile.uuid_of({"UUID": "GPU-x", "uuid": "GPU-y"}) == "GPU-y"
+    assert power_query(profile) == 'DCGM_FI_DEV_POWER_USAGE{job="dcgm"}'
+    with pytest.raises(ValueError, match="pod:namespace"):
+        PodLabels.parse("pod")
 
 
 def test_first_pair_with_both_labels_set_names_the_pod():
@@ -46,8 +58,8 @@ def test_cpu_power_can_be_added_to_either_profile():
         {"power_metric": "DCGM-POWER"},
         {"power_metric": ""},
         {"sm_clock_metric": "1clock"},
-        {"uuid_label": "UUID "},
-        {"uuid_label": ""},
+        {"uuid_labels": ("UUID ",)},
+        {"uuid_labels": ()},
         {"pod_labels": ()},
         {"pod_labels": (PodLabels("pod", "name-space"),)},
     ],

@@ -231,23 +231,70 @@ def test_a_bad_cpu_reading_drops_that_pods_cpu_power(prom, client):
     assert snap.total_for([TRAIN]).missing_cpu_pods == {TRAIN}
 
 
-def test_kepler_profile_reads_gpu_power_already_split_between_pods(prom, client):
-    def pod(p: PodKey, **extra: str) -> dict[str, str]:
-        return {"pod_name": p.name, "pod_namespace": p.namespace, "node_name": "node-a"} | extra
-
-    prom.answer_series(
-        "kepler_pod_gpu_watts", [(pod(TRAIN), 220.0), (pod(SERVE), 80.0), (pod(PodKey("other", "x")), math.nan)]
-    )
+def test_the_kepler_profile_takes_gpu_power_from_dcgm_and_adds_cpu_power_from_kepler(prom, client):
+    prom.answer_series(POWER, [(gpu("GPU-a", pod=TRAIN), 300.0)])
+    prom.answer_series(CLOCK, [(gpu("GPU-a", pod=TRAIN), 1980.0)])
+    kepler = {"pod_name": "train-0", "pod_namespace": "ml", "zone": "package-0"}
+    prom.answer_series("kepler_pod_cpu_watts", [(kepler | {"state": "running"}, 40.0)])
 
     snap = GpuSampler(client, kepler_profile()).fetch_gpu_samples(prom.eval_time)
 
-    assert prom.queries() == [prom.requests[0].params["query"]]
-    assert "kepler_pod_gpu_watts" in prom.queries()[0]
-    assert snap.total_for([TRAIN, SERVE]).watts == 300.0
-    reading = snap.gpus["pod:ml/train-0"]
-    assert (reading.power_watts, reading.hostname, reading.pods, reading.uuid) == (220.0, "node-a", {TRAIN}, "")
-    assert snap.total_for([PodKey("other", "x")]).missing_gpus == {"pod:other/x"}
-    assert [p.kind for p in snap.problems] == [ProblemKind.NAN]
+    assert snap.gpus["GPU-a"].uuid == "GPU-a", "a GPU a tuner can cap"
+    assert snap.total_for([TRAIN]).watts == 340.0
+    cpu_query = prom.queries()[2]
+    assert 'state!="terminated"' in cpu_query, "Kepler keeps the last power of terminated pods"
+    assert 'zone=~"package.*"' in cpu_query
+
+
+def test_only_keplers_gpu_power_is_refused_naming_dcgm_exporter(prom, sampler):
+    prom.answer_series(POWER, [])
+    prom.answer_vector([({}, "8")], when="count(kepler_pod_gpu_watts)")
+
+    with pytest.raises(PromNoDataError) as raised:
+        sampler.fetch_gpu_samples(prom.eval_time)
+
+    message = str(raised.value)
+    assert "no DCGM_FI_DEV_POWER_USAGE series" in message
+    assert "names no GPU" in message and "dcgm-exporter" in message
+
+
+def test_an_old_keplers_cpu_counters_are_named_when_its_watts_are_missing(prom, client):
+    prom.answer_series(POWER, [(gpu("GPU-a", pod=TRAIN), 300.0)])
+    prom.answer_series(CLOCK, [(gpu("GPU-a", pod=TRAIN), 1980.0)])
+    prom.answer_series("kepler_pod_cpu_watts", [])
+    prom.answer_vector([({}, "16")], when="count(kepler_container_package_joules_total)")
+
+    snap = GpuSampler(client, kepler_profile()).fetch_gpu_samples(prom.eval_time)
+
+    assert snap.total_for([TRAIN]).missing_cpu_pods == {TRAIN}
+    assert any("kepler_container_package_joules_total (Kepler 0.7)" in w for w in snap.warnings)
+
+
+def test_old_namespace_and_renamed_hostname_labels_are_read(prom, sampler):
+    old = {"uuid": "GPU-o", "gpu": "0", "hostname": "node-b", "pod_name": "train-0", "pod_namespace": "ml"}
+    prom.answer_series(POWER, [(old, 250.0)])
+    prom.answer_series(CLOCK, [(old, 1500.0)])
+
+    snap = sampler.fetch_gpu_samples(prom.eval_time)
+
+    reading = snap.gpus["GPU-o"]
+    assert (reading.uuid, reading.hostname, reading.pods, reading.sm_clock_mhz) == ("GPU-o", "node-b", {TRAIN},
+                                                                                      1500.0)
+
+
+def test_mig_instances_are_charged_their_share_of_the_gpu(prom, sampler):
+    a = gpu("GPU-m", pod=TRAIN, GPU_I_ID="1", GPU_I_PROFILE="3g.40gb")
+    b = gpu("GPU-m", pod=SERVE, GPU_I_ID="2", GPU_I_PROFILE="4g.40gb")
+    prom.answer_series(POWER, [(a, 350.0), (b, 350.0)])
+    prom.answer_series(CLOCK, [(a, 1410.0), (b, 1410.0)])
+
+    snap = sampler.fetch_gpu_samples(prom.eval_time)
+
+    assert snap.total_for([TRAIN]).watts == pytest.approx(150.0)
+    assert snap.total_for([SERVE]).watts == pytest.approx(200.0)
+    assert snap.total_for([TRAIN, SERVE]).watts == pytest.approx(350.0), "the GPU once, not once per tenant"
+    reading = snap.gpus["GPU-m/1"]
+    assert (reading.uuid, reading.mig_instance, reading.sm_clock_mhz) == ("GPU-m", 1, 1410.0)
 
 
 def test_custom_metric_and_label_names_are_used(prom, client):
@@ -255,7 +302,7 @@ def test_custom_metric_and_label_names_are_used(prom, client):
         power_metric="DCGM_FI_DEV_POWER_USAGE_INSTANT",
         power_matchers='cluster="eu-1"',
         sm_clock_metric="",
-        uuid_label="gpu_uuid",
+        uuid_labels=("gpu_uuid",),
         pod_labels=(PodLabels("workload_pod", "workload_ns"),),
     )
     labels = {"gpu_uuid": "GPU-z", "workload_pod": "train-0", "workload_ns": "ml"}

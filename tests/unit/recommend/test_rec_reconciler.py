@@ -8,7 +8,7 @@ from rec_world import World
 from support.kube import FakeRequest
 
 from climatik.api.constants import POLICY_FINALIZER
-from climatik.kube.client import NODE_FREQUENCIES
+from climatik.kube.client import NODE_FREQUENCIES, POLICIES
 from climatik.kube.errors import ConflictError
 
 GPU_A, GPU_B, GPU_C = "GPU-aaaa", "GPU-bbbb", "GPU-cccc"
@@ -312,3 +312,18 @@ def test_the_default_algorithm_lowers_the_clocks_of_a_workload_over_its_budget(w
     assert all(210 <= mhz < 1980 and mhz in range(210, 1981, 15) for _, mhz, _ in entries)
     assert entries[0][1] == entries[1][1], "one workload's GPUs share one clock"
     assert world.status(llm)["recommendation"]["algorithm"] == "closed-loop"
+
+
+def test_mig_instances_are_measured_but_their_gpu_is_never_capped_for_one_tenant(world: World) -> None:
+    llm = world.policy("llm", algorithm=None)
+    world.observe(llm, {"n1": [GPU_A]}, power=950, capping=True)
+    status = world.status(llm)
+    status["nodes"][0]["gpus"][0]["migInstance"] = 2
+    namespace, name = llm.split("/")
+    world.cluster.patch(POLICIES, namespace, name, {"status": status}, subresource="status")
+    world.reconcile(llm)
+
+    assert world.entries("n1") == []
+    actuated = world.condition(llm, "Actuated")
+    assert actuated is not None and actuated[:2] == ("False", "MigNotCapped")
+    assert "1 MIG instances are measured" in actuated[2]
