@@ -1,19 +1,27 @@
 """The tuner's node-local memory of what it changed, so that defaults come back even after a crash.
 
 A device is recorded BEFORE its setting is changed and forgotten only once its default is back, so the file
-always lists every device that may be off its default. The file is JSON, replaced atomically:
+always lists every device that may be off its default. The file is JSON, replaced atomically (written to a
+temporary file, synced, renamed over the old one, and the directory synced so that the new name is durable):
 
-    {"version": 1, "devices": {"gpu": {"GPU-5fd4...": null}, "cpu": {"3": 3500000}}}
+    {"version": 1, "bootId": "5d3c0e5e-...", "devices": {"gpu": {"GPU-5fd4...": null}, "cpu": {"3": 3500000}}}
 
-Each value is the original setting to restore (kHz for CPUs); null means "the hardware default" (for GPUs,
-resetting the locked clocks). A file that cannot be read or parsed is set aside as <path>.corrupt and the
-store starts empty with `recovered` set, so that the tuner can fall back to restoring every device it sees.
+Each value is the original setting to restore (kHz for CPUs; a CPU key is the first CPU of a cpufreq policy);
+null means "the hardware default" (for GPUs, the node's baseline or the reset of the locked clocks). Keys must
+name devices: CPU keys are CPU numbers, GPU keys NVML UUIDs ("GPU-" and a UUID), kinds "gpu" and "cpu".
+
+The boot id (/proc/sys/kernel/random/boot_id) says which boot the entries belong to. Locked GPU clocks and
+cpufreq limits do not survive a reboot, so entries from another boot are dropped: restoring them would undo what
+a boot script set since (e.g. `nvidia-smi -lgc`). A file that cannot be read or parsed, or names no device, is
+set aside as <path>.corrupt and the store starts empty with `recovered` set, so that the tuner can fall back to
+restoring every device it sees.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +29,12 @@ from typing import Any
 import structlog
 
 STATE_VERSION = 1
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+KINDS = ("gpu", "cpu")
+_KEYS = {
+    "cpu": re.compile(r"0|[1-9][0-9]*"),
+    "gpu": re.compile(r"GPU-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"),
+}
 
 
 class StateError(Exception):
@@ -30,12 +44,14 @@ class StateError(Exception):
 class StateStore:
     """Devices changed by the tuner, per kind ("gpu", "cpu"), with their original settings.
 
-    With `path=None` the store lives in memory only (simulated nodes, tests). Not thread-safe: the applier
-    serialises access.
+    With `path=None` the store lives in memory only (simulated nodes, tests). `boot_id_path` is where this boot's
+    id is read (tests point it at a file of their own). Not thread-safe: the applier serialises access.
     """
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, boot_id_path: Path = BOOT_ID_PATH) -> None:
         self._path = path
+        self._boot_id_path = boot_id_path
+        self._boot_id: str | None = None
         self._devices: dict[str, dict[str, int | None]] | None = None
         self._recovered = False
         self._log = structlog.get_logger(__name__).bind(path=str(path))
@@ -86,6 +102,7 @@ class StateStore:
     def _read(self) -> dict[str, dict[str, int | None]]:
         if self._path is None:
             return {}
+        self._boot_id = _read_boot_id(self._boot_id_path)
         try:
             raw = self._path.read_bytes()
         except FileNotFoundError:
@@ -95,10 +112,18 @@ class StateStore:
             self._recovered = True
             return {}
         try:
-            return _parse(json.loads(raw))
+            data = json.loads(raw)
+            devices = _parse(data)
         except ValueError as error:
             self._set_aside(self._path, str(error))
             return {}
+        written_in = data.get("bootId")
+        if written_in is not None and self._boot_id is not None and written_in != self._boot_id:
+            # The reboot in between reset every clock and cpufreq limit: nothing of ours is left to restore.
+            self._log.warning("state_from_another_boot", boot_id=written_in, now=self._boot_id,
+                           dropped={kind: sorted(entries) for kind, entries in devices.items() if entries})
+            return {}
+        return devices
 
     def _set_aside(self, path: Path, reason: str) -> None:
         aside = path.with_name(path.name + ".corrupt")
@@ -113,7 +138,10 @@ class StateStore:
     def _save(self) -> None:
         if self._path is None:
             return
-        payload = json.dumps({"version": STATE_VERSION, "devices": self._devices}, indent=1, sort_keys=True)
+        content: dict[str, Any] = {"version": STATE_VERSION, "devices": self._devices}
+        if self._boot_id is not None:
+            content["bootId"] = self._boot_id
+        payload = json.dumps(content, indent=1, sort_keys=True)
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             descriptor, temporary = tempfile.mkstemp(prefix=f".{self._path.name}.", dir=self._path.parent)
@@ -126,6 +154,7 @@ class StateStore:
             except BaseException:
                 Path(temporary).unlink(missing_ok=True)
                 raise
+            _sync_directory(self._path.parent)
         except OSError as error:
             raise StateError(f"cannot write the tuner state file {self._path}: {error}") from error
 
@@ -139,10 +168,33 @@ def _parse(data: Any) -> dict[str, dict[str, int | None]]:
         raise ValueError("'devices' is not an object")
     parsed: dict[str, dict[str, int | None]] = {}
     for kind, entries in devices.items():
+        if kind not in KINDS:
+            raise ValueError(f"devices.{kind}: not a kind of device the tuner changes ({', '.join(KINDS)})")
         if not isinstance(entries, dict):
             raise ValueError(f"devices.{kind} is not an object")
         for key, original in entries.items():
+            if not _KEYS[kind].fullmatch(key):
+                raise ValueError(f"devices.{kind}.{key}: not a {'CPU number' if kind == 'cpu' else 'GPU UUID'}")
             if original is not None and (isinstance(original, bool) or not isinstance(original, int)):
                 raise ValueError(f"devices.{kind}.{key} is {original!r}, not an integer or null")
         parsed[str(kind)] = dict(entries)
+    if "bootId" in data and not isinstance(data["bootId"], str):
+        raise ValueError("'bootId' is not a string")
     return parsed
+
+
+def _read_boot_id(path: Path) -> str | None:
+    """This boot's id, or None when it cannot be read (then entries are kept: better restored twice than never)."""
+    try:
+        return path.read_text(encoding="ascii").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable: the new name lives in the directory, not in the file."""
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
