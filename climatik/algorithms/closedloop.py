@@ -252,6 +252,12 @@ class ClosedLoop:
         work = workload(inp, config.min_frequency)
         if not work.points:
             return AlgorithmOutput(self._held(inp, work), memory.dump(), "no GPU with known limits")
+        if config.uniform:
+            # A GPU that joins a uniform workload (its tuner reported late, a pod moved) joins its level before
+            # anything is solved: cuts never raise a GPU, so a cut from its maximum would split the workload.
+            joined = {**self._held(inp, work).gpus, **inp.current.gpus}
+            if joined != dict(inp.current.gpus):
+                work = workload(replace(inp, current=Targets(joined, inp.current.cpus)), config.min_frequency)
         if settled(obs, inp.current.gpus, memory.changed, floor_s=config.settle_seconds,
                    max_wait_s=config.settle_max_seconds, raised_from=memory.rise):
             memory = replace(memory, changed=None, rise=None, before=None, steps=())

@@ -34,7 +34,7 @@ from climatik.api import (
     parse_time,
     to_dict,
 )
-from climatik.api.conditions import CAPPING_REQUIRED, INCOMPLETE_DATA, METRICS_AVAILABLE, set_condition
+from climatik.api.conditions import CAPPING_REQUIRED, INCOMPLETE_DATA, METRICS_AVAILABLE, UNKNOWN, set_condition
 from climatik.api.constants import DEFAULT_RELEASE_BAND
 from climatik.prom.errors import PromError
 from climatik.prom.profiles import PodKey
@@ -79,17 +79,25 @@ class Rules:
 
     max_age: float = 30.0
     release_band: int = DEFAULT_RELEASE_BAND
-    power_delta_percent: float = 1.0
+    # The status records moves a reader acts on; every cycle's power is in the monitor's metrics. At 3 % of the
+    # limit, a steady load's own jitter (a few percent of each GPU's power, partly averaging out over the GPUs)
+    # does not rewrite the status every few seconds, while a load that drifts towards the cap is written well
+    # before it reaches it (the threshold is 10 % under the cap by default).
+    power_delta_percent: float = 3.0
     power_delta_watts: float = 1.0
     clock_delta_mhz: int = 15
     heartbeat: float = 60.0
+    #: How long after the recommender changed its targets every new observation is written: the algorithm needs
+    #: the observations that show its change; once it holds, the loop is steady and only news is written.
+    motion_window: float = 10.0
 
     @classmethod
     def for_period(cls, interval: float, *, release_band: int = DEFAULT_RELEASE_BAND,
                    heartbeat: float = 60.0) -> Rules:
         """The rules of a monitor sampling every `interval` seconds: a sample is stale after three periods (15 s
         at least), so that one slow query does not count as lost data."""
-        return cls(max_age=max(3 * interval, 15.0), release_band=release_band, heartbeat=heartbeat)
+        return cls(max_age=max(3 * interval, 15.0), release_band=release_band, heartbeat=heartbeat,
+                   motion_window=max(3 * interval, 10.0))
 
 
 def is_running_on_a_node(pod: Mapping[str, Any]) -> bool:
@@ -210,20 +218,28 @@ def _gpu(reading: GpuReading, selected: set[str]) -> GpuObservation:
 
 @dataclass(frozen=True)
 class CappingDecision:
-    """The decision and the reason for it, as a condition reason and a human message."""
+    """The decision and the reason for it, as a condition reason and a human message. Without data the decision
+    is not `known`: the last one stands (status.cappingActionRequired keeps it) and CappingRequired says Unknown."""
 
     required: bool
     reason: str
     message: str
+    known: bool = True
 
 
 def decide(spec: PolicySpec, power: float | None, was_required: bool, *,
            release_band: int = DEFAULT_RELEASE_BAND) -> CappingDecision:
-    """Decide from the policy's current power (None: no fresh, complete data) and the previous decision."""
+    """Decide from the policy's current power (None: no fresh, complete data) and the previous decision.
+
+    Missing data is unknown, never a release: the clocks stay as they are (the recommender holds them), and so
+    does the decision, so that a restart or a Prometheus outage neither says nor does "capping released".
+    """
     on_at = spec.threshold_watts
     off_below = spec.release_watts(release_band)
     if power is None:
-        return CappingDecision(False, "NoFreshData", "no fresh power data; capping is not required until there is")
+        last = "required" if was_required else "not required"
+        return CappingDecision(was_required, "NoFreshData",
+                               f"no fresh power data; the last decision ({last}) stands until there is", known=False)
     if power >= on_at:
         return CappingDecision(True, "AboveThreshold",
                                f"power {power:.1f} W is at or above the threshold {on_at:.1f} W "
@@ -272,7 +288,7 @@ def evaluate(policy: PowerCappingPolicy, pods: Sequence[SelectedPod], outcome: S
         capping = decide(policy.spec, measurement.power, was, release_band=rules.release_band)
         return Verdict(capping, measurement, True, "MetricsFresh",
                        f"{measurement.gpu_count} GPUs of {len(pods)} pods measured",
-                       urgent=_in_motion(policy, measurement.power, rules))
+                       urgent=_in_motion(policy, measurement.power, now, rules))
     message = _incomplete(measurement, pods, outcome.snapshot)
     if measurement.power >= policy.spec.threshold_watts:
         # What is known already exceeds the threshold: the missing part can only add to it.
@@ -299,13 +315,22 @@ def _incomplete(measurement: Measurement, pods: Sequence[SelectedPod], snapshot:
     return "; ".join([message, *hints])
 
 
-def _in_motion(policy: PowerCappingPolicy, power: float, rules: Rules) -> bool:
-    """Over the threshold, or under the release level while the recommender still holds clock caps."""
+def _in_motion(policy: PowerCappingPolicy, power: float, now: dt.datetime, rules: Rules) -> bool:
+    """The recommender changed its targets within the motion window, and power is where it acts: over the
+    threshold, or under the release level with clock caps to give back. A loop that rests (inside a deadband, at
+    a floor, holding caps it cannot safely raise) is steady, whatever its resting point."""
     spec = policy.spec
-    if power >= spec.threshold_watts:
-        return True
     recommendation = policy.status.recommendation if policy.status else None
-    return power < spec.release_watts(rules.release_band) and bool(recommendation and recommendation.target_count)
+    if recommendation is None or not recommendation.last_changed:
+        return False
+    try:
+        since = (now - parse_time(recommendation.last_changed)).total_seconds()
+    except ValueError:
+        return False
+    if since > rules.motion_window:
+        return False
+    return power >= spec.threshold_watts or (power < spec.release_watts(rules.release_band)
+                                             and bool(recommendation.target_count))
 
 
 def _no_data(policy: PowerCappingPolicy, was: bool, reason: str, message: str, rules: Rules) -> Verdict:
@@ -354,7 +379,8 @@ def _conditions(existing: Any, verdict: Verdict, generation: int | None, now: dt
     conditions = set_condition(existing, type=METRICS_AVAILABLE, status=verdict.metrics_available,
                                reason=verdict.metrics_reason, message=verdict.metrics_message,
                                observed_generation=generation, now=now)
-    return set_condition(conditions, type=CAPPING_REQUIRED, status=verdict.capping.required,
+    return set_condition(conditions, type=CAPPING_REQUIRED,
+                         status=verdict.capping.required if verdict.capping.known else UNKNOWN,
                          reason=verdict.capping.reason, message=verdict.capping.message,
                          observed_generation=generation, now=now)
 
@@ -379,8 +405,11 @@ def _worth_writing(old: Mapping[str, Any], new: Mapping[str, Any], *, limit: int
 
 
 def _condition_states(status: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    return {c["type"]: (c.get("status"), c.get("reason")) for c in status.get("conditions") or []
-            if c.get("type") in OWNED_CONDITIONS}
+    """What of the owned conditions is news: their status, and why metrics are missing. Whether capping is required
+    because power is over the threshold or still inside the release band is the same decision, and a load resting
+    at the threshold would otherwise flip between the two reasons on its own jitter."""
+    return {c["type"]: (c.get("status"), c.get("reason") if c.get("type") == METRICS_AVAILABLE else None)
+            for c in status.get("conditions") or [] if c.get("type") in OWNED_CONDITIONS}
 
 
 def _layout(status: Mapping[str, Any]) -> list[tuple[str, str, tuple[str, ...]]]:

@@ -165,10 +165,15 @@ class MonitorReconciler:
             # The recommender, the one writer of InvalidSpec, reports it; measuring needs a spec.
             log.warning("invalid_spec", controller="monitor", key=key, problems=[str(exc)])
             return Result()
+        outcome = self._latest.get()
+        if outcome is None:
+            # Nothing measured yet (just started, or just became the leader): the status in the API server is the
+            # best knowledge there is, so it stays as it is; the first sample queues every policy.
+            return Result()
         namespace = policy.metadata.namespace or ""
         selector = policy.spec.selector
         pods = [] if selector.problems() else select_pods(selector, candidate_pods(self._pods, namespace, selector))
-        verdict = evaluate(policy, pods, self._latest.get(), now=self._clock.wall(), rules=self._rules)
+        verdict = evaluate(policy, pods, outcome, now=self._clock.wall(), rules=self._rules)
         self._write(obj, policy, verdict)
         if self._metrics is not None:
             self._metrics.observe(key, policy.spec, verdict)

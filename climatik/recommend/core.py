@@ -36,6 +36,7 @@ from climatik.api import (
     to_dict,
 )
 from climatik.api.conditions import ACTUATED, CONFLICT, INVALID_SPEC, set_condition
+from climatik.recommend.actuation import Acknowledgements, Actuation, some
 from climatik.recommend.plan import Conflict, ConflictReport, Plan, conflict_report, plan
 from climatik.recommend.step import Decision, StepSettings, decide
 
@@ -44,14 +45,12 @@ DRY_RUN = "DryRun"
 ALGORITHM_FAILED = "AlgorithmFailed"
 WAITING_FOR_INVENTORY = "WaitingForInventory"
 MIG_NOT_CAPPED = "MigNotCapped"
+TUNER_NOT_RESPONDING = "TunerNotResponding"
+APPLYING = "Applying"
+NOT_APPLIED_BY_TUNER = "NotApplied"
+RELEASING = "Releasing"
 HOLDING = "Holding"
 TARGETS_WRITTEN = "TargetsWritten"
-
-#: Actuated reasons under which the targets in the summary were not written (recommendation.applied false).
-NOT_APPLIED = (INVALID, DRY_RUN, ALGORITHM_FAILED, CONFLICT)
-
-_SHOWN = 5
-
 
 @dataclass(frozen=True)
 class ConditionState:
@@ -75,8 +74,9 @@ class Report:
 @dataclass(frozen=True)
 class Pass:
     """One pass: the policy's decision and report (None when the pass only re-planned, e.g. for a deleted
-    policy), the plan, the specs that differ from the objects' and must be written, and the other policies
-    whose conflicts changed (their Conflict condition must follow)."""
+    policy), the plan, the specs that differ from the objects' and must be written, the other policies whose
+    conflicts changed (their Conflict condition must follow), the actuation, and when to look at the policy
+    again without an event (a tuner's bound, the end of spec churn; None: no need)."""
 
     plan: Plan
     writes: dict[str, NodeFrequenciesSpec]
@@ -84,6 +84,8 @@ class Pass:
     decision: Decision | None = None
     report: Report | None = None
     policies: Mapping[str, PowerCappingPolicy] = field(default_factory=dict)
+    actuation: Actuation = field(default_factory=Actuation)
+    recheck_after: float | None = None
 
 
 class Recommender:
@@ -99,22 +101,30 @@ class Recommender:
         self.settings = settings or StepSettings()
         self._results: dict[str, StepResult] = {}
         self._conflicts: dict[str, frozenset[Conflict]] = {}
+        self._spec_changes: dict[str, tuple[int | None, tuple[float, ...]]] = {}
+        self.acks = Acknowledgements(timeout=self.settings.ack_timeout,
+                                     release_timeout=self.settings.release_timeout)
 
     def step(self, policy: PowerCappingPolicy, policies: Mapping[str, PowerCappingPolicy],
              nodes: Sequence[NodeFrequencies], *, now: dt.datetime) -> Pass:
         """Step `policy` at `now`, then plan every node from every policy's latest result."""
         with self.lock:
             key = policy.key
+            churn = self._churn(policy, now.timestamp())
             decision = decide(policy, nodes, registry=self._registry, previous=self._results.get(key),
-                              now=now.timestamp(), settings=self.settings)
+                              now=now.timestamp(), settings=self.settings,
+                              lower_only=None if churn is None else "the spec is changing fast")
             if decision.output is not None:
                 self._results[key] = decision.output
             elif decision.problems:
                 self._results.pop(key, None)
             planned = self.replan(policies, nodes, origin=key)
             conflict = conflict_report(key, planned.plan.conflicts_of(key), policies)
-            said = report(policy, decision, conflict, now=format_time(now))
-            return replace(planned, decision=decision, report=said)
+            actuation = self.acks.judge(key, planned.plan, nodes, planned.writes, now.timestamp())
+            said = report(policy, decision, conflict, actuation, now=format_time(now))
+            waits = [t for t in (churn, actuation.recheck_after) if t is not None]
+            return replace(planned, decision=decision, report=said, actuation=actuation,
+                           recheck_after=min(waits) if waits else None)
 
     def replan(self, policies: Mapping[str, PowerCappingPolicy], nodes: Sequence[NodeFrequencies], *,
                origin: str) -> Pass:
@@ -129,6 +139,20 @@ class Recommender:
         """Drop the policy's result: the plan then holds the entries it has (or drops them, if it is gone)."""
         with self.lock:
             self._results.pop(key, None)
+            self._spec_changes.pop(key, None)
+
+    def _churn(self, policy: PowerCappingPolicy, now: float) -> float | None:
+        """Seconds until the policy's spec counts as settled, while it is churning; None when it is not."""
+        generation = policy.metadata.generation
+        seen, changes = self._spec_changes.get(policy.key, (generation, ()))
+        if generation != seen:
+            changes = (*changes, now)[-2:]
+        self._spec_changes[policy.key] = (generation, changes)
+        settings = self.settings
+        if len(changes) == 2 and changes[1] - changes[0] <= settings.churn_window \
+                and now - changes[1] < settings.churn_quiet:
+            return settings.churn_quiet - (now - changes[1])
+        return None
 
     def targets(self) -> dict[str, Targets]:
         """Each remembered policy's targets, by key."""
@@ -149,16 +173,16 @@ class Recommender:
 # -- the report ------------------------------------------------------------------------------------------------
 
 
-def report(policy: PowerCappingPolicy, decision: Decision, conflict: ConflictReport, *, now: str) -> Report:
+def report(policy: PowerCappingPolicy, decision: Decision, conflict: ConflictReport,
+           actuation: Actuation | None = None, *, now: str) -> Report:
     """What the status should say after `decision`; `now` (RFC 3339) dates a change of targets."""
-    actuated = actuated_state(policy, decision, conflict)
+    actuated = actuated_state(policy, decision, conflict, actuation or Actuation())
     previous = policy.status.recommendation if policy.status else None
     summary: Recommendation | None = None
     output = decision.output
     if output is not None:
         summary = recommendation(algorithm=output.algorithm, targets=output.targets, state_text=output.state_text,
-                                 applied=actuated.reason not in NOT_APPLIED, changed=output.changed,
-                                 previous=previous, now=now)
+                                 applied=actuated.status, changed=output.changed, previous=previous, now=now)
         if previous is not None and _headline(previous) != _headline(summary):
             # Also after a restart, or when a write of the last change was lost: the status tells the truth.
             summary = replace(summary, last_changed=now)
@@ -169,7 +193,8 @@ def report(policy: PowerCappingPolicy, decision: Decision, conflict: ConflictRep
                   problems=decision.problems)
 
 
-def actuated_state(policy: PowerCappingPolicy, decision: Decision, conflict: ConflictReport) -> ConditionState:
+def actuated_state(policy: PowerCappingPolicy, decision: Decision, conflict: ConflictReport,
+                   actuation: Actuation) -> ConditionState:
     """The Actuated condition (see the module docstring for the precedence of reasons)."""
     output = decision.output
     if decision.problems:
@@ -180,11 +205,21 @@ def actuated_state(policy: PowerCappingPolicy, decision: Decision, conflict: Con
         return ConditionState(False, ALGORITHM_FAILED, f"the last targets are held: {decision.failure}")
     if conflict.lost:
         return ConditionState(False, CONFLICT, f"{len(conflict.lost)} GPUs are driven by another policy: "
-                                               f"{_some(conflict.lost)}")
+                                               f"{some(conflict.lost)}")
     if output.waiting_for_inventory:
         waiting = output.waiting_for_inventory
         return ConditionState(False, WAITING_FOR_INVENTORY,
-                              f"no hardware inventory yet for {len(waiting)} GPUs: {_some(waiting)}")
+                              f"no hardware inventory yet for {len(waiting)} GPUs: {some(waiting)}")
+    if actuation.late:
+        return ConditionState(False, TUNER_NOT_RESPONDING,
+                              f"the tuners of {len(actuation.late)} nodes have not applied their targets within "
+                              f"{actuation.bound:.0f} s: {some(actuation.late)}")
+    if actuation.pending:
+        return ConditionState(False, APPLYING, f"waiting for the tuners of {len(actuation.pending)} nodes to apply "
+                                               f"the targets: {some(actuation.pending)}")
+    if actuation.not_applied:
+        return ConditionState(False, NOT_APPLIED_BY_TUNER, f"{len(actuation.not_applied)} entries could not be "
+                                                           f"applied: {some(actuation.not_applied)}")
     mig = _mig_instances(policy)
     if mig and not output.targets.gpu_entries() and not any(
             gpu.mig_instance is None for node in _observed(policy) for gpu in node.gpus or []):
@@ -253,8 +288,3 @@ def desired_status(current: Mapping[str, Any] | None, said: Report, *, generatio
 
 def _headline(summary: Recommendation) -> tuple[int | None, int | None, int | None]:
     return summary.gpu_frequency, summary.cpu_frequency, summary.target_count
-
-
-def _some(items: tuple[str, ...]) -> str:
-    shown = ", ".join(items[:_SHOWN])
-    return shown if len(items) <= _SHOWN else f"{shown} and {len(items) - _SHOWN} more"

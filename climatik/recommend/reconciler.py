@@ -31,7 +31,18 @@ from climatik.kube.errors import AlreadyExistsError, InvalidError
 from climatik.kube.events import EventRecorder
 from climatik.kube.status import update_object, update_status
 from climatik.kube.store import CacheReader
-from climatik.recommend.core import ALGORITHM_FAILED, Pass, Recommender, Report, describe, desired_status
+from climatik.recommend.actuation import some
+from climatik.recommend.core import (
+    ALGORITHM_FAILED,
+    RELEASING,
+    TUNER_NOT_RESPONDING,
+    ConditionState,
+    Pass,
+    Recommender,
+    Report,
+    describe,
+    desired_status,
+)
 from climatik.recommend.plan import normalized
 from climatik.recommend.step import ACTIONS, Decision
 
@@ -59,6 +70,9 @@ class RecommendMetrics:
                                    registry=registry)
         self.conflicting_gpus = Gauge("climatik_recommend_conflicting_gpus",
                                       "GPUs claimed by more than one policy.", registry=registry)
+        self.late_nodes = Gauge("climatik_recommend_nodes_not_responding",
+                                "Nodes whose tuner has not applied the policy's targets within the bound.",
+                                ["policy"], registry=registry)
 
     def observe(self, key: str, targets: Targets, action: str) -> None:
         self.actions.labels(key, action).inc()
@@ -72,7 +86,7 @@ class RecommendMetrics:
                     gauge.remove(key)
 
     def forget(self, key: str) -> None:
-        for gauge in (self.gpu_target, self.cpu_target, self.targets):
+        for gauge in (self.gpu_target, self.cpu_target, self.targets, self.late_nodes):
             with contextlib.suppress(KeyError):
                 gauge.remove(key)
         for action in ACTIONS:
@@ -192,15 +206,13 @@ class RecommendReconciler:
                 self._events.warning(obj, "InvalidSpec", str(exc))
             return Result()
         if policy.metadata.deletion_timestamp:
-            self._finalize(obj, policy)
-            return Result()
+            return self._finalize(obj, policy)
         current = self._ensure_finalizer(obj, policy)
         if current is None:
             return Result()
-        self._step(current, policy)
-        return Result()
+        return self._step(current, policy)
 
-    def _step(self, obj: dict[str, Any], policy: PowerCappingPolicy) -> None:
+    def _step(self, obj: dict[str, Any], policy: PowerCappingPolicy) -> Result:
         key = policy.key
         with self._core.lock:
             done = self._core.step(policy, self._all_policies(), self._writer.objects(), now=self._clock.wall())
@@ -213,10 +225,12 @@ class RecommendReconciler:
         if self._metrics is not None:
             output = decision.output
             self._metrics.observe(key, output.targets if output else decision.before, decision.action)
+            self._metrics.late_nodes.labels(key).set(len(done.actuation.late))
         if decision.output is not None and decision.output.changed:
             log.info("targets_decided", controller="recommend", key=key, action=decision.action,
                      targets=describe(decision.output.targets), reason=decision.output.reason,
                      dry_run=bool(policy.spec.dry_run), nodes_written=written)
+        return Result(requeue_after=done.recheck_after)
 
     def _replan(self, origin: str) -> list[str]:
         with self._core.lock:
@@ -264,6 +278,8 @@ class RecommendReconciler:
             self._events.warning(obj, "AlgorithmFailed", decision.failure)
         if said.conflict.status and not is_condition_true(conditions, CONFLICT):
             self._events.warning(obj, "Conflict", said.conflict.message)
+        if said.actuated.reason == TUNER_NOT_RESPONDING and actuated.get("reason") != TUNER_NOT_RESPONDING:
+            self._events.warning(obj, TUNER_NOT_RESPONDING, said.actuated.message)
         output = decision.output
         if output is None or not output.changed:
             return
@@ -291,14 +307,26 @@ class RecommendReconciler:
             log.info("finalizer_added", controller="recommend", key=policy.key)
         return result.object
 
-    def _finalize(self, obj: dict[str, Any], policy: PowerCappingPolicy) -> None:
-        """Remove the policy's entries from every NodeFrequencies object, then its finalizer."""
+    def _finalize(self, obj: dict[str, Any], policy: PowerCappingPolicy) -> Result:
+        """Remove the policy's entries from every NodeFrequencies object, wait (within a bound) for the tuners to
+        acknowledge, then remove the finalizer."""
         key = policy.key
         self._forget(key)
         if POLICY_FINALIZER not in (policy.metadata.finalizers or []):
-            return
+            return Result()
         # The plan gives a policy being deleted no entries; a failed write raises and the deletion is retried.
-        written = self._replan(key)
+        with self._core.lock:
+            holding = self._writer.objects()
+            written = self._written(self._core.replan(self._all_policies(), holding, origin=key))
+            waiting, timed_out = self._core.acks.releasing(key, holding, written, self._clock.wall().timestamp())
+        if waiting and not timed_out:
+            self._write_releasing(obj, policy, waiting)
+            return Result(requeue_after=2.0)
+        if waiting and self._events is not None:
+            self._events.warning(obj, "NodesStillCapped",
+                                 f"the tuners of {some(waiting)} did not remove this policy's caps within "
+                                 f"{self._core.acks.release_timeout:.0f} s; they keep them until their tuner "
+                                 "returns and restores the defaults of entries that are gone")
 
         def remove(current: dict[str, Any]) -> dict[str, Any] | None:
             metadata = current.setdefault("metadata", {})
@@ -309,7 +337,16 @@ class RecommendReconciler:
             return current
 
         if update_object(self._api, key, remove, current=obj).written:
-            log.info("finalizer_removed", controller="recommend", key=key, nodes_written=written)
+            log.info("finalizer_removed", controller="recommend", key=key, nodes_written=written,
+                     still_capped=list(waiting))
+        self._core.acks.released(key)
+        return Result()
+
+    def _write_releasing(self, obj: dict[str, Any], policy: PowerCappingPolicy, waiting: tuple[str, ...]) -> None:
+        message = f"deleted: waiting for the tuners of {some(waiting)} to remove its caps"
+        said = Report(recommendation=None, actuated=ConditionState(False, RELEASING, message),
+                      conflict=ConditionState(False, "NoSharedGpus", "the policy is being deleted"))
+        self._write_status(obj, policy, said)
 
     def _forget(self, key: str) -> None:
         self._core.forget(key)

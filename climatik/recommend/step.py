@@ -44,10 +44,19 @@ INCOMPLETE = "metrics incomplete"
 
 @dataclass(frozen=True)
 class StepSettings:
-    """`release_band` as the monitor's; observations older than `max_observation_age` seconds never drive a step."""
+    """How the recommender steps policies: `release_band` as the monitor's; observations older than
+    `max_observation_age` seconds never drive a step. A spec that changed again within `churn_window` seconds of
+    its previous change is churning: until it has been left alone for `churn_quiet` seconds, steps may only lower
+    bounds, so that a flapping limit cannot swing the clocks up and down. A node whose tuner has not acknowledged
+    its spec within `ack_timeout` seconds is late; a deleted policy waits up to `release_timeout` seconds for the
+    tuners to remove its caps."""
 
     release_band: int = DEFAULT_RELEASE_BAND
     max_observation_age: float = 180.0
+    churn_window: float = 10.0
+    churn_quiet: float = 5.0
+    ack_timeout: float = 30.0
+    release_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -79,8 +88,9 @@ def spec_problems(spec: PolicySpec, registry: AlgorithmRegistry) -> list[str]:
 
 
 def decide(policy: PowerCappingPolicy, nodes: Iterable[NodeFrequencies], *, registry: AlgorithmRegistry,
-           previous: StepResult | None, now: float, settings: StepSettings) -> Decision:
-    """The step of `policy` at `now` (UNIX seconds), given its last result in this process (None after a start)."""
+           previous: StepResult | None, now: float, settings: StepSettings, lower_only: str | None = None) -> Decision:
+    """The step of `policy` at `now` (UNIX seconds), given its last result in this process (None after a start).
+    With `lower_only` (why), a result that raises any bound is not kept: the policy holds what it holds."""
     node_list = list(nodes)
     problems = spec_problems(policy.spec, registry)
     if problems:
@@ -98,8 +108,10 @@ def decide(policy: PowerCappingPolicy, nodes: Iterable[NodeFrequencies], *, regi
         result = run_step(algorithm, inp)
     except AlgorithmError as err:
         return Decision(output=None, failure=str(err), before=inp.current)
-    if unsafe == INCOMPLETE and raises(inp.current, result.targets):
-        held = "metrics incomplete: only lowering is allowed"
+    if unsafe == INCOMPLETE:
+        lower_only = "metrics incomplete"
+    if lower_only is not None and raises(inp.current, result.targets):
+        held = f"{lower_only}: only lowering is allowed"
         return Decision(output=_hold(name, inp, state_text, held), held=held, before=inp.current)
     if result.waiting_for_inventory and not result.changed:
         # The step could not act on GPUs whose tuner has not reported yet; forgetting that it saw this

@@ -118,3 +118,15 @@ def test_repeated_tuner_failures_alert_but_a_single_one_does_not(promtool: str, 
         firing("ClimatikTunerApplyFailures", "20m", {"node": "gpu-1", "kind": "gpu", "severity": "warning"}),
     ])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_tuner_that_does_not_apply_its_targets_alerts_after_two_minutes(promtool: str, rules_file: Path) -> None:
+    series = [
+        {"series": 'climatik_recommend_nodes_not_responding{policy="ml/llm",pod="r-1"}', "values": "0 0 1x10"},
+        {"series": 'climatik_recommend_nodes_not_responding{policy="ml/train",pod="r-1"}', "values": "0x12"},
+    ]
+    result = run_rule_tests(promtool, rules_file, series, [
+        firing("ClimatikTunerNotResponding", "3m", None),
+        firing("ClimatikTunerNotResponding", "5m", {"policy": "ml/llm", "severity": "warning"}),
+    ])
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -146,6 +147,8 @@ class ApiObjects:
         self.nodes = Store()
         self._on_write = on_write
         self._version = 0
+        #: Writes by (kind, field, writer), e.g. ("policy", "status", "monitor"): what the API server would count.
+        self.writes: Counter[tuple[str, str, str]] = Counter()
         # Decoded once per resourceVersion, as the recommender's reconciler decodes its caches.
         self._typed_policies: DecodedCache[PowerCappingPolicy] = DecodedCache(PowerCappingPolicy.from_api)
         self._typed_nodes: DecodedCache[NodeFrequencies] = DecodedCache(NodeFrequencies.from_api)
@@ -163,6 +166,7 @@ class ApiObjects:
         if field == "spec":
             obj["metadata"]["generation"] = int(obj["metadata"].get("generation") or 1) + 1
         store.upsert(self._versioned(obj))
+        self.writes[(kind, field, writer)] += 1
         self._on_write(kind, key, writer)
 
     def policy(self, key: str) -> PowerCappingPolicy:
@@ -231,8 +235,9 @@ class Controllers:
         if status is not None:
             self.api.write("policy", key, "status", status, writer=MONITOR)
 
-    def recommend(self, key: str, now_s: float) -> frozenset[str]:
-        """The recommender's reconcile of one policy; returns the other policies whose conflicts changed."""
+    def recommend(self, key: str, now_s: float) -> recommend.Pass:
+        """The recommender's reconcile of one policy; its pass says which other policies to wake (conflicts) and
+        when to look at this one again."""
         self.clock.now_s = now_s
         now = self.clock.wall()
         policy = self.api.policy(key)
@@ -245,7 +250,7 @@ class Controllers:
                                           generation=policy.metadata.generation, now=now)
         if status is not None:
             self.api.write("policy", key, "status", status, writer=RECOMMENDER)
-        return done.moved
+        return done
 
     def tune(self, name: str, now_s: float) -> None:
         """A node's tuner: apply its object's spec to the GPUs and write what it reports."""
@@ -292,6 +297,11 @@ class ProductionLoop:
         if self._controllers is None:
             return 0
         return sum(backend.changes for backend in self._controllers.backends.values())
+
+    @property
+    def writes(self) -> Counter[tuple[str, str, str]]:
+        """API writes so far by (kind, field, writer)."""
+        return Counter() if self._controllers is None else Counter(self._controllers.api.writes)
 
     def start(self, ctx: RunContext) -> None:
         """Create the objects, wire the controllers to the run's schedule, and let each tuner report."""
@@ -368,8 +378,11 @@ class ProductionLoop:
 
     def _recommend_later(self, key: str) -> Callable[[float], None]:
         def recommend_now(now_s: float) -> None:
-            for other in sorted(self._started().recommend(key, now_s)):
+            done = self._started().recommend(key, now_s)
+            for other in sorted(done.moved):
                 self._schedule.at(now_s, self._recommend_later(other), order=ORDER_RECOMMEND)
+            if done.recheck_after is not None:
+                self._schedule.at(now_s + done.recheck_after, self._recommend_later(key), order=ORDER_RECOMMEND)
 
         return recommend_now
 

@@ -214,6 +214,22 @@ def test_a_new_gpu_joins_the_workload_at_its_clock() -> None:
     assert targets.gpu_entries() == {plant.uuid(0): 1200, plant.uuid(1): 1200, plant.uuid(2): 1200}
 
 
+def test_a_gpu_that_joins_during_a_cut_joins_the_workloads_level_first() -> None:
+    # The second node's tuner reported its inventory after the first cut: its GPU comes in uncapped, at its
+    # maximum, while the others run at 1185 MHz. Cuts never raise a GPU, so it must join the level before the cut.
+    plant = Plant(gpus=3)
+    current = Targets({plant.uuid(0): 1185, plant.uuid(1): 1185})
+    power = 2 * (75 + 625 * (1185 / MAX_MHZ) ** 2.7) + 700
+    readings = (ObservedGpu(plant.uuid(0), "node-0", None, 1185), ObservedGpu(plant.uuid(1), "node-0", None, 1185),
+                ObservedGpu(plant.uuid(2), "node-1", None, MAX_MHZ))
+    targets, _, _ = one_step(ClosedLoop(), plant, power / 1.05, Observation(at=T0, power=power, gpus=readings),
+                             current=current)
+
+    clocks = targets.gpu_entries()
+    assert len(set(clocks.values())) == 1, clocks
+    assert clocks[plant.uuid(2)] <= 1185
+
+
 def test_state_stays_small_with_many_gpus_and_survives_a_restart() -> None:
     plant = Plant(gpus=64, per_node=8, noise=0.01)
     spec = spec_for(plant.true_power(T0) / 1.3)

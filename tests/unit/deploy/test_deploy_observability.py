@@ -7,17 +7,28 @@ import re
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-#: The metric names the components export (histograms as their base name).
-METRICS = {
-    "climatik_monitor_policy_power_watts", "climatik_monitor_policy_limit_watts",
-    "climatik_monitor_policy_headroom_watts", "climatik_monitor_policy_capping",
-    "climatik_monitor_policy_metrics_available", "climatik_prom_query_duration_seconds",
-    "climatik_recommend_policy_gpu_target_mhz", "climatik_recommend_actions_total",
-    "climatik_tune_gpu_applied_mhz", "climatik_tune_apply_failures_total", "climatik_tune_apply_seconds",
-    "climatik_controller_reconcile_total", "climatik_controller_reconcile_errors_total",
-    "climatik_leader_election_is_leader",
-}
+from climatik.kube.metrics import RuntimeMetrics
+from climatik.monitor.reconciler import MonitorMetrics
+from climatik.prom import PromQueryMetrics
+from climatik.recommend.reconciler import RecommendMetrics
+from climatik.tune.reconciler import TuneMetrics
+
+
+def exported() -> set[str]:
+    """The metric names the components export, read off their metrics registered on one registry."""
+    registry = CollectorRegistry()
+    RuntimeMetrics(registry)
+    PromQueryMetrics(registry)
+    MonitorMetrics(registry)
+    RecommendMetrics(registry)
+    TuneMetrics(registry, "node")
+    # A counter's family drops its _total; queries name the sample.
+    return {family.name + ("_total" if family.type == "counter" else "") for family in registry.collect()}
+
+
+METRICS = exported()
 
 
 def metric_names(expr: str) -> set[str]:

@@ -198,9 +198,10 @@ def test_an_explicit_release_threshold_is_honoured() -> None:
     assert run([910, 750, 699], spec) == [True, True, False]
 
 
-def test_no_fresh_data_means_not_required_with_a_reason() -> None:
-    decision = decide(SPEC, None, True)
-    assert not decision.required and decision.reason == "NoFreshData"
+def test_no_fresh_data_keeps_the_last_decision_and_says_it_is_unknown() -> None:
+    for was in (True, False):
+        decision = decide(SPEC, None, was)
+        assert (decision.required, decision.known, decision.reason) == (was, False, "NoFreshData")
 
 
 # -- when a status is written ----------------------------------------------------------------------------------

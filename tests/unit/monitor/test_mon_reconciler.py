@@ -177,3 +177,66 @@ def test_candidates_come_from_the_rarest_match_label_or_the_namespace() -> None:
     assert sorted(p["metadata"]["name"] for p in candidate_pods(store, "ns", narrow)) == ["p0", "p1"]
     assert len(candidate_pods(store, "ns", LabelSelector())) == len(store.by_index(BY_NAMESPACE, "ns")) == 7
     assert [p.key.name for p in select_pods(narrow, candidate_pods(store, "ns", narrow))] == ["p0", "p1"]
+
+
+def capping(world: World) -> None:
+    """The policy is over its threshold and the recommender has capped it."""
+    world.sample({"GPU-a1": (480.0, "ml/llm-0"), "GPU-b1": (470.0, "ml/llm-1")})
+    world.reconcile()
+    status = world.status()
+    status["recommendation"] = {"algorithm": "closed-loop", "gpuFrequency": 1200, "targetCount": 2,
+                                "applied": True, "lastChanged": "2025-01-01T00:00:00Z"}
+    world.cluster.patch(POLICIES, "ml", "llm", {"status": status}, subresource="status")
+
+
+def test_a_restarted_monitor_writes_nothing_before_its_first_sample(world: World) -> None:
+    capping(world)
+    writes = world.status_writes()
+    restarted = MonitorReconciler(policies=LiveCache(world.cluster, POLICIES),
+                                  pods=LiveCache(world.cluster, PODS, {**POD_INDEXES, BY_LABEL: label_index}),
+                                  api=world.client.policies, latest=LatestSample(), events=None, clock=world.clock)
+    restarted(POLICY)
+
+    assert world.status_writes() == writes
+    assert world.status()["cappingActionRequired"] is True
+
+
+def test_losing_prometheus_while_capping_keeps_capping_required_and_says_it_is_unknown(world: World) -> None:
+    capping(world)
+    world.clock.advance(5.0)
+    world.latest.set(SampleOutcome(None, PromConnectionError("connection refused"), world.clock.wall().timestamp()))
+    world.reconcile()
+
+    assert world.status()["cappingActionRequired"] is True
+    assert world.condition("CappingRequired") == ("Unknown", "NoFreshData")
+    assert ("Normal", "CappingReleased") not in world.events()
+    assert ("Warning", "MetricsLost") in world.events()
+
+
+def test_a_loop_resting_just_over_its_threshold_is_written_only_at_its_heartbeat(world: World) -> None:
+    capping(world)
+    world.clock.advance(60.0)
+    world.sample({"GPU-a1": (455.0, "ml/llm-0"), "GPU-b1": (450.0, "ml/llm-1")})  # 905 W, inside a 1 % deadband
+    world.reconcile()
+    writes = world.status_writes()
+
+    for second in range(1, 40):
+        world.clock.advance(1.0)
+        world.sample({"GPU-a1": (455.0 + second % 3, "ml/llm-0"), "GPU-b1": (450.0, "ml/llm-1")})
+        world.reconcile()
+
+    assert world.status_writes() == writes, "resting above the threshold is steady"
+
+
+def test_every_new_observation_is_written_while_the_recommender_is_changing_targets(world: World) -> None:
+    capping(world)
+    status = world.status()
+    status["recommendation"]["lastChanged"] = "2025-01-01T00:00:00Z"
+    world.cluster.patch(POLICIES, "ml", "llm", {"status": status}, subresource="status")
+    writes = world.status_writes()
+    for _ in range(3):
+        world.clock.advance(1.0)
+        world.sample({"GPU-a1": (480.0, "ml/llm-0"), "GPU-b1": (470.0, "ml/llm-1")})
+        world.reconcile()
+
+    assert world.status_writes() == writes + 3

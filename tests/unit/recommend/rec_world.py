@@ -85,7 +85,7 @@ class World:
         return f"{namespace}/{name}"
 
     def observe(self, key: str, gpus: dict[str, list[str]], *, power: float, capping: bool,
-                metrics: tuple[str, str] = ("True", "MetricsFresh")) -> None:
+                metrics: tuple[str, str] = ("True", "MetricsFresh"), clock: int = 1980) -> None:
         """Write the policy's status as the monitor would: power, GPUs per node, conditions, now."""
         namespace, name = key.split("/")
         current = self.client.policies.get(name, namespace=namespace).get("status") or {}
@@ -93,7 +93,7 @@ class World:
         conditions.append({"type": "MetricsAvailable", "status": metrics[0], "reason": metrics[1], "message": "",
                            "lastTransitionTime": "2025-01-01T00:00:00Z"})
         nodes = [{"name": node, "gpus": [{"uuid": uuid, "power": power / sum(map(len, gpus.values())),
-                                           "smClock": 1980} for uuid in uuids]} for node, uuids in gpus.items()]
+                                           "smClock": clock} for uuid in uuids]} for node, uuids in gpus.items()]
         status = {**current, "cappingActionRequired": capping, "currentPower": power, "nodes": nodes,
                   "lastUpdated": format_precise_time(self.clock.wall()), "conditions": conditions}
         self.cluster.patch(POLICIES, namespace, name, {"status": status}, subresource="status")
@@ -107,9 +107,24 @@ class World:
         self.cluster.patch(NODE_FREQUENCIES, None, node, {"status": {"inventory": {"gpus": gpus}}},
                            subresource="status")
 
-    def reconcile(self, *keys: str) -> None:
+    def acknowledge(self, *nodes: str) -> None:
+        """The tuners of `nodes` (every node when none is named) apply their spec and say so, as a tuner would."""
+        for obj in self.cluster.objects(NODE_FREQUENCIES):
+            name = obj["metadata"]["name"]
+            if nodes and name not in nodes:
+                continue
+            entries = [{"gpuId": e["gpuId"], "status": "Applied", "targetFrequency": e["targetFrequency"]}
+                       for e in obj["spec"].get("gpuFrequencies") or []]
+            status = {**(obj.get("status") or {}), "observedGeneration": obj["metadata"]["generation"],
+                      "gpuFrequencies": entries}
+            self.cluster.patch(NODE_FREQUENCIES, None, name, {"status": status}, subresource="status")
+
+    def reconcile(self, *keys: str) -> float | None:
+        """Reconcile each key in turn; the last one's requeue-after."""
+        after = None
         for key in keys:
-            self.reconciler(key)
+            after = self.reconciler(key).requeue_after
+        return after
 
     def delete(self, key: str) -> None:
         namespace, name = key.split("/")

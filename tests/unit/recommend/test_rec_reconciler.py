@@ -3,6 +3,8 @@ objects, several policies share nodes, deletion cleans up, and a steady cluster 
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from rec_world import World
 from support.kube import FakeRequest
@@ -25,6 +27,8 @@ def world() -> World:
 def test_a_policy_over_its_threshold_caps_its_gpus_on_each_node_and_says_so(world: World) -> None:
     llm = world.policy("llm", parameters={"mhz": "1200"})
     world.observe(llm, {"n1": [GPU_A], "n2": [GPU_C]}, power=950, capping=True)
+    world.reconcile(llm)
+    world.acknowledge()
     world.reconcile(llm)
 
     assert world.entries("n1") == [(GPU_A, 1200, llm)]
@@ -88,9 +92,12 @@ def test_deleting_a_policy_removes_its_entries_before_its_finalizer(world: World
 
     assert world.exists(llm), "the finalizer holds the policy until its entries are gone"
     world.reconcile(llm)
-
     assert world.entries("n1") == [(GPU_B, 1200, train)]
     assert world.entries("n2") == []
+    assert world.exists(llm), "and until the tuners have taken the caps off"
+
+    world.acknowledge()
+    world.reconcile(llm)
     assert not world.exists(llm)
     assert world.metric("climatik_recommend_policy_gpu_target_mhz", policy=llm) is None
 
@@ -107,7 +114,10 @@ def test_a_failed_entry_removal_keeps_the_finalizer_until_it_succeeds(world: Wor
     assert world.exists(llm) and world.entries("n1") == [(GPU_A, 1200, llm)]
 
     world.reconcile(llm)
-    assert not world.exists(llm) and world.entries("n1") == []
+    assert world.entries("n1") == []
+    world.acknowledge()
+    world.reconcile(llm)
+    assert not world.exists(llm)
 
 
 def test_a_policy_deleted_without_the_finalizer_loses_its_entries_on_the_next_pass(world: World) -> None:
@@ -122,6 +132,86 @@ def test_a_policy_deleted_without_the_finalizer_loses_its_entries_on_the_next_pa
 
     world.reconcile(llm)
     assert world.entries("n1") == []
+
+
+def test_a_dead_tuner_is_shown_by_name_within_its_bound(world: World) -> None:
+    llm = world.policy("llm", parameters={"mhz": "1200"})
+    world.observe(llm, {"n1": [GPU_A], "n2": [GPU_C]}, power=950, capping=True)
+    after = world.reconcile(llm)
+    assert world.condition(llm, "Actuated")[:2] == ("False", "Applying")  # type: ignore[index]
+    assert world.status(llm)["recommendation"]["applied"] is False
+    assert after is not None and after <= 30.0, "the policy is looked at again when the bound passes"
+
+    world.acknowledge("n1")  # n2's tuner is dead
+    world.reconcile(llm)
+    assert world.condition(llm, "Actuated") == ("False", "Applying",
+                                                "waiting for the tuners of 1 nodes to apply the targets: n2")
+    world.clock.advance(31)
+    world.reconcile(llm)
+
+    assert world.condition(llm, "Actuated") == (
+        "False", "TunerNotResponding", "the tuners of 1 nodes have not applied their targets within 30 s: n2")
+    assert ("Warning", "TunerNotResponding") in [e[:2] for e in world.events(llm)]
+    assert world.metric("climatik_recommend_nodes_not_responding", policy=llm) == 1
+    world.acknowledge("n2")
+    world.reconcile(llm)
+    assert world.condition(llm, "Actuated")[:2] == ("True", "TargetsWritten")  # type: ignore[index]
+    assert world.status(llm)["recommendation"]["applied"] is True
+
+
+def test_deleting_a_policy_while_a_tuner_is_down_waits_then_names_the_node(world: World) -> None:
+    llm = world.policy("llm")
+    world.observe(llm, {"n1": [GPU_A], "n2": [GPU_C]}, power=950, capping=True)
+    world.reconcile(llm)
+    world.acknowledge()
+    world.delete(llm)
+
+    world.reconcile(llm)
+    world.acknowledge("n1")  # n2's tuner is down
+    world.reconcile(llm)
+    assert world.exists(llm)
+    actuated = world.condition(llm, "Actuated")
+    assert actuated == ("False", "Releasing", "deleted: waiting for the tuners of n2 to remove its caps")
+
+    world.clock.advance(61)
+    world.reconcile(llm)
+    assert not world.exists(llm), "the bound passed: the policy goes"
+    assert any(e[1] == "NodesStillCapped" and "n2" in e[2] for e in world.events(llm))
+
+
+def test_a_flapping_limit_never_raises_the_clocks_until_it_settles(world: World) -> None:
+    llm = world.policy("llm", algorithm=None, limit=2000)
+    namespace, name = llm.split("/")
+
+    def observe() -> int:
+        """A new observation from GPUs running at their caps, drawing what such GPUs draw there."""
+        mhz = min([m for _, m, _ in world.entries("n1")] or [1980])
+        world.observe(llm, {"n1": [GPU_A, GPU_B]}, power=600 + 900 * (mhz / 1980) ** 2.7, capping=False, clock=mhz)
+        return mhz
+
+    observe()
+    world.reconcile(llm)
+    clocks: list[int] = []
+    for change in range(30):  # 30 changes in 10 s, a new observation every second
+        world.clock.advance(1.0 / 3)
+        policy = world.client.policies.get(name, namespace=namespace)
+        policy["spec"]["powerCapLimit"] = 1000 if change % 2 == 0 else 2400
+        world.client.policies.replace(policy)
+        if change % 3 == 2:
+            world.acknowledge()
+            clocks.append(observe())
+        world.reconcile(llm)
+    assert all(later <= earlier for earlier, later in itertools.pairwise(clocks)), clocks
+    assert min(clocks) < 1980, "a lower limit is acted on at once"
+
+    after = world.reconcile(llm)
+    assert after is not None and after <= 5.0, "and the policy is looked at again once the limit settles"
+    for _ in range(70):
+        world.clock.advance(1.0)
+        world.acknowledge()
+        observe()
+        world.reconcile(llm)
+    assert observe() > min(clocks), "once it settles (at 2400 W), the final limit is acted on"
 
 
 def test_a_write_that_races_the_tuner_is_retried_and_lands(world: World) -> None:
@@ -160,6 +250,8 @@ def test_inventory_arriving_later_acts_on_the_observation_it_waited_with(world: 
     world.reconcile(llm)
 
     world.inventory("n3", ["GPU-new"])
+    world.reconcile(llm)
+    world.acknowledge("n3")
     world.reconcile(llm)
 
     assert world.entries("n3") == [("GPU-new", 1200, llm)]
@@ -230,6 +322,7 @@ def test_lost_metrics_hold_the_caps_although_the_algorithm_would_release_them(wo
     llm = world.policy("llm")
     world.observe(llm, {"n1": [GPU_A]}, power=950, capping=True)
     world.reconcile(llm)
+    world.acknowledge()
 
     world.clock.advance(10)
     world.observe(llm, {"n1": [GPU_A]}, power=100, capping=False, metrics=("False", "PrometheusError"))
