@@ -12,8 +12,9 @@ default "2", after it with every GPU at or under its new cap, or `settle-max-sec
 * while power is under the release level, capped GPUs are raised by `step-up` MHz (default "100", at least one
   supported step), and an entry is removed (the tuner restores the defaults) once its cap reaches the maximum.
   A step up is taken only if power would stay under the release level even if it grew with the cube of the
-  clock (an upper bound for GPU power), so that raising, noise included, does not push the workload straight
-  back over the threshold and start a cut-and-raise cycle;
+  clock, or by as much as the boards' clock-dependent power can grow between the two clocks (upper bounds for
+  GPU power), so that raising, noise included, does not push the workload straight back over the threshold and
+  start a cut-and-raise cycle;
 * in between, and with no power or an observation older than `stale-seconds` (default "180"), nothing changes.
 
 A raise of GPUs that ran at their caps shows once a reading reports a clock above the highest one they ran at
@@ -31,6 +32,7 @@ from typing import Any
 
 from climatik.algorithms.base import AlgorithmInput, AlgorithmOutput, GpuLimits, ParamReader, Targets, as_float
 from climatik.algorithms.framework import clamp_gpu, floor_gpu, step_above
+from climatik.algorithms.model import IDLE_SHARE
 from climatik.algorithms.settle import hold_reason, settled
 
 NAME = "dynamic-frequency-scaler"
@@ -146,9 +148,30 @@ class DynamicFrequencyScaler:
             wanted = max(clamp_gpu(cap + self.step_up, limits), step_above(limits, cap))
             growth = max(growth, wanted / cap)
             raised[uuid] = None if wanted >= limits.max_frequency else wanted
-        if (inp.observation.power or 0.0) * growth**_GROWTH_EXPONENT >= inp.release_watts:
+        if _grown(inp, gpus, caps, raised, growth) >= inp.release_watts:
             return None
         return raised
+
+
+def _grown(inp: AlgorithmInput, gpus: Mapping[str, GpuLimits], caps: Mapping[str, int | None],
+           raised: Mapping[str, int | None], growth: float) -> float:
+    """An upper bound of the workload's power once `caps` become `raised`. GPU power grows at most with the cube
+    of the clock, so it is bounded by the power now times `growth` cubed; and, where the GPUs' board limits are
+    known, by the power now plus what the clock-dependent part of each board can add between the two clocks
+    (at most its limit above idle times the difference of the cubed clock fractions). The second bound is what
+    lets a workload held at its floor (by a cap that could not be met) climb back: at 210 MHz a step of 100 MHz
+    multiplies the clock by half and its cube by three, but can add only a few watts."""
+    power = inp.observation.power or 0.0
+    bound = power * growth**_GROWTH_EXPONENT
+    added = 0.0
+    for uuid, limits in gpus.items():
+        if not limits.power_limit:
+            return bound
+        top = float(limits.max_frequency)
+        before = (caps.get(uuid) or limits.max_frequency) / top
+        after = (raised.get(uuid) or limits.max_frequency) / top
+        added += (1.0 - IDLE_SHARE) * limits.power_limit * (after**_GROWTH_EXPONENT - before**_GROWTH_EXPONENT)
+    return min(bound, power + max(added, 0.0))
 
 
 def _lowered(before: Mapping[str, int | None], after: Mapping[str, int | None],

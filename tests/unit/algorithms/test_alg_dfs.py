@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from alg_plant import MAX_MHZ, STEPS, T0, Plant, hysteresis, run, spec_for
+from alg_plant import MAX_MHZ, MIN_MHZ, STEPS, T0, Plant, hysteresis, run, spec_for
 
 from climatik.algorithms import (
     AlgorithmInput,
@@ -157,3 +157,17 @@ def test_raises_again_only_once_a_reading_shows_the_last_raise() -> None:
     assert set(raised.gpu_entries().values()) == {1290}  # 1200 + 100, snapped down to a supported step
     assert stale.gpu_entries() == raised.gpu_entries() and reason.startswith("waiting")
     assert set(shown.gpu_entries().values()) == {1380}
+
+
+def test_climbs_back_from_its_floor_once_the_cap_is_restored() -> None:
+    # A cap that could not be met left every GPU at 210 MHz; the cap is back. At the floor the GPUs draw little
+    # more than idle, and only that part grows with the clock: the seed's step up must be taken.
+    plant = Plant()
+    floor = Targets(dict.fromkeys((plant.uuid(i) for i in range(plant.gpus)), MIN_MHZ))
+    at_floor = plant.gpus * 213.0  # decode at 210 MHz: the memory-bound part does not follow the clock
+    release = THRESHOLD * (85 / 90)
+    assert at_floor * (310 / 210) ** 3 >= release, "the old test refused this step"
+    targets, _, reason = step(plant, reading(plant, T0, mhz=MIN_MHZ, watts=at_floor), current=floor,
+                              state='{"v":2,"changed":0}')
+
+    assert all(mhz > MIN_MHZ for mhz in targets.gpu_entries().values()), reason
