@@ -162,7 +162,7 @@ def _grown(inp: AlgorithmInput, gpus: Mapping[str, GpuLimits], caps: Mapping[str
     lets a workload held at its floor (by a cap that could not be met) climb back: at 210 MHz a step of 100 MHz
     multiplies the clock by half and its cube by three, but can add only a few watts."""
     power = inp.observation.power or 0.0
-    bound = power * growth**_GROWTH_EXPONENT
+    bound = float(power * growth**_GROWTH_EXPONENT)
     added = 0.0
     for uuid, limits in gpus.items():
         if not limits.power_limit:
@@ -171,7 +171,7 @@ def _grown(inp: AlgorithmInput, gpus: Mapping[str, GpuLimits], caps: Mapping[str
         before = (caps.get(uuid) or limits.max_frequency) / top
         after = (raised.get(uuid) or limits.max_frequency) / top
         added += (1.0 - IDLE_SHARE) * limits.power_limit * (after**_GROWTH_EXPONENT - before**_GROWTH_EXPONENT)
-    return min(bound, power + max(added, 0.0))
+    return float(min(bound, power + max(added, 0.0)))
 
 
 def _lowered(before: Mapping[str, int | None], after: Mapping[str, int | None],
