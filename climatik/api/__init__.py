@@ -4,6 +4,7 @@ from climatik.api.codec import DecodedCache, DecodeError, from_dict, to_dict
 from climatik.api.conditions import Condition
 from climatik.api.meta import ObjectMeta, format_precise_time, format_time, parse_time
 from climatik.api.nodefrequencies import (
+    BudgetStatus,
     CpuFrequency,
     CpuFrequencyStatus,
     CpuInventory,
@@ -14,6 +15,7 @@ from climatik.api.nodefrequencies import (
     NodeFrequenciesSpec,
     NodeFrequenciesStatus,
     NodeInventory,
+    PowerBudget,
 )
 from climatik.api.policy import (
     AlgorithmRef,
@@ -29,6 +31,7 @@ from climatik.api.policy import (
 
 __all__ = [
     "AlgorithmRef",
+    "BudgetStatus",
     "Condition",
     "CpuFrequency",
     "CpuFrequencyStatus",
@@ -48,6 +51,7 @@ __all__ = [
     "ObjectMeta",
     "PolicySpec",
     "PolicyStatus",
+    "PowerBudget",
     "PowerCappingPolicy",
     "Recommendation",
     "SelectorRequirement",

@@ -11,7 +11,9 @@ Each condition has exactly one writer, so two controllers never fight over it:
 | PowerCappingPolicy | InvalidSpec        | recommender | what the schema cannot catch: selector, algorithm   |
 | PowerCappingPolicy | Actuated           | recommender | whether the policy's targets reach its GPUs         |
 | PowerCappingPolicy | Conflict           | recommender | GPUs this policy shares with another one            |
+| PowerCappingPolicy | Feasible           | recommender | whether its GPUs can be held under its budget at all|
 | NodeFrequencies    | Ready, Degraded    | tuner       | whether the node's entries are applied              |
+| NodeFrequencies    | GpusCappable       | tuner       | whether every GPU can be capped (visible, not MIG)  |
 
 The helpers are pure: they take the current list and return a new one, so status mutation functions can use
 them on read-only cached objects.
@@ -41,10 +43,14 @@ INCOMPLETE_DATA = "IncompleteData"
 INVALID_SPEC = "InvalidSpec"
 ACTUATED = "Actuated"
 CONFLICT = "Conflict"
+FEASIBLE = "Feasible"
 
 # NodeFrequencies, written by its node's tuner.
 READY = "Ready"
 DEGRADED = "Degraded"
+#: False (reason NoGpusVisible, GpusHidden, MigEnabled or BackendUnavailable) when some of the node's GPUs cannot
+#: be capped: the runtime hid them, MIG shares their clocks between tenants, or the GPU library cannot start.
+GPUS_CAPPABLE = "GpusCappable"
 
 
 @dataclass(frozen=True)

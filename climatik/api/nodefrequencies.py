@@ -36,10 +36,20 @@ class CpuFrequency:
 
 
 @dataclass(frozen=True)
+class PowerBudget:
+    """The most one policy's GPUs on this node may draw together, in watts, enforced by the node's tuner."""
+
+    policy: str
+    watts: int
+    gpu_ids: list[str]
+
+
+@dataclass(frozen=True)
 class NodeFrequenciesSpec:
     node_name: str
     gpu_frequencies: list[GpuFrequency] | None = None
     cpu_frequencies: list[CpuFrequency] | None = None
+    power_budgets: list[PowerBudget] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,29 @@ class NodeInventory:
         return next((gpu for gpu in self.gpus or [] if gpu.uuid == uuid), None)
 
 
+#: How a tuner keeps a budget: per-GPU power limits (held by the firmware), clock caps (where a limit cannot go
+#: low enough, or the GPU refuses limits), or neither (the GPUs draw less than the budget).
+POWER_LIMIT = "PowerLimit"
+CLOCK_CAP = "ClockCap"
+NO_LEVER = "None"
+LEVERS = (POWER_LIMIT, CLOCK_CAP, NO_LEVER)
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """How the node's tuner keeps one policy's budget: what the GPUs drew (mean and highest reading over the last
+    second), the lever in use, whether the budget is met, and the least the GPUs can draw (their floor)."""
+
+    policy: str
+    watts: int | None = None
+    power_mean: float | None = None
+    power_max: float | None = None
+    lever: str | None = None
+    met: bool | None = None
+    floor: float | None = None
+    message: str | None = None
+
+
 @dataclass(frozen=True)
 class NodeFrequenciesStatus:
     observed_generation: int | None = None
@@ -111,6 +144,7 @@ class NodeFrequenciesStatus:
     gpu_frequencies: list[GpuFrequencyStatus] | None = None
     cpu_frequencies: list[CpuFrequencyStatus] | None = None
     inventory: NodeInventory | None = None
+    budgets: list[BudgetStatus] | None = None
     conditions: list[Condition] | None = None
 
 

@@ -66,6 +66,10 @@ class LabelSelector:
 
 
 DEFAULT_CAPPING_THRESHOLD = 90
+#: spec.enforcement: each node's tuner keeps a per-node power budget by itself (the default), or only clocks are
+#: set, as fast as the telemetry allows.
+NODE_BUDGETS = "NodeBudgets"
+CLOCKS_ONLY = "ClocksOnly"
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,12 @@ class PolicySpec:
     dry_run: bool | None = None
     tune_cpus: bool | None = field(default=None, metadata={"json": "tuneCPUs"})
     priority: int | None = None
+    enforcement: str | None = None
+
+    @property
+    def node_budgets(self) -> bool:
+        """Whether the policy's budget is split into per-node budgets that each node's tuner enforces itself."""
+        return (self.enforcement or NODE_BUDGETS) == NODE_BUDGETS
 
     @property
     def threshold_percent(self) -> int:
@@ -162,6 +172,8 @@ class PolicyStatus:
     pods_without_metrics: list[str] | None = None
     nodes: list[NodeObservation] | None = None
     truncated: bool | None = None
+    node_power: float | None = None
+    budget: float | None = None
     recommendation: Recommendation | None = None
     conditions: list[Condition] | None = None
 

@@ -72,6 +72,10 @@ class Acknowledgements:
         return Actuation(tuple(pending), tuple(late), tuple(not_applied),
                          max(0.5, min(recheck)) if recheck else None, self.timeout)
 
+    def late(self, now: float) -> set[str]:
+        """The nodes that have waited for their tuner longer than the bound."""
+        return {name for name, since in self._waiting.items() if now - since > self.timeout}
+
     def releasing(self, key: str, nodes: Sequence[NodeFrequencies], written: Iterable[str],
                   now: float) -> tuple[tuple[str, ...], bool]:
         """For a deleted policy whose entries were just removed (from the nodes `written`, this time or before):

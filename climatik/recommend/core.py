@@ -30,13 +30,15 @@ from climatik.api import (
     NodeFrequencies,
     NodeFrequenciesSpec,
     NodeObservation,
+    PowerBudget,
     PowerCappingPolicy,
     Recommendation,
     format_time,
     to_dict,
 )
-from climatik.api.conditions import ACTUATED, CONFLICT, INVALID_SPEC, set_condition
+from climatik.api.conditions import ACTUATED, CONFLICT, FEASIBLE, INVALID_SPEC, set_condition
 from climatik.recommend.actuation import Acknowledgements, Actuation, some
+from climatik.recommend.budgets import allocate, node_demands
 from climatik.recommend.plan import Conflict, ConflictReport, Plan, conflict_report, plan
 from climatik.recommend.step import Decision, StepSettings, decide
 
@@ -49,6 +51,8 @@ TUNER_NOT_RESPONDING = "TunerNotResponding"
 APPLYING = "Applying"
 NOT_APPLIED_BY_TUNER = "NotApplied"
 RELEASING = "Releasing"
+WITHIN_REACH = "WithinReach"
+BELOW_FLOOR = "BelowFloor"
 HOLDING = "Holding"
 TARGETS_WRITTEN = "TargetsWritten"
 
@@ -63,12 +67,24 @@ class ConditionState:
 
 @dataclass(frozen=True)
 class Report:
-    """What the recommender tells about one policy. `recommendation` None keeps the status's as it is."""
+    """What the recommender tells about one policy. `recommendation` None keeps the status's as it is; `budgets`
+    None (a policy without node budgets) leaves the budget fields out and the Feasible condition unset."""
 
     recommendation: Recommendation | None
     actuated: ConditionState
     conflict: ConditionState
     problems: tuple[str, ...] = ()
+    budgets: BudgetReport | None = None
+
+
+@dataclass(frozen=True)
+class BudgetReport:
+    """The policy's node budgets: their sum, the power the nodes' tuners measured (None: none reported yet), and
+    whether the budget can be met at all."""
+
+    budget: float
+    node_power: float | None
+    feasible: ConditionState
 
 
 @dataclass(frozen=True)
@@ -102,6 +118,7 @@ class Recommender:
         self._results: dict[str, StepResult] = {}
         self._conflicts: dict[str, frozenset[Conflict]] = {}
         self._spec_changes: dict[str, tuple[int | None, tuple[float, ...]]] = {}
+        self._budgets: dict[str, dict[str, PowerBudget]] = {}
         self.acks = Acknowledgements(timeout=self.settings.ack_timeout,
                                      release_timeout=self.settings.release_timeout)
 
@@ -118,10 +135,11 @@ class Recommender:
                 self._results[key] = decision.output
             elif decision.problems:
                 self._results.pop(key, None)
+            budgets = None if decision.problems else self._allocate(policy, nodes, now.timestamp())
             planned = self.replan(policies, nodes, origin=key)
             conflict = conflict_report(key, planned.plan.conflicts_of(key), policies)
             actuation = self.acks.judge(key, planned.plan, nodes, planned.writes, now.timestamp())
-            said = report(policy, decision, conflict, actuation, now=format_time(now))
+            said = replace(report(policy, decision, conflict, actuation, now=format_time(now)), budgets=budgets)
             waits = [t for t in (churn, actuation.recheck_after) if t is not None]
             return replace(planned, decision=decision, report=said, actuation=actuation,
                            recheck_after=min(waits) if waits else None)
@@ -130,7 +148,7 @@ class Recommender:
                origin: str) -> Pass:
         """Plan every node from the remembered results, on behalf of policy `origin`."""
         with self.lock:
-            result = plan(policies.values(), self.targets(), nodes)
+            result = plan(policies.values(), self.targets(), nodes, self._budgets)
             return Pass(plan=result, writes=result.changed(nodes),
                         moved=frozenset(self._swap_conflicts(result.conflicts, policies) - {origin}),
                         policies=policies)
@@ -140,6 +158,36 @@ class Recommender:
         with self.lock:
             self._results.pop(key, None)
             self._spec_changes.pop(key, None)
+            self._budgets.pop(key, None)
+
+    def _allocate(self, policy: PowerCappingPolicy, nodes: Sequence[NodeFrequencies],
+                  now: float) -> BudgetReport | None:
+        """Split the policy's budget over its nodes (climatik.recommend.budgets) and remember the split; None for a
+        policy that keeps no node budgets, or has no GPUs observed yet."""
+        key = policy.key
+        lost = {conflict.gpu for conflict in self._conflicts.get(key, ()) if conflict.loser == key}
+        gpus = {node.name: [gpu.uuid for gpu in node.gpus or [] if gpu.mig_instance is None and gpu.uuid not in lost]
+                for node in (policy.status.nodes or [] if policy.status else [])}
+        gpus = {name: uuids for name, uuids in gpus.items() if uuids}
+        if not policy.spec.node_budgets or policy.spec.dry_run or not gpus:
+            self._budgets.pop(key, None)
+            return None
+        demands = node_demands(policy, gpus, nodes, late=self.acks.late(now))
+        allocation = allocate(policy.spec.threshold_watts, demands)
+        chosen = {d.node: allocation.budgets.get(d.node, d.current) for d in demands}
+        self._budgets[key] = {name: PowerBudget(policy=key, watts=watts, gpu_ids=sorted(gpus[name]))
+                              for name, watts in chosen.items() if watts is not None}
+        measured = [d.measured for d in demands if d.measured is not None]
+        if allocation.infeasible_floor is None:
+            feasible = ConditionState(True, WITHIN_REACH, f"the policy's GPUs can be held under its budget of "
+                                                          f"{policy.spec.threshold_watts:.0f} W")
+        else:
+            feasible = ConditionState(False, BELOW_FLOOR, f"the budget of {policy.spec.threshold_watts:.0f} W is "
+                                                          f"under the {allocation.infeasible_floor:.0f} W the "
+                                                          "policy's GPUs draw at their lowest limits and clocks; "
+                                                          "they are held at their floor")
+        return BudgetReport(budget=float(sum(b.watts for b in self._budgets[key].values())),
+                            node_power=round(sum(measured), 1) if measured else None, feasible=feasible)
 
     def _churn(self, policy: PowerCappingPolicy, now: float) -> float | None:
         """Seconds until the policy's spec counts as settled, while it is churning; None when it is not."""
@@ -279,7 +327,13 @@ def desired_status(current: Mapping[str, Any] | None, said: Report, *, generatio
     valid = (ConditionState(True, INVALID_SPEC, "; ".join(said.problems)) if said.problems else
              ConditionState(False, "Valid", "spec is valid"))
     conditions = current.get("conditions")
-    for type, state in ((CONFLICT, said.conflict), (ACTUATED, said.actuated), (INVALID_SPEC, valid)):
+    states = [(CONFLICT, said.conflict), (ACTUATED, said.actuated), (INVALID_SPEC, valid)]
+    if said.budgets is not None:
+        candidate["budget"] = said.budgets.budget
+        if said.budgets.node_power is not None:
+            candidate["nodePower"] = said.budgets.node_power
+        states.append((FEASIBLE, said.budgets.feasible))
+    for type, state in states:
         conditions = set_condition(conditions, type=type, status=state.status, reason=state.reason,
                                    message=state.message, observed_generation=generation, now=now)
     candidate["conditions"] = conditions

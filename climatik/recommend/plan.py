@@ -12,6 +12,9 @@ Rules, applied the same way on every pass so that a steady cluster yields identi
 * Several policies asking for the same CPU get the lowest (most conservative) target, recorded with the policy
   that asked for it (ties go to the higher-ranked policy).
 * Each entry names its policy (`namespace/name`); entries are sorted by GPU UUID and CPU id.
+* A policy's per-node power budgets (climatik.recommend.budgets) cover only GPUs it drives; a policy with no
+  budgets this pass keeps those it holds, unless it contributes nothing (deleted, dry run) or keeps no budgets
+  (spec.enforcement ClocksOnly). Budgets are sorted by policy.
 
 What a policy is told about GPUs it shares with other policies (its Conflict condition) names the other
 policy and which part of the rule decided (priority, age, name), in a message that stays the same while the
@@ -21,7 +24,7 @@ situation does, so that the condition is not rewritten on every pass.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from climatik.algorithms import CpuKey, Targets
 from climatik.algorithms.framework import policy_targets
@@ -30,6 +33,7 @@ from climatik.api import (
     GpuFrequency,
     NodeFrequencies,
     NodeFrequenciesSpec,
+    PowerBudget,
     PowerCappingPolicy,
     parse_time,
 )
@@ -71,12 +75,18 @@ class Plan:
 def normalized(spec: NodeFrequenciesSpec) -> NodeFrequenciesSpec:
     """A spec with absent entry lists written as empty ones, so that equal specs compare equal."""
     return NodeFrequenciesSpec(node_name=spec.node_name, gpu_frequencies=list(spec.gpu_frequencies or []),
-                               cpu_frequencies=list(spec.cpu_frequencies or []))
+                               cpu_frequencies=list(spec.cpu_frequencies or []),
+                               power_budgets=list(spec.power_budgets or []))
+
+
+#: Power budgets by policy key, then by node name.
+Budgets = Mapping[str, Mapping[str, PowerBudget]]
 
 
 def plan(policies: Iterable[PowerCappingPolicy], outputs: Mapping[str, Targets],
-         nodes: Iterable[NodeFrequencies]) -> Plan:
-    """The desired NodeFrequencies specs for `policies`, given each policy's targets (`outputs`, by key)."""
+         nodes: Iterable[NodeFrequencies], budgets: Budgets | None = None) -> Plan:
+    """The desired NodeFrequencies specs for `policies`, given each policy's targets (`outputs`, by key) and
+    power budgets (`budgets`, by key)."""
     node_list = sorted(nodes, key=_node_name)
     active = sorted((p for p in policies if _contributes(p)), key=_rank)
     wanted = {p.key: outputs[p.key] if p.key in outputs else policy_targets(p.key, node_list) for p in active}
@@ -98,12 +108,14 @@ def plan(policies: Iterable[PowerCappingPolicy], outputs: Mapping[str, Targets],
     for (node, _), entry in cpus.items():
         gpus.setdefault(node, [])
         entries[entry.policy or ""] = entries.get(entry.policy or "", 0) + 1
-    names = sorted({_node_name(node) for node in node_list} | set(gpus))
+    power = _merge_budgets(active, budgets or {}, gpu_owner, node_list)
+    names = sorted({_node_name(node) for node in node_list} | set(gpus) | set(power))
     specs = {
         name: NodeFrequenciesSpec(
             node_name=name,
             gpu_frequencies=sorted(gpus.get(name, []), key=lambda g: g.gpu_id),
             cpu_frequencies=[entry for (node, _), entry in sorted(cpus.items()) if node == name],
+            power_budgets=sorted(power.get(name, []), key=lambda b: b.policy),
         )
         for name in names
     }
@@ -153,6 +165,25 @@ def _merge_cpus(active: list[PowerCappingPolicy], wanted: Mapping[str, Targets])
             held = merged.get((node, cpu))
             if held is None or mhz < held.target_frequency:
                 merged[(node, cpu)] = CpuFrequency(cpu_id=cpu, target_frequency=int(mhz), policy=policy.key)
+    return merged
+
+
+def _merge_budgets(active: list[PowerCappingPolicy], budgets: Budgets, gpu_owner: Mapping[str, PowerCappingPolicy],
+                   nodes: list[NodeFrequencies]) -> dict[str, list[PowerBudget]]:
+    """Each node's budgets: those allocated this pass, else those held; only over GPUs the policy drives."""
+    held: dict[str, dict[str, PowerBudget]] = {}
+    for node in nodes:
+        for budget in node.spec.power_budgets or []:
+            held.setdefault(budget.policy, {})[_node_name(node)] = budget
+    merged: dict[str, list[PowerBudget]] = {}
+    for policy in active:
+        if not policy.spec.node_budgets:
+            continue
+        mine = budgets.get(policy.key, held.get(policy.key, {}))
+        for name, budget in mine.items():
+            driven = [uuid for uuid in budget.gpu_ids if uuid not in gpu_owner or gpu_owner[uuid].key == policy.key]
+            if driven:
+                merged.setdefault(name, []).append(replace(budget, gpu_ids=sorted(driven)))
     return merged
 
 

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from climatik.algorithms import Targets
 from climatik.api import DecodedCache, DecodeError, NodeFrequencies, NodeFrequenciesSpec, PowerCappingPolicy, to_dict
-from climatik.api.conditions import ACTUATED, CONFLICT, INVALID_SPEC, find_condition, is_condition_true
+from climatik.api.conditions import ACTUATED, CONFLICT, FEASIBLE, INVALID_SPEC, find_condition, is_condition_true
 from climatik.api.constants import API_VERSION, NODE_FREQUENCIES_KIND, POLICY_FINALIZER
 from climatik.clock import Clock
 from climatik.kube.client import ResourceClient
@@ -280,6 +280,9 @@ class RecommendReconciler:
             self._events.warning(obj, "Conflict", said.conflict.message)
         if said.actuated.reason == TUNER_NOT_RESPONDING and actuated.get("reason") != TUNER_NOT_RESPONDING:
             self._events.warning(obj, TUNER_NOT_RESPONDING, said.actuated.message)
+        feasible = find_condition(conditions, FEASIBLE) or {}
+        if said.budgets is not None and not said.budgets.feasible.status and feasible.get("status") != "False":
+            self._events.warning(obj, "CapInfeasible", said.budgets.feasible.message)
         output = decision.output
         if output is None or not output.changed:
             return

@@ -27,10 +27,12 @@ def policy(name: str, **spec_changes: object) -> dict[str, object]:
 
 
 def node_frequencies(name: str, gpus: list[dict[str, object]], cpus: list[dict[str, object]] | None = None,
-                     node_name: str | None = None) -> dict[str, object]:
+                     node_name: str | None = None, budgets: list[dict[str, object]] | None = None) -> dict[str, object]:
     spec: dict[str, object] = {"nodeName": node_name or name, "gpuFrequencies": gpus}
     if cpus is not None:
         spec["cpuFrequencies"] = cpus
+    if budgets is not None:
+        spec["powerBudgets"] = budgets
     return {"apiVersion": "climatik.io/v1alpha1", "kind": "NodeFrequencies", "metadata": {"name": name},
             "spec": spec}
 
@@ -83,7 +85,27 @@ INVALID = [
     ("duplicate-gpu", node_frequencies("n5", [{"gpuId": "GPU-1", "targetFrequency": 1000},
                                                {"gpuId": "GPU-1", "targetFrequency": 900}]),
      "spec.gpuFrequencies[1]"),
+    ("negative-budget", node_frequencies("n6", [], budgets=[{"policy": "ml/llm", "watts": -1, "gpuIds": ["GPU-1"]}]),
+     "spec.powerBudgets[0].watts"),
+    ("budget-without-gpus", node_frequencies("n7", [], budgets=[{"policy": "ml/llm", "watts": 900, "gpuIds": []}]),
+     "spec.powerBudgets[0].gpuIds"),
+    ("two-budgets-of-one-policy", node_frequencies("n8", [], budgets=[
+        {"policy": "ml/llm", "watts": 900, "gpuIds": ["GPU-1"]},
+        {"policy": "ml/llm", "watts": 800, "gpuIds": ["GPU-2"]}]),
+     "spec.powerBudgets[1]"),
+    ("unknown-enforcement", policy("bad-enforcement", enforcement="Hope"), "spec.enforcement"),
 ]
+
+
+def test_node_budgets_are_accepted_and_default_on(kubectl) -> None:  # type: ignore[no-untyped-def]
+    budgets = [{"policy": "ml/llm", "watts": 1400, "gpuIds": ["GPU-1", "GPU-2"]},
+               {"policy": "ml/train", "watts": 650, "gpuIds": ["GPU-3"]}]
+    created = kubectl("create", "-o", "json", "-f", "-", stdin=json.dumps(node_frequencies("n9", [], budgets=budgets)))
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["spec"]["powerBudgets"] == budgets
+    made = kubectl("create", "-o", "json", "-f", "-", stdin=json.dumps(policy("budgets-default")))
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["spec"]["enforcement"] == "NodeBudgets"
 
 
 @pytest.mark.parametrize(("case", "obj", "field"), INVALID, ids=[case for case, _, _ in INVALID])

@@ -119,6 +119,24 @@ class World:
                       "gpuFrequencies": entries}
             self.cluster.patch(NODE_FREQUENCIES, None, name, {"status": status}, subresource="status")
 
+    def report_budget(self, node: str, policy: str, *, power: float, lever: str = "None",
+                      floor: float | None = None) -> None:
+        """The node's tuner reports how it keeps the policy's budget (acknowledging the spec), as a tuner would."""
+        obj = next(o for o in self.cluster.objects(NODE_FREQUENCIES) if o["metadata"]["name"] == node)
+        budget = next(b for b in obj["spec"].get("powerBudgets") or [] if b["policy"] == policy)
+        report: dict[str, Any] = {"policy": policy, "watts": budget["watts"], "powerMean": power * 0.9,
+                                  "powerMax": power, "lever": lever, "met": power <= budget["watts"]}
+        if floor is not None:
+            report["floor"] = floor
+        others = [b for b in (obj.get("status") or {}).get("budgets") or [] if b["policy"] != policy]
+        status = {**(obj.get("status") or {}), "observedGeneration": obj["metadata"]["generation"],
+                  "budgets": [*others, report]}
+        self.cluster.patch(NODE_FREQUENCIES, None, node, {"status": status}, subresource="status")
+
+    def budgets(self, node: str) -> dict[str, int]:
+        spec = self.client.node_frequencies.get(node)["spec"]
+        return {b["policy"]: b["watts"] for b in spec.get("powerBudgets") or []}
+
     def reconcile(self, *keys: str) -> float | None:
         """Reconcile each key in turn; the last one's requeue-after."""
         after = None

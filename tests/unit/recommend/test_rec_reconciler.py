@@ -420,3 +420,50 @@ def test_mig_instances_are_measured_but_their_gpu_is_never_capped_for_one_tenant
     actuated = world.condition(llm, "Actuated")
     assert actuated is not None and actuated[:2] == ("False", "MigNotCapped")
     assert "1 MIG instances are measured" in actuated[2]
+
+
+def test_the_policys_budget_is_split_over_its_nodes_and_moved_to_the_pressed_one(world: World) -> None:
+    llm = world.policy("llm", limit=2000, algorithm=None)
+    world.observe(llm, {"n1": [GPU_A, GPU_B], "n2": [GPU_C]}, power=1500, capping=False)
+    world.reconcile(llm)
+    first = {node: world.budgets(node)[llm] for node in ("n1", "n2")}
+    assert sum(first.values()) <= 1800, "the threshold share of the limit"
+    assert world.status(llm)["budget"] == sum(first.values())
+    assert world.condition(llm, "Feasible")[:2] == ("True", "WithinReach")  # type: ignore[index]
+
+    world.report_budget("n1", llm, power=first["n1"] * 0.99, lever="PowerLimit")  # n1 is held at its budget
+    world.report_budget("n2", llm, power=200.0)
+    world.reconcile(llm)
+    second = {node: world.budgets(node)[llm] for node in ("n1", "n2")}
+    assert second["n2"] < first["n2"], "the donor comes down first"
+    assert second["n1"] == first["n1"], "the receiver waits for the donor's tuner"
+
+    world.report_budget("n2", llm, power=200.0)
+    world.reconcile(llm)
+    third = {node: world.budgets(node)[llm] for node in ("n1", "n2")}
+    assert third["n1"] > first["n1"]
+    assert third["n1"] + third["n2"] <= 1800
+    assert world.status(llm)["nodePower"] == pytest.approx(0.9 * (first["n1"] * 0.99 + 200.0), abs=0.2)
+
+
+def test_a_budget_under_the_gpus_floor_is_reported_infeasible_with_the_floor(world: World) -> None:
+    llm = world.policy("llm", limit=1000, algorithm=None)
+    world.observe(llm, {"n1": [GPU_A, GPU_B], "n2": [GPU_C]}, power=2000, capping=True)
+    world.reconcile(llm)
+    for node in ("n1", "n2"):
+        world.report_budget(node, llm, power=700.0, lever="ClockCap", floor=600.0)
+    world.reconcile(llm)
+
+    feasible = world.condition(llm, "Feasible")
+    assert feasible is not None and feasible[:2] == ("False", "BelowFloor")
+    assert "1200 W" in feasible[2]
+    assert [e for e in world.events(llm) if e[1] == "CapInfeasible"]
+
+
+def test_a_clocks_only_policy_gets_no_budgets(world: World) -> None:
+    llm = world.policy("llm", algorithm=None, enforcement="ClocksOnly")
+    world.observe(llm, {"n1": [GPU_A]}, power=950, capping=True)
+    world.reconcile(llm)
+
+    assert world.budgets("n1") == {}
+    assert "budget" not in world.status(llm)
