@@ -14,8 +14,14 @@ power readings, with the two levers the hardware offers.
 * Neither (`None`): when the budget is at least what the GPUs can draw at all, nothing is limited.
 
 The guard only ever lowers: a clock cap it sets is combined with the algorithm's target by taking the lower.
-It keeps working from its last budget when the API server or Prometheus is unreachable. Pure: the tuner calls
-`step` on every tick with the readings, and applies the decision; the simulated-time benchmark does the same.
+It keeps working from its last budget when the API server or Prometheus is unreachable.
+
+`step` is pure: one budget, one tick. `NodeGuard` keeps every budget of a node's spec over the node's devices:
+on each tick it reads the GPUs' power once (`PowerDevices`), steps each budget, writes the limits that changed
+(a GPU that refuses one is kept by its clock from then on, with the refusal in the budget's message), sets the
+clock caps through `CappedGpus` (the backend the applier drives, which locks the lower of the algorithm's target
+and the guard's cap), gives back the original limit of a GPU that leaves every budget, and reports one
+`BudgetStatus` per budget. The tuner's guard thread and the simulated-time benchmark both run it.
 """
 
 from __future__ import annotations
@@ -23,10 +29,22 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
-from climatik.api.nodefrequencies import CLOCK_CAP, NO_LEVER, POWER_LIMIT
+from climatik.api.nodefrequencies import (
+    APPLIED,
+    CLOCK_CAP,
+    NO_LEVER,
+    POWER_LIMIT,
+    BudgetStatus,
+    GpuInventory,
+    PowerBudget,
+)
+from climatik.tune.backends.base import DeviceResult, GpuBackend, join_notes
+
+N = TypeVar("N", int, float)
 
 #: Headroom over its recent highest reading a GPU's limit gets.
 HEADROOM = 0.05
@@ -220,3 +238,218 @@ def _decision(watts: float, state: GuardState, lever: str, limits: Mapping[str, 
     report = Report(watts=watts, lever=lever, power_mean=round(mean, 1), power_max=round(highest, 1),
                     met=highest <= watts * 1.01, floor=None if floor is None else round(floor, 1), message=message)
     return Decision(limits=dict(limits), clock_caps={gpu.uuid: caps.get(gpu.uuid) for gpu in gpus}, report=report)
+
+
+@dataclass(frozen=True)
+class PowerState:
+    """One GPU's power as read on a tick: the instantaneous reading (W), its power limit now and the range it
+    accepts (None: it does not take limits)."""
+
+    power: float
+    limit: float | None = None
+    min_limit: float | None = None
+    max_limit: float | None = None
+
+
+class PowerLimitError(Exception):
+    """A GPU refused a power limit (no permission, not supported, out of range); the message says which."""
+
+
+class PowerDevices(Protocol):
+    """A node's GPUs as the guard reads and limits them."""
+
+    def power_states(self) -> Mapping[str, PowerState]:
+        """Every GPU's power now, in one batch (UUID -> state); a GPU that cannot be read is left out."""
+        ...
+
+    def set_power_limit(self, uuid: str, watts: float) -> None:
+        """Set a GPU's power limit; raises PowerLimitError when the GPU refuses it."""
+        ...
+
+
+class CappedGpus:
+    """The applier's GPU backend with the guard's clock caps on top: each GPU is locked at the lower of the
+    algorithm's target (set through `apply`, removed through `reset`) and the guard's cap (set through `cap`)."""
+
+    def __init__(self, inner: GpuBackend) -> None:
+        self.inner = inner
+        self._targets: dict[str, int] = {}
+        self._caps: dict[str, int] = {}
+        self._clocks: dict[str, tuple[int, ...]] = {}
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def inventory(self) -> list[GpuInventory]:
+        listing = self.inner.inventory()
+        self._clocks = {gpu.uuid: tuple(sorted(gpu.supported_frequencies or ())) for gpu in listing}
+        return listing
+
+    def clocks(self, uuid: str) -> tuple[int, ...]:
+        """The clocks a GPU supports (ascending), as of the last inventory; empty when not known."""
+        if not self._clocks:
+            self.inventory()
+        return self._clocks.get(uuid, ())
+
+    def target(self, uuid: str) -> int | None:
+        return self._targets.get(uuid)
+
+    def apply(self, uuid: str, max_mhz: int) -> DeviceResult:
+        self._targets[uuid] = max_mhz
+        cap = self._caps.get(uuid)
+        if cap is None or cap >= max_mhz:
+            return self.inner.apply(uuid, max_mhz)
+        result = self.inner.apply(uuid, cap)
+        return DeviceResult(result.status, requested_mhz=max_mhz, applied_mhz=result.applied_mhz,
+                            current_mhz=result.current_mhz,
+                            message=join_notes(f"held at {cap} MHz by the node's power budget", result.message))
+
+    def reset(self, uuid: str) -> DeviceResult:
+        self._targets.pop(uuid, None)
+        cap = self._caps.get(uuid)
+        return self.inner.reset(uuid) if cap is None else self.inner.apply(uuid, cap)
+
+    def current_clock(self, uuid: str) -> int | None:
+        return self.inner.current_clock(uuid)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def cap(self, uuid: str, mhz: int | None) -> DeviceResult | None:
+        """Set (or with None remove) the guard's cap of a GPU; locks again only when the lock moves."""
+        before = self._lock(uuid)
+        if mhz is None:
+            self._caps.pop(uuid, None)
+        else:
+            self._caps[uuid] = mhz
+        after = self._lock(uuid)
+        if after == before:
+            return None
+        return self.inner.reset(uuid) if after is None else self.inner.apply(uuid, after)
+
+    def _lock(self, uuid: str) -> int | None:
+        bounds = [mhz for mhz in (self._targets.get(uuid), self._caps.get(uuid)) if mhz is not None]
+        return min(bounds) if bounds else None
+
+
+@dataclass(frozen=True)
+class GuardTick:
+    """What a tick did: one status per budget, and the writes it made (power limits and clock locks)."""
+
+    budgets: list[BudgetStatus]
+    limit_writes: int = 0
+    clock_writes: int = 0
+
+
+class NodeGuard:
+    """Keeps every power budget of one node; `tick` is called every guard period (default 100 ms).
+
+    `originals` holds each GPU's power limit from before the guard first changed it (UUID -> W); pass a mapping
+    backed by the tuner's state file so that a restarted tuner still gives the right limits back. Not
+    thread-safe: one thread ticks, and `release` runs after it stopped.
+    """
+
+    def __init__(self, power: PowerDevices, clocks: CappedGpus, *,
+                 originals: MutableMapping[str, float] | None = None) -> None:
+        self._power = power
+        self._clocks = clocks
+        self._originals: MutableMapping[str, float] = {} if originals is None else originals
+        self._states: dict[str, GuardState] = {}
+        self._refused: dict[str, str] = {}
+        self._capped: set[str] = set()
+
+    def tick(self, budgets: Sequence[PowerBudget], now: float) -> GuardTick:
+        """Read the GPUs, step every budget, and apply what changed."""
+        states = self._power.power_states()
+        limits: dict[str, float | None] = {}
+        caps: dict[str, int | None] = {}
+        reports: list[BudgetStatus] = []
+        for budget in budgets:
+            present = [uuid for uuid in budget.gpu_ids if uuid in states]
+            missing = sorted(set(budget.gpu_ids) - set(present))
+            state = self._states.setdefault(budget.policy, GuardState())
+            decision = step(float(budget.watts), [self._reading(uuid, states[uuid]) for uuid in present], state, now)
+            for uuid, limit in decision.limits.items():
+                limits[uuid] = _lower(limits.get(uuid), limit)
+            for uuid, cap in decision.clock_caps.items():
+                caps[uuid] = _lower(caps.get(uuid), cap)
+            reports.append(self._status(budget, decision.report, missing, present))
+        for policy in set(self._states) - {budget.policy for budget in budgets}:
+            del self._states[policy]
+        limit_writes = self._write_limits(limits, states)
+        clock_writes = self._write_caps(caps)
+        return GuardTick(budgets=reports, limit_writes=limit_writes, clock_writes=clock_writes)
+
+    def release(self) -> int:
+        """Give back every limit and clock cap the guard set (budgets removed, tuner stopping); returns writes."""
+        writes = self._write_limits({}, self._power.power_states())
+        writes += self._write_caps({})
+        self._states.clear()
+        return writes
+
+    def _reading(self, uuid: str, power: PowerState) -> GpuReading:
+        takes = uuid not in self._refused and power.min_limit is not None and power.max_limit is not None
+        clock = self._clocks.current_clock(uuid)
+        return GpuReading(uuid=uuid, power=power.power, min_limit=power.min_limit if takes else None,
+                          max_limit=power.max_limit if takes else None, limit=power.limit if takes else None,
+                          target_mhz=self._clocks.target(uuid), clocks=self._clocks.clocks(uuid), clock_mhz=clock)
+
+    def _status(self, budget: PowerBudget, report: Report, missing: Sequence[str],
+                present: Sequence[str]) -> BudgetStatus:
+        refused = [f"{uuid}: {self._refused[uuid]}" for uuid in present if uuid in self._refused]
+        notes = [report.message] if report.message else []
+        if refused:
+            notes.append("power limit refused by " + "; ".join(refused))
+        if missing:
+            notes.append("GPUs not on this node: " + ", ".join(missing))
+        if report.floor is not None and not report.met:
+            notes.append(f"the GPUs draw {report.floor:g} W at their lowest clock, above the budget")
+        return BudgetStatus(policy=budget.policy, watts=budget.watts, power_mean=report.power_mean,
+                            power_max=report.power_max, lever=report.lever, met=report.met, floor=report.floor,
+                            message="; ".join(notes) or None)
+
+    def _write_limits(self, limits: Mapping[str, float | None], states: Mapping[str, PowerState]) -> int:
+        writes = 0
+        for uuid in sorted(set(limits) | set(self._originals)):
+            power = states.get(uuid)
+            if power is None or uuid in self._refused:
+                continue
+            wanted = limits.get(uuid)
+            if wanted is None:
+                wanted = self._originals.get(uuid)
+                if wanted is None:
+                    continue
+            if power.limit is not None and abs(power.limit - wanted) < 0.5:
+                if limits.get(uuid) is None:
+                    self._originals.pop(uuid, None)
+                continue
+            if uuid not in self._originals and power.limit is not None:
+                self._originals[uuid] = power.limit
+            try:
+                self._power.set_power_limit(uuid, wanted)
+            except PowerLimitError as error:
+                self._refused[uuid] = str(error)
+                continue
+            writes += 1
+            if limits.get(uuid) is None:
+                self._originals.pop(uuid, None)
+        return writes
+
+    def _write_caps(self, caps: Mapping[str, int | None]) -> int:
+        writes = 0
+        for uuid in sorted(set(caps) | self._capped):
+            cap = caps.get(uuid)
+            result = self._clocks.cap(uuid, cap)
+            if cap is None:
+                self._capped.discard(uuid)
+            else:
+                self._capped.add(uuid)
+            if result is not None and result.status == APPLIED:
+                writes += 1
+        return writes
+
+
+def _lower(a: N | None, b: N | None) -> N | None:
+    """The lower of two bounds, where None does not bound."""
+    return b if a is None else a if b is None else min(a, b)
