@@ -22,6 +22,10 @@ on each tick it reads the GPUs' power once (`PowerDevices`), steps each budget, 
 clock caps through `CappedGpus` (the backend the applier drives, which locks the lower of the algorithm's target
 and the guard's cap), gives back the original limit of a GPU that leaves every budget, and reports one
 `BudgetStatus` per budget. The tuner's guard thread and the simulated-time benchmark both run it.
+`BudgetReports` decides when those statuses are worth an API write: at once when the budgets in the spec
+changed (the recommender waits for that acknowledgement before it raises another node), within a second when a
+lever, whether the budget is met, or the floor changed, and every few seconds at most when only the readings
+moved by a noticeable share of the budget; a steady budget costs no writes.
 """
 
 from __future__ import annotations
@@ -63,6 +67,11 @@ CLIMB = 0.03
 ROOM = 0.9
 #: How long the readings behind the report's mean and max go back.
 WINDOW_S = 1.0
+#: Budget statuses: how soon a changed lever, verdict or floor is written, how often moved readings are, and
+#: what share of the budget counts as moved.
+REPORT_CHANGE_S = 1.0
+REPORT_READINGS_S = 5.0
+REPORT_MOVE = 0.05
 
 
 @dataclass(frozen=True)
@@ -453,3 +462,40 @@ class NodeGuard:
 def _lower(a: N | None, b: N | None) -> N | None:
     """The lower of two bounds, where None does not bound."""
     return b if a is None else a if b is None else min(a, b)
+
+
+class BudgetReports:
+    """When a node's budget statuses are worth writing (see the module docstring); times are monotonic seconds."""
+
+    def __init__(self, *, change_s: float = REPORT_CHANGE_S, readings_s: float = REPORT_READINGS_S,
+                 move: float = REPORT_MOVE) -> None:
+        self._change_s = change_s
+        self._readings_s = readings_s
+        self._move = move
+        self._written: list[BudgetStatus] | None = None
+        self._written_at = -math.inf
+
+    def due(self, budgets: Sequence[BudgetStatus], now: float) -> bool:
+        """Whether `budgets` should be written now; call `written` once they are."""
+        before = self._written
+        if before is None or [(b.policy, b.watts) for b in before] != [(b.policy, b.watts) for b in budgets]:
+            return True
+        since = now - self._written_at
+        if since >= self._change_s and any(_verdict(a) != _verdict(b) for a, b in zip(before, budgets, strict=True)):
+            return True
+        return since >= self._readings_s and any(self._moved(a, b) for a, b in zip(before, budgets, strict=True))
+
+    def written(self, budgets: Sequence[BudgetStatus], now: float) -> None:
+        self._written = list(budgets)
+        self._written_at = now
+
+    def _moved(self, before: BudgetStatus, after: BudgetStatus) -> bool:
+        step = self._move * float(after.watts or 0)
+        pairs = [(before.power_max, after.power_max), (before.power_mean, after.power_mean),
+                 (before.floor, after.floor)]
+        return any((a is None) != (b is None) or (a is not None and b is not None and abs(a - b) > step)
+                   for a, b in pairs)
+
+
+def _verdict(status: BudgetStatus) -> tuple[str | None, bool | None, bool, str | None]:
+    return status.lever, status.met, status.floor is None, status.message

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 
 import pytest
 
-from climatik.api.nodefrequencies import APPLIED, GpuInventory, PowerBudget
+from climatik.api.nodefrequencies import APPLIED, BudgetStatus, GpuInventory, PowerBudget
 from climatik.tune.backends.base import DeviceResult
-from climatik.tune.guard import CappedGpus, NodeGuard, PowerLimitError, PowerState
+from climatik.tune.guard import BudgetReports, CappedGpus, NodeGuard, PowerLimitError, PowerState
 
 CLOCKS = list(range(210, 1981, 15))
 
@@ -162,3 +162,21 @@ def test_a_budget_under_the_lowest_limits_holds_every_gpu_at_its_lowest_limit() 
     status = guard.tick([PowerBudget(policy="p/q", watts=500, gpu_ids=["a", "b", "c"])], now=0.0).budgets[0]
     assert status.lever == "ClockCap"
     assert board.limits == dict.fromkeys("abc", 200.0)
+
+
+def kept(watts: int = 1000, *, power: float = 900.0, lever: str = "PowerLimit", met: bool = True) -> BudgetStatus:
+    return BudgetStatus(policy="ml/infer", watts=watts, power_mean=power, power_max=power, lever=lever, met=met)
+
+
+def test_budget_statuses_are_written_when_they_say_something_new() -> None:
+    reports = BudgetReports()
+    assert reports.due([kept()], now=0.0), "the first report"
+    reports.written([kept()], now=0.0)
+
+    assert not reports.due([kept(power=910.0)], now=0.2), "a steady budget costs no writes"
+    assert not reports.due([kept(power=910.0)], now=60.0), "nor do readings that barely move"
+    assert reports.due([kept(watts=800)], now=0.2), "a new budget is acknowledged at once"
+    assert not reports.due([kept(lever="ClockCap")], now=0.5), "a changed lever waits a second ..."
+    assert reports.due([kept(lever="ClockCap")], now=1.0), "... then goes out"
+    assert not reports.due([kept(power=700.0)], now=4.0), "moved readings wait a few seconds ..."
+    assert reports.due([kept(power=700.0)], now=5.0), "... then go out"
