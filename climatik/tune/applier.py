@@ -5,11 +5,14 @@ entries are gone (and, on the first call, devices an earlier run changed that th
 and returns one status per entry plus the node inventory. `restore_all` puts every changed device back, for
 object deletion and shutdown. A dry run computes and reports what would be set and changes nothing.
 
-Several entries naming the same device (several policies sharing a node) resolve to the lowest target: the
-one that keeps every policy within its budget.
+Several entries naming the same device (several policies sharing a node), or CPUs of one cpufreq policy,
+resolve to the lowest target: the one that keeps every policy within its budget.
+
+After each call the GPU backend may let go of what it holds (NVML's session, where persistence mode keeps the
+GPUs' state), so that the tuner does not stand in the way of a driver upgrade, a GPU reset or a MIG change.
 
 `desired_status` turns a report into the NodeFrequencies status the tuner writes: entries, counts, inventory
-and the Ready and Degraded conditions; lastUpdated moves only with content.
+and the Ready, Degraded and (with a GPU backend) GpusCappable conditions; lastUpdated moves only with content.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from climatik.api import NodeFrequenciesStatus, format_time, to_dict
-from climatik.api.conditions import DEGRADED, READY, set_condition
+from climatik.api.conditions import DEGRADED, GPUS_CAPPABLE, READY, set_condition
 from climatik.api.nodefrequencies import (
     APPLIED,
     FAILED,
@@ -36,19 +39,21 @@ from climatik.api.nodefrequencies import (
 )
 from climatik.clock import Clock
 from climatik.tune.backends.base import CpuBackend, DeviceResult, GpuBackend, join_notes
-from climatik.tune.devices import CpuDevices, DeviceTracker, GpuDevices, Restoration
+from climatik.tune.devices import CpuDevices, DeviceTracker, GpuAccess, GpuDevices, Restoration
 from climatik.tune.state import StateStore
 
 
 @dataclass(frozen=True)
 class ApplyReport:
-    """One status per spec entry (in spec order), the node inventory, and the devices put back."""
+    """One status per spec entry (in spec order), the node inventory, the devices put back, and why GPUs cannot
+    be capped (None when all can, or without a GPU backend)."""
 
     gpus: list[GpuFrequencyStatus]
     cpus: list[CpuFrequencyStatus]
     inventory: NodeInventory
     restored: list[Restoration] = field(default_factory=list)
     dry_run: bool = False
+    gpu_access: GpuAccess | None = None
 
     @property
     def gpu_count(self) -> int:
@@ -80,7 +85,10 @@ class ApplyReport:
 class Applier:
     """Applies a node's targets through its backends and keeps the state file of originals.
 
-    Thread-safe: a reconcile worker may apply while a shutdown handler restores.
+    `gpu_expected_count` answers how many GPUs the node should have (its nvidia.com/gpu.count label), so that
+    GPUs the container runtime hid are reported as such. Bounds are checked every `verify_interval_s` and set
+    again every `reassert_interval_s` even when they read as held. Thread-safe: a reconcile worker may apply
+    while a shutdown handler restores.
     """
 
     def __init__(
@@ -91,13 +99,16 @@ class Applier:
         gpu_backend: GpuBackend | None = None,
         cpu_backend: CpuBackend | None = None,
         verify_interval_s: float = 60.0,
+        reassert_interval_s: float = 300.0,
         inventory_interval_s: float = 300.0,
+        gpu_expected_count: Callable[[], int | None] | None = None,
     ) -> None:
         self._backend_name = gpu_backend.name if gpu_backend is not None else None
-        self._gpus = GpuDevices(gpu_backend) if gpu_backend is not None else None
+        self._gpus = (GpuDevices(gpu_backend, expected_count=gpu_expected_count)
+                      if gpu_backend is not None else None)
         self._cpus = CpuDevices(cpu_backend) if cpu_backend is not None else None
-        self._gpu_tracker = self._tracker(self._gpus, state, clock, verify_interval_s)
-        self._cpu_tracker = self._tracker(self._cpus, state, clock, verify_interval_s)
+        self._gpu_tracker = self._tracker(self._gpus, state, clock, verify_interval_s, reassert_interval_s)
+        self._cpu_tracker = self._tracker(self._cpus, state, clock, verify_interval_s, reassert_interval_s)
         self._clock = clock
         self._inventory_interval_s = inventory_interval_s
         self._inventory_at: float | None = None
@@ -106,27 +117,34 @@ class Applier:
     def inventory(self, *, refresh: bool = False) -> NodeInventory:
         """The node's GPUs and CPUs, read again if `refresh` or the last reading is old."""
         with self._lock:
-            self._refresh(force=refresh)
-            return self._node_inventory()
+            try:
+                self._refresh(force=refresh)
+                return self._node_inventory()
+            finally:
+                self._release()
 
     def apply(
         self, gpus: Sequence[GpuFrequency] = (), cpus: Sequence[CpuFrequency] = (), *, dry_run: bool = False
     ) -> ApplyReport:
         """Bring the hardware to these targets; restore what is no longer listed (unless `dry_run`)."""
         with self._lock:
-            self._refresh(force=False)
-            gpu_desired, gpu_copies = _desired([(entry.gpu_id, entry.target_frequency) for entry in gpus])
-            cpu_desired, cpu_copies = _desired([(str(entry.cpu_id), entry.target_frequency) for entry in cpus])
-            gpu_results, restored = self._run(self._gpu_tracker, gpu_desired, dry_run, "GPU")
-            cpu_results, cpu_restored = self._run(self._cpu_tracker, cpu_desired, dry_run, "CPU")
-            return ApplyReport(
-                gpus=[_gpu_status(entry, gpu_results[entry.gpu_id], gpu_copies[entry.gpu_id]) for entry in gpus],
-                cpus=[_cpu_status(entry, cpu_results[str(entry.cpu_id)], cpu_copies[str(entry.cpu_id)])
-                      for entry in cpus],
-                inventory=self._node_inventory(),
-                restored=restored + cpu_restored,
-                dry_run=dry_run,
-            )
+            try:
+                self._refresh(force=False)
+                gpu_desired, gpu_copies = _desired([(entry.gpu_id, entry.target_frequency) for entry in gpus])
+                cpu_desired, cpu_copies = _desired([(str(entry.cpu_id), entry.target_frequency) for entry in cpus])
+                gpu_results, restored = self._run(self._gpu_tracker, gpu_desired, dry_run, "GPU")
+                cpu_results, cpu_restored = self._run(self._cpu_tracker, cpu_desired, dry_run, "CPU")
+                return ApplyReport(
+                    gpus=[_gpu_status(entry, gpu_results[entry.gpu_id], gpu_copies[entry.gpu_id]) for entry in gpus],
+                    cpus=[_cpu_status(entry, cpu_results[str(entry.cpu_id)], cpu_copies[str(entry.cpu_id)])
+                          for entry in cpus],
+                    inventory=self._node_inventory(),
+                    restored=restored + cpu_restored,
+                    dry_run=dry_run,
+                    gpu_access=self._gpus.access if self._gpus is not None else None,
+                )
+            finally:
+                self._release()
 
     def restore_all(self) -> list[Restoration]:
         """Put every device this tuner changed back to its original (object deleted, tuner stopping).
@@ -135,18 +153,26 @@ class Applier:
         for an apply in progress on the same lock.
         """
         with self._lock:
-            self._refresh(force=False)
-            return [
-                *(self._gpu_tracker.restore_all() if self._gpu_tracker else []),
-                *(self._cpu_tracker.restore_all() if self._cpu_tracker else []),
-            ]
+            try:
+                self._refresh(force=False)
+                return [
+                    *(self._gpu_tracker.restore_all() if self._gpu_tracker else []),
+                    *(self._cpu_tracker.restore_all() if self._cpu_tracker else []),
+                ]
+            finally:
+                self._release()
 
     @staticmethod
     def _tracker(devices: GpuDevices | CpuDevices | None, state: StateStore, clock: Clock,
-                 verify_interval_s: float) -> DeviceTracker | None:
+                 verify_interval_s: float, reassert_interval_s: float) -> DeviceTracker | None:
         if devices is None:
             return None
-        return DeviceTracker(devices=devices, state=state, clock=clock, verify_interval_s=verify_interval_s)
+        return DeviceTracker(devices=devices, state=state, clock=clock, verify_interval_s=verify_interval_s,
+                             reassert_interval_s=reassert_interval_s)
+
+    def _release(self) -> None:
+        if self._gpus is not None:
+            self._gpus.release()
 
     def _run(self, tracker: DeviceTracker | None, desired: dict[str, int], dry_run: bool,
              noun: str) -> tuple[dict[str, DeviceResult], list[Restoration]]:
@@ -204,8 +230,6 @@ def _cpu_status(entry: CpuFrequency, result: DeviceResult, copies: int) -> CpuFr
                               current_frequency=result.current_mhz, message=_message(result, copies))
 
 
-
-
 def desired_status(current: Mapping[str, Any] | None, report: ApplyReport, *, generation: int | None,
                    now: dt.datetime) -> dict[str, Any] | None:
     """The status to write, or None when it would say nothing new (lastUpdated only moves with content)."""
@@ -243,8 +267,15 @@ def _conditions(existing: Any, report: ApplyReport, generation: int | None, now:
         degraded = (True, "EntriesFailed", "; ".join(problems)[:1000])
     else:
         degraded = (False, "AsExpected", "no entry failed")
-    return set_condition(conditions, type=DEGRADED, status=degraded[0], reason=degraded[1], message=degraded[2],
-                         observed_generation=generation, now=now)
+    conditions = set_condition(conditions, type=DEGRADED, status=degraded[0], reason=degraded[1],
+                               message=degraded[2], observed_generation=generation, now=now)
+    if report.inventory.backend is None:
+        return conditions  # no GPU backend on this node: nothing to say about GPUs
+    access = report.gpu_access
+    cappable = ((True, "AllGpusCappable", f"the tuner can cap all {report.gpu_count} GPUs it sees")
+                if access is None else (False, access.reason, access.message[:1000]))
+    return set_condition(conditions, type=GPUS_CAPPABLE, status=cappable[0], reason=cappable[1],
+                         message=cappable[2], observed_generation=generation, now=now)
 
 
 def troubled_entries(report: ApplyReport) -> list[tuple[str, str, str]]:

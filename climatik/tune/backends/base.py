@@ -2,21 +2,50 @@
 
 A backend never raises for one device's trouble: `apply` and `reset` answer with a `DeviceResult` whose status
 is one of the NodeFrequencies entry statuses (Applied, Failed, Unsupported) and whose message says why.
-Only when the backend cannot work at all (no driver, no simulator) does `inventory` raise `BackendUnavailableError`.
+Only when the backend cannot work at all (no driver, no simulator, no GPU visible) does `inventory` raise
+`BackendUnavailableError`.
+
+GPU backends may offer more (`GpuBackendExtras`, optional so that a minimal backend such as the simulated loop's
+stays valid): releasing what they hold between reconciles, their health for the probes, the GPUs they will never
+lock (MIG), and a read-only description of the node for `climatik tune --probe` (`GpuNodeFacts`). The CPU side
+is described per cpufreq policy (`CpuPolicy`), the unit the kernel really limits.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from climatik.api.nodefrequencies import APPLIED, CpuInventory, GpuInventory
+
+#: What makes a GPU invisible to the tuner's container, for messages that say "sees no GPUs".
+GPU_RUNTIME_HINT = (
+    "the container runtime did not expose the node's GPUs to the tuner: NVIDIA_VISIBLE_DEVICES=all must reach "
+    "the NVIDIA runtime (the node's default runtime, or the nvidia-runtime-class component), the NVIDIA container "
+    "toolkit must accept it from unprivileged pods (accept-nvidia-visible-devices-envvar-when-unprivileged), and "
+    "where containerd injects devices through CDI itself the variable is ignored (use the nvidia-runtime-class "
+    "component)"
+)
 
 
 class BackendUnavailableError(Exception):
     """The backend cannot reach its hardware at all (library missing, driver not loaded, simulator down)."""
+
+
+class NoGpusVisibleError(BackendUnavailableError):
+    """The backend works but sees no GPU at all: on a GPU node, the container runtime hid them."""
+
+
+@dataclass(frozen=True)
+class BackendHealth:
+    """What the tuner's probes say about a backend: `ready` (it can apply now), `live` (False only when a fresh
+    container is the way out, e.g. a driver upgraded under a loaded library), and why."""
+
+    ready: bool
+    live: bool
+    message: str
 
 
 @dataclass(frozen=True)
@@ -101,8 +130,100 @@ class GpuBackend(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class GpuFacts:
+    """One GPU as the tuner would see it, read without changing anything (for `climatik tune --probe`)."""
+
+    uuid: str
+    index: int | None = None
+    model: str | None = None
+    mig_mode: str | None = None
+    mig_devices: int | None = None
+    persistence_mode: bool | None = None
+    memory_clocks_mhz: list[int] | None = None
+    min_clock_mhz: int | None = None
+    max_clock_mhz: int | None = None
+    steps: int | None = None
+    step_mhz: int | None = None
+    default_clock_mhz: int | None = None
+    sm_clock_mhz: int | None = None
+    memory_clock_mhz: int | None = None
+    locked_clock_mhz: int | None = None
+    power_limit_w: float | None = None
+    default_power_limit_w: float | None = None
+    min_power_limit_w: float | None = None
+    max_power_limit_w: float | None = None
+    power_w: float | None = None
+    instant_power_w: float | None = None
+    lockable: bool = False
+    lock_note: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GpuNodeFacts:
+    """What a GPU backend sees on this node: the library and driver, and every GPU (or why none)."""
+
+    backend: str
+    driver_version: str | None = None
+    library_version: str | None = None
+    cuda_driver_version: str | None = None
+    gpus: list[GpuFacts] = field(default_factory=list)
+    error: str | None = None
+
+
+@runtime_checkable
+class GpuBackendExtras(Protocol):
+    """What a GPU backend may add to `GpuBackend`; the tuner works without it (each has a neutral default)."""
+
+    def release(self) -> None:
+        """Let go of what blocks driver maintenance between reconciles, where that loses no setting."""
+        ...
+
+    def health(self) -> BackendHealth:
+        """The backend's state for the readiness and liveness probes; cheap, no hardware call."""
+        ...
+
+    def blocked(self) -> Mapping[str, str]:
+        """UUID -> why, for listed GPUs the backend never locks (e.g. MIG enabled), as of the last look."""
+        ...
+
+    def facts(self) -> GpuNodeFacts:
+        """A read-only description of the node's GPUs; changes nothing."""
+        ...
+
+
+@dataclass(frozen=True)
+class CpuPolicy:
+    """One cpufreq policy: the CPUs whose frequency it limits together, and its limits in kHz.
+
+    `leader` (its lowest CPU number) is the policy's key wherever the tuner records or restores a policy.
+    """
+
+    leader: int
+    cpus: tuple[int, ...]
+    online: tuple[int, ...]
+    path: str
+    driver: str | None = None
+    governor: str | None = None
+    hardware_min_khz: int | None = None
+    hardware_max_khz: int | None = None
+    min_khz: int | None = None
+    max_khz: int | None = None
+    current_khz: int | None = None
+    bios_limit_khz: int | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether any of its CPUs is online; an inactive policy answers EBUSY to every read and write."""
+        return bool(self.online)
+
+
 class CpuBackend(Protocol):
-    """Logical CPUs whose frequency upper bound can be set and restored, keyed by CPU number."""
+    """Logical CPUs whose frequency upper bound can be set and restored, keyed by CPU number.
+
+    CPUs of one cpufreq policy share one limit: a change through any of them changes all of them.
+    """
 
     @property
     def name(self) -> str:
@@ -110,11 +231,15 @@ class CpuBackend(Protocol):
         ...
 
     def inventory(self) -> list[CpuInventory]:
-        """Every CPU with frequency control; raises BackendUnavailableError when none can be read."""
+        """Every online CPU with frequency control; raises BackendUnavailableError when none can be read."""
+        ...
+
+    def policies(self) -> list[CpuPolicy]:
+        """Every cpufreq policy, offline CPUs included; raises BackendUnavailableError when none can be read."""
         ...
 
     def apply(self, cpu_id: int, max_mhz: int) -> DeviceResult:
-        """Bound the CPU's frequency by `max_mhz`, clamped to its limits, and read the setting back."""
+        """Bound the frequency of the CPU's policy by `max_mhz`, clamped to its limits, and read it back."""
         ...
 
     def reset(self, cpu_id: int, original_khz: int | None = None) -> DeviceResult:
@@ -123,6 +248,10 @@ class CpuBackend(Protocol):
 
     def limit_khz(self, cpu_id: int) -> int | None:
         """The upper bound in force now, in kHz, or None when it cannot be read."""
+        ...
+
+    def original_khz(self, cpu_id: int) -> int | None:
+        """The bound to restore after our changes, read before the first one (None: the hardware maximum)."""
         ...
 
     def hardware_max_khz(self, cpu_id: int) -> int | None:

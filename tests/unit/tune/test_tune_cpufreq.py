@@ -63,7 +63,8 @@ def test_targets_outside_cpuinfo_limits_are_clamped(
     assert result.message is not None and says in result.message
 
 
-def test_reset_restores_the_value_found_before_the_first_change(tmp_path: Path, backend: CpufreqBackend) -> None:
+def test_reset_restores_the_value_found_before_the_first_change_when_asked_to(tmp_path: Path) -> None:
+    backend = CpufreqBackend(root=tmp_path, original="found")
     cpu0 = make_cpu(tmp_path, 0, scaling_max_khz=3_000_000)
     backend.apply(0, 2000)
     backend.apply(0, 1500)
@@ -85,6 +86,7 @@ def test_reset_prefers_the_original_it_is_given(tmp_path: Path, backend: Cpufreq
 def test_reset_without_a_known_original_restores_the_hardware_maximum(tmp_path: Path,
                                                                        backend: CpufreqBackend) -> None:
     cpu0 = make_cpu(tmp_path, 0, scaling_max_khz=1_000_000)
+    backend.apply(0, 900)  # by default the limit found (1 GHz, perhaps a passing throttle) is not the original
 
     backend.reset(0)
 
@@ -115,7 +117,8 @@ def test_an_unusable_scaling_max_freq_fails_with_path_and_reason(tmp_path: Path,
     assert str(cpu0 / "scaling_max_freq") in result.message and "Is a directory" in result.message
 
 
-def test_a_failed_restore_is_reported_and_not_forgotten(tmp_path: Path, backend: CpufreqBackend) -> None:
+def test_a_failed_restore_is_reported_and_not_forgotten(tmp_path: Path) -> None:
+    backend = CpufreqBackend(root=tmp_path, original="found")
     cpu0 = make_cpu(tmp_path, 0, scaling_max_khz=3_000_000)
     backend.apply(0, 2000)
     (cpu0 / "scaling_max_freq").unlink()

@@ -1,19 +1,13 @@
-"""Test doubles for the tuner tests: a pynvml stand-in, a sysfs-shaped CPU tree, and in-memory backends.
+"""Test doubles for the tuner tests: a minimal sysfs-shaped CPU directory and an in-memory GPU backend.
 
-The pynvml stand-in is a MagicMock carrying the real module's constants and error classes, so the backend's
-`except nvml.NVMLError` and its error-code checks behave as with the real bindings. Its SM clock reads back
-the locked upper bound, so results can be checked as a user would see them.
+Real-shaped hardware lives in the device zoo (tests/support/nvml_zoo.py, tests/support/sysfs_zoo.py); these are
+for tests about the applier's and reconciler's own logic.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest.mock import MagicMock
-
-import pynvml
-from pytest_mock import MockerFixture
 
 from climatik.api import CpuInventory, GpuInventory
 from climatik.api.nodefrequencies import APPLIED, UNSUPPORTED
@@ -22,53 +16,6 @@ from climatik.tune.backends.base import BackendUnavailableError, DeviceResult, f
 H100_STEPS = list(range(210, 1981, 15))
 GPU_A = "GPU-5fd4c8a1-0000-4000-8000-00000000000a"
 GPU_B = "GPU-5fd4c8a1-0000-4000-8000-00000000000b"
-
-
-@dataclass
-class NvmlStandIn:
-    """The mocked module plus the two device handles it hands out."""
-
-    lib: MagicMock
-    handles: list[object]
-    locked: dict[int, tuple[int, int]] = field(default_factory=dict)
-
-    def handle(self, uuid: str) -> object:
-        return self.handles[[GPU_A, GPU_B].index(uuid)]
-
-
-def nvml_stand_in(mocker: MockerFixture) -> NvmlStandIn:
-    """Two H100s behind a mocked pynvml: GPU_A (its UUID returned as bytes) and GPU_B (as str)."""
-    lib = mocker.MagicMock(name="pynvml")
-    for name in dir(pynvml):
-        if name.startswith(("NVML_", "NVMLError")):
-            setattr(lib, name, getattr(pynvml, name))
-    handles = [object(), object()]
-    # One version of nvidia-ml-py returns bytes, another str: the stand-in does both.
-    uuids: dict[int, bytes | str] = {id(handles[0]): GPU_A.encode(), id(handles[1]): GPU_B}
-    stand_in = NvmlStandIn(lib=lib, handles=handles)
-
-    def clock_info(handle: object, clock: int) -> int:
-        if clock == pynvml.NVML_CLOCK_MEM:
-            return 2619
-        locked = stand_in.locked.get(id(handle))
-        return 1980 if locked is None else locked[1]
-
-    def set_locked(handle: object, low: int, high: int) -> None:
-        stand_in.locked[id(handle)] = (low, high)
-
-    lib.nvmlDeviceGetCount.return_value = 2
-    lib.nvmlDeviceGetHandleByIndex.side_effect = lambda index: handles[index]
-    lib.nvmlDeviceGetUUID.side_effect = lambda handle: uuids[id(handle)]
-    lib.nvmlDeviceGetName.return_value = b"NVIDIA H100 80GB HBM3"
-    lib.nvmlDeviceGetClockInfo.side_effect = clock_info
-    lib.nvmlDeviceGetSupportedGraphicsClocks.return_value = list(reversed(H100_STEPS))
-    lib.nvmlDeviceGetMaxClockInfo.return_value = 1980
-    lib.nvmlDeviceGetDefaultApplicationsClock.return_value = 1755
-    lib.nvmlDeviceGetPowerManagementLimit.return_value = 700_000
-    lib.nvmlDeviceGetPowerManagementLimitConstraints.return_value = [200_000, 700_000]
-    lib.nvmlDeviceSetGpuLockedClocks.side_effect = set_locked
-    lib.nvmlDeviceResetGpuLockedClocks.side_effect = lambda handle: stand_in.locked.pop(id(handle), None)
-    return stand_in
 
 
 def make_cpu(
