@@ -27,8 +27,8 @@ class ExporterOptions:
 
     label_shape: LabelShape = LabelShape.DIRECT
     driver_version: str = "550.90.07"
-    include_instant_power: bool = False
-    include_power_limit: bool = False
+    include_instant_power: bool = False  # DCGM_FI_DEV_POWER_USAGE_INSTANT (field 157, 50 ms), custom counters only
+    include_power_limit: bool = False  # DCGM_FI_DEV_POWER_MGMT_LIMIT and DCGM_FI_DEV_ENFORCED_POWER_LIMIT
     exporter_namespace: str = "gpu-operator"
     exporter_container: str = "nvidia-dcgm-exporter"
 
@@ -63,6 +63,11 @@ _INSTANT_POWER = _Field(
 _POWER_LIMIT = _Field(
     "DCGM_FI_DEV_POWER_MGMT_LIMIT", "gauge", "Power management limit (in W).", lambda r: _watts(r.power_limit_w)
 )
+# The simulated board has no other limiter (no out-of-band SMBPBI limit), so the enforced limit is the set one.
+_ENFORCED_LIMIT = _Field(
+    "DCGM_FI_DEV_ENFORCED_POWER_LIMIT", "gauge", "Effective power limit that the driver enforces (in W).",
+    lambda r: _watts(r.power_limit_w),
+)
 
 
 def render_metrics(hostname: str, readings: Sequence[GpuState], options: ExporterOptions) -> str:
@@ -71,7 +76,7 @@ def render_metrics(hostname: str, readings: Sequence[GpuState], options: Exporte
     if options.include_instant_power:
         fields.append(_INSTANT_POWER)
     if options.include_power_limit:
-        fields.append(_POWER_LIMIT)
+        fields += [_POWER_LIMIT, _ENFORCED_LIMIT]
     lines: list[str] = []
     for field in fields:
         lines.append(f"# HELP {field.name} {field.help}")

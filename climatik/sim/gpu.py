@@ -1,19 +1,42 @@
-"""One simulated GPU: locked clock with a lag, firmware power limit, and a power meter as the board has one (an
-energy counter and a moving-average reading); stepped on simulated time.
+"""One simulated GPU: locked clock with a lag, a firmware-held board power limit, and a power meter as the board
+has one (an energy counter, the 1 s average and the instantaneous reading, with optional measurement noise);
+stepped on simulated time.
 
-NVML's power usage (DCGM field 155) on Hopper is a 1 s moving average; the meter keeps the energy counter at
-step boundaries and reads the average as an energy difference over the window, so it is exact for power that
-is constant within each step, whatever the step size.
+NVML's power usage (DCGM field 155) on Hopper is a 1 s moving average; the instantaneous reading (DCGM field
+157, NVML_FI_DEV_POWER_INSTANT) has about 50 ms resolution, so a sub-second prefill burst shows in it and not in
+the average. The meter keeps the energy counter at step boundaries and reads either as an energy difference
+over its window, so both are exact for power that is constant within each step, whatever the step size.
+
+Power limits behave as NVML's: nvmlDeviceSetPowerManagementLimit refuses a value outside the board's range
+(NVML_ERROR_INVALID_ARGUMENT; here ValueError naming the range). The firmware enforces a limit by lowering the
+clock; it does not do so at once. ASSUMED (no public measurement of the response time was found; NVIDIA's
+pages say only that the PMU samples board power "at high frequency" and that a limit "takes effect
+immediately"): the highest clock the limit allows is reached as a first-order response with a 50 ms time
+constant (95 % within 150 ms), whether the limit or the load moved. So a board held at a limit overshoots it
+briefly when a burst starts, as real boards do, and a lowered limit bites within a few tenths of a second.
+Within a step the clock is taken at the response's mean over the step.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import random
 from collections import deque
 from dataclasses import dataclass
 
 from climatik.sim.physics import GpuProfile, Load, firmware_clock_mhz, power_w, throughput
+
+#: Time constant of the firmware's power-limit response (assumed, see the module docstring).
+FIRMWARE_TAU_S = 0.05
+#: The instantaneous reading's window (DCGM field 157, about 50 ms resolution).
+INSTANT_WINDOW_S = 0.05
+#: A new measurement error is drawn for every this much simulated time; readers at one moment see one reading.
+NOISE_BUCKET_S = 0.05
+#: Measurement errors are clipped at this many standard deviations.
+_NOISE_CLIP = 3.0
+#: A firmware ceiling this close to where it is heading has arrived (so that snapping does not lose a step).
+_ARRIVED_MHZ = 0.5
 
 
 class PowerMeter:
@@ -58,11 +81,11 @@ class PowerMeter:
         while len(self._points) > 2 and self._points[1][0] <= now - self._window_s:
             self._points.popleft()
 
-    def average_w(self) -> float:
-        """Mean power over the last window."""
+    def average_w(self, window_s: float | None = None) -> float:
+        """Mean power over the last `window_s` (at most the meter's window; default: the whole window)."""
+        window = self._window_s if window_s is None else min(max(window_s, 1e-9), self._window_s)
         now, energy = self._points[-1]
-        start = now - self._window_s
-        return (energy - self._energy_at(start)) / self._window_s
+        return (energy - self._energy_at(now - window)) / window
 
     def _energy_at(self, at_s: float) -> float:
         times = [t for t, _ in self._points]
@@ -74,6 +97,31 @@ class PowerMeter:
         return e0 + (e1 - e0) * (at_s - t0) / (t1 - t0)
 
 
+class ReadingNoise:
+    """Relative error of a board's power readings: Gaussian with standard deviation `share`, clipped at 3 sigma,
+    a new draw every NOISE_BUCKET_S of simulated time, in time order from a source seeded by `seed`."""
+
+    def __init__(self, share: float, seed: str) -> None:
+        if not math.isfinite(share) or share < 0.0:
+            raise ValueError(f"noise share must be >= 0, got {share}")
+        self.share = share
+        self._rng = random.Random(seed)
+        self._bucket = -1
+        self._error = 0.0
+
+    def factor(self, at_s: float) -> float:
+        """What a reading taken at `at_s` is multiplied by."""
+        if self.share == 0.0:
+            return 1.0
+        bucket = max(0, int(at_s / NOISE_BUCKET_S + 1e-9))
+        # Readings move forward with the board's time; skipped buckets are drawn too, so that the error at a
+        # moment does not depend on how often someone looked before it.
+        while self._bucket < bucket:
+            self._error = min(_NOISE_CLIP, max(-_NOISE_CLIP, self._rng.gauss(0.0, 1.0)))
+            self._bucket += 1
+        return 1.0 + self.share * self._error
+
+
 @dataclass(frozen=True)
 class _PendingLock:
     effective_s: float
@@ -81,10 +129,13 @@ class _PendingLock:
 
 
 class SimGpu:
-    """A GPU that runs min(locked upper bound, max clock), snapped to a step and lowered to fit its power limit.
+    """A GPU that runs min(locked upper bound, max clock), snapped to a step and lowered by its firmware to fit
+    its power limit.
 
-    A clock request takes effect `lag_s` after it is made, like the driver's clock change. Not thread-safe:
-    the node that owns it serialises access.
+    A clock request takes effect `lag_s` after it is made, like the driver's clock change; the firmware's clock
+    ceiling follows the limit and the load with time constant `firmware_tau_s`. Readings (`average_power_w`,
+    `instant_power_w`) carry a relative error of standard deviation `noise` (none by default); the energy
+    counter is exact. Not thread-safe: the node that owns it serialises access.
     """
 
     def __init__(
@@ -96,21 +147,33 @@ class SimGpu:
         lag_s: float = 0.03,
         power_limit_w: float | None = None,
         start_s: float = 0.0,
+        firmware_tau_s: float = FIRMWARE_TAU_S,
+        noise: float = 0.0,
+        noise_seed: str = "",
     ) -> None:
         if lag_s < 0.0:
             raise ValueError(f"lag must be >= 0, got {lag_s}")
+        if firmware_tau_s < 0.0:
+            raise ValueError(f"firmware time constant must be >= 0, got {firmware_tau_s}")
         self.profile = profile
         self.uuid = uuid
         self.index = index
         self._lag_s = lag_s
-        self._power_limit_w = profile.power_limit_w if power_limit_w is None else power_limit_w
+        self._tau_s = firmware_tau_s
+        self._power_limit_w = profile.power_limit_w
+        if power_limit_w is not None:
+            self._power_limit_w = self._checked_limit(power_limit_w)
         self._requested_mhz: int | None = None
         self._effective_mhz: int | None = None
         self._pending: list[_PendingLock] = []
         self._load = Load.idle()
         self._sm_clock_mhz = profile.default_sm_mhz
+        # The highest clock the firmware currently allows under its power limit (continuous while it moves).
+        self._ceiling_mhz = float(profile.max_sm_mhz)
+        self._fit: tuple[Load, float, int] | None = None
         self._work = 0.0
         self._meter = PowerMeter(start_s=start_s, initial_w=profile.idle_w)
+        self._noise = ReadingNoise(noise, noise_seed or uuid)
 
     @property
     def now_s(self) -> float:
@@ -138,19 +201,44 @@ class SimGpu:
         return self._power_limit_w
 
     @property
+    def min_power_limit_w(self) -> float:
+        """The lowest power limit the board accepts."""
+        return self.profile.power_limit_range[0]
+
+    @property
+    def max_power_limit_w(self) -> float:
+        """The highest power limit the board accepts."""
+        return self.profile.power_limit_range[1]
+
+    @property
+    def default_power_limit_w(self) -> float:
+        """The power limit after boot or a reset."""
+        return self.profile.default_power_limit_w
+
+    @property
     def load(self) -> Load:
         """The load during the latest step."""
         return self._load
 
     @property
     def average_power_w(self) -> float:
-        """Power averaged over the last second, as NVML and DCGM field 155 report it."""
-        return self._meter.average_w()
+        """Power averaged over the last second, as NVML and DCGM field 155 report it (measurement error included)."""
+        return self._meter.average_w() * self._noise.factor(self.now_s)
 
     @property
     def instant_power_w(self) -> float:
-        """Power during the latest step."""
-        return self._meter.instant_w
+        """Power over the last 50 ms, as DCGM field 157 reports it (measurement error included)."""
+        return self._meter.average_w(INSTANT_WINDOW_S) * self._noise.factor(self.now_s)
+
+    @property
+    def true_average_power_w(self) -> float:
+        """The real mean power over the last second, without measurement error."""
+        return self._meter.average_w()
+
+    @property
+    def true_instant_power_w(self) -> float:
+        """The real mean power over the last 50 ms, without measurement error."""
+        return self._meter.average_w(INSTANT_WINDOW_S)
 
     @property
     def energy_j(self) -> float:
@@ -177,10 +265,13 @@ class SimGpu:
         self._pending.append(_PendingLock(self.now_s + self._lag_s, None))
 
     def set_power_limit(self, watts: float) -> None:
-        """Change the board power limit; the firmware applies it from the next step."""
-        if not math.isfinite(watts) or watts <= 0:
-            raise ValueError(f"power limit must be a positive number of W, got {watts}")
-        self._power_limit_w = watts
+        """Change the board power limit, as nvmlDeviceSetPowerManagementLimit does: a value outside the board's
+        range is refused (ValueError naming the range); the firmware then moves the clock with its response."""
+        self._power_limit_w = self._checked_limit(watts)
+
+    def reset_power_limit(self) -> None:
+        """Return to the default power limit."""
+        self._power_limit_w = self.profile.default_power_limit_w
 
     def step(self, dt_s: float, load: Load) -> None:
         """Run `load` for `dt_s` simulated seconds, applying clock requests at the moment they take effect."""
@@ -194,9 +285,50 @@ class SimGpu:
             self._effective_mhz = change.max_mhz
         self._run(end - self.now_s, load)
 
+    def _checked_limit(self, watts: float) -> float:
+        low, high = self.profile.power_limit_range
+        # NVML takes whole milliwatts; half a milliwatt of float noise is not outside the range.
+        if not math.isfinite(watts) or not low - 5e-4 <= watts <= high + 5e-4:
+            raise ValueError(f"power limit {watts:g} W is outside {low:g}..{high:g} W, the range of the "
+                             f"{self.profile.model_name}")
+        return min(max(watts, low), high)
+
+    def _allowed_mhz(self, load: Load) -> int:
+        """The highest clock at which `load` fits the power limit (the firmware's destination); cached, since a
+        load and a limit usually stay the same for many steps."""
+        if self._fit is not None and self._fit[1] == self._power_limit_w and self._fit[0] == load:
+            return self._fit[2]
+        allowed = firmware_clock_mhz(self.profile, self.profile.max_sm_mhz, load, self._power_limit_w)
+        self._fit = (load, self._power_limit_w, allowed)
+        return allowed
+
     def _run(self, dt_s: float, load: Load) -> None:
-        self._sm_clock_mhz = firmware_clock_mhz(self.profile, self.target_mhz, load, self._power_limit_w)
+        # While the firmware's ceiling moves, a long step is cut into pieces of one time constant, so that the
+        # instantaneous reading after it does not average the transient over the whole step.
+        remaining = dt_s
+        while remaining > self._tau_s > 0.0 and abs(self._ceiling_mhz - self._allowed_mhz(load)) >= _ARRIVED_MHZ:
+            self._piece(self._tau_s, load)
+            remaining -= self._tau_s
+        self._piece(remaining, load)
+
+    def _piece(self, dt_s: float, load: Load) -> None:
+        allowed = self._allowed_mhz(load)
+        gap = self._ceiling_mhz - allowed
+        if dt_s <= 0.0:
+            end_ceiling = mean_ceiling = self._ceiling_mhz if self._tau_s > 0.0 else float(allowed)
+        elif self._tau_s == 0.0 or abs(gap) < _ARRIVED_MHZ:
+            end_ceiling = mean_ceiling = float(allowed)
+        else:
+            decay = math.exp(-dt_s / self._tau_s)
+            end_ceiling = allowed + gap * decay
+            # The exact time average of the exponential over the piece.
+            mean_ceiling = allowed + gap * self._tau_s / dt_s * (1.0 - decay)
+            if abs(end_ceiling - allowed) < _ARRIVED_MHZ:
+                end_ceiling = float(allowed)
+        self._ceiling_mhz = end_ceiling
+        self._sm_clock_mhz = self.profile.snap(min(self.target_mhz, end_ceiling))
         if dt_s <= 0.0:
             return
-        self._meter.record(dt_s, power_w(self.profile, self._sm_clock_mhz, load))
-        self._work += throughput(self.profile, self._sm_clock_mhz, load) * dt_s
+        running = min(float(self.target_mhz), mean_ceiling)
+        self._meter.record(dt_s, power_w(self.profile, running, load))
+        self._work += throughput(self.profile, running, load) * dt_s

@@ -41,7 +41,8 @@ class PodRef:
 
 @dataclass(frozen=True)
 class GpuState:
-    """What the node reports about one GPU at one moment."""
+    """What the node reports about one GPU at one moment: `power_w` is the 1 s average, `instant_power_w` the
+    50 ms reading, both as the board measures them; the settable power-limit range is the profile's."""
 
     uuid: str
     index: int
@@ -127,9 +128,14 @@ class SimNode:
             self._gpu(uuid).reset_locked_clock()
 
     def set_power_limit(self, uuid: str, watts: float) -> None:
-        """Change a GPU's board power limit."""
+        """Change a GPU's board power limit (ValueError outside the board's range, as NVML refuses it)."""
         with self._lock:
             self._gpu(uuid).set_power_limit(watts)
+
+    def reset_power_limit(self, uuid: str) -> None:
+        """Return a GPU to its default board power limit."""
+        with self._lock:
+            self._gpu(uuid).reset_power_limit()
 
     def set_trace(self, uuid: str, trace: Trace) -> None:
         """Replace what a GPU is asked to do; traces answer on the node's absolute simulated time."""

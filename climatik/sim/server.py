@@ -6,7 +6,8 @@ GET    /healthz                          "ok"
 GET    /sim/gpus                         {"node", "time_s", "gpus": [GpuInfo...]}
 POST   /sim/gpus/<uuid>/locked-clock     {"max": MHz}   lock the SM clock's upper bound
 DELETE /sim/gpus/<uuid>/locked-clock                    unlock (back to the default clock)
-POST   /sim/gpus/<uuid>/power-limit      {"watts": W}   change the board power limit
+POST   /sim/gpus/<uuid>/power-limit      {"watts": W}   change the board power limit (400 outside its range)
+DELETE /sim/gpus/<uuid>/power-limit                     back to the default power limit
 POST   /sim/load                         {"uuid"?, "utilisation", "mix"}  fixed load from now on
 """
 
@@ -47,6 +48,10 @@ class GpuInfo:
     locked_clock_mhz: int | None
     power_w: float
     utilisation: float
+    instant_power_w: float = 0.0
+    min_power_limit_w: float = 0.0
+    max_power_limit_w: float = 0.0
+    default_power_limit_w: float = 0.0
 
     @classmethod
     def from_reading(cls, reading: GpuState) -> GpuInfo:
@@ -66,6 +71,10 @@ class GpuInfo:
             locked_clock_mhz=reading.locked_max_mhz,
             power_w=round(reading.power_w, 3),
             utilisation=reading.utilisation,
+            instant_power_w=round(reading.instant_power_w, 3),
+            min_power_limit_w=profile.power_limit_range[0],
+            max_power_limit_w=profile.power_limit_range[1],
+            default_power_limit_w=profile.default_power_limit_w,
         )
 
     @classmethod
@@ -86,6 +95,10 @@ class GpuInfo:
             locked_clock_mhz=None if locked is None else int(locked),
             power_w=float(data["power_w"]),
             utilisation=float(data["utilisation"]),
+            instant_power_w=float(data.get("instant_power_w", data["power_w"])),
+            min_power_limit_w=float(data.get("min_power_limit_w", 0.0)),
+            max_power_limit_w=float(data.get("max_power_limit_w", 0.0)),
+            default_power_limit_w=float(data.get("default_power_limit_w", 0.0)),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -104,6 +117,10 @@ class GpuInfo:
             "locked_clock_mhz": self.locked_clock_mhz,
             "power_w": self.power_w,
             "utilisation": self.utilisation,
+            "instant_power_w": self.instant_power_w,
+            "min_power_limit_w": self.min_power_limit_w,
+            "max_power_limit_w": self.max_power_limit_w,
+            "default_power_limit_w": self.default_power_limit_w,
         }
 
 
@@ -181,15 +198,20 @@ class _Request(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         match = _GPU_PATH.match(self.path)
-        if match is None or match["what"] != "locked-clock":
+        if match is None:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path}"})
             return
+        node, uuid = self.server.node, match["uuid"]
         try:
-            self.server.node.reset_locked_clock(match["uuid"])
+            if match["what"] == "locked-clock":
+                node.reset_locked_clock(uuid)
+                self._json(HTTPStatus.OK, {"uuid": uuid, "locked_clock_mhz": None})
+            else:
+                node.reset_power_limit(uuid)
+                reading = next(r for r in node.readings() if r.uuid == uuid)
+                self._json(HTTPStatus.OK, {"uuid": uuid, "power_limit_w": reading.power_limit_w})
         except KeyError:
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no GPU {match['uuid']}"})
-            return
-        self._json(HTTPStatus.OK, {"uuid": match["uuid"], "locked_clock_mhz": None})
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no GPU {uuid}"})
 
     def log_message(self, format: str, *args: Any) -> None:
         self.server.log.debug("request_served", detail=format % args)
@@ -288,10 +310,15 @@ class SimControlClient:
         answer.raise_for_status()
 
     def set_power_limit(self, uuid: str, watts: float) -> None:
-        """Change a GPU's board power limit."""
+        """Change a GPU's board power limit (HTTP 400 outside the board's range)."""
         answer = self._session.post(
             f"{self._base}/sim/gpus/{uuid}/power-limit", json={"watts": watts}, timeout=self._timeout_s
         )
+        answer.raise_for_status()
+
+    def reset_power_limit(self, uuid: str) -> None:
+        """Return a GPU to its default board power limit."""
+        answer = self._session.delete(f"{self._base}/sim/gpus/{uuid}/power-limit", timeout=self._timeout_s)
         answer.raise_for_status()
 
     def set_load(self, utilisation: float, mix: Mapping[str, float], *, uuid: str | None = None) -> None:

@@ -145,18 +145,26 @@ class TrainingTrace:
 class InferenceParams:
     """LLM serving: Poisson request arrivals whose rate switches between a base and a burst level.
 
-    Each request costs `prefill_s` of busy GPU time (prefill) and then stays in the decode batch for
-    `decode_s`; decode utilisation is the batch occupancy relative to `max_batch`.
+    Each request's prefill keeps the GPU busy for one contiguous stretch, first come first served: from
+    `prefill_s` (the shortest prompt) up to `prefill_max_s` (the longest), with Pareto-distributed prompt lengths
+    of tail exponent `prompt_tail`, so most prompts are short and a few take over a second. Llama2-70B on two
+    H100s prefills 512 tokens in 84 ms and 8192 in 1340 ms [splitwise-sim perf_model.csv]; prefill time is about
+    proportional to the prompt in that range. The request then stays in the decode batch for `decode_s`; decode
+    utilisation is the batch occupancy relative to `max_batch`. Loads are resolved per `bucket_s` (50 ms, the
+    resolution of the instantaneous power reading), so a prefill burst shows in a 50 ms reading and averages
+    away in the 1 s one.
     """
 
-    base_rps: float = 2.0
-    burst_rps: float = 8.0
+    base_rps: float = 1.0
+    burst_rps: float = 4.0
     mean_burst_gap_s: float = 60.0
     mean_burst_s: float = 15.0
-    prefill_s: float = 0.08
-    decode_s: float = 6.0
+    prefill_s: float = 0.084
+    prefill_max_s: float = 1.34
+    prompt_tail: float = 2.2
+    decode_s: float = 12.0
     max_batch: int = 32
-    bucket_s: float = 0.5
+    bucket_s: float = 0.05
 
     def build(self, rng: random.Random) -> Trace:
         """A trace of this workload drawing from `rng`."""
@@ -164,45 +172,73 @@ class InferenceParams:
 
 
 class InferenceTrace:
-    """Prefill/decode mix and utilisation per bucket from simulated request arrivals with bursts."""
+    """Prefill stretches and decode batch occupancy from simulated request arrivals with bursts.
+
+    Arrivals are drawn in time order; a query only extends the drawn stretch, so the answer for a time does not
+    depend on which times were asked before.
+    """
 
     def __init__(self, params: InferenceParams, rng: random.Random) -> None:
         if params.bucket_s <= 0 or params.max_batch <= 0:
             raise ValueError("bucket_s and max_batch must be positive")
+        if not 0.0 < params.prefill_s <= params.prefill_max_s or params.prompt_tail <= 0.0:
+            raise ValueError("need 0 < prefill_s <= prefill_max_s and a positive prompt_tail")
+        if params.mean_burst_s <= 0.0 or params.mean_burst_gap_s <= 0.0:
+            raise ValueError("burst lengths and gaps must be positive")
         self._params = params
         self._rng = rng
-        self._arrivals: list[int] = []
         self._in_burst = False
         self._next_switch_s = rng.expovariate(1.0 / params.mean_burst_gap_s)
-        self._decode_buckets = max(1, math.ceil(params.decode_s / params.bucket_s))
+        # Time up to which arrivals have been drawn; the arrival process is memoryless, so drawing on from here
+        # is exact.
+        self._cursor_s = 0.0
+        # Prefill stretches, first come first served: starts and ends both ascending.
+        self._starts: list[float] = []
+        self._ends: list[float] = []
 
     def at(self, t_s: float) -> Load:
-        bucket = max(0, int(t_s // self._params.bucket_s))
-        while len(self._arrivals) <= bucket:
-            self._arrivals.append(self._draw_arrivals(len(self._arrivals) * self._params.bucket_s))
-        return self._load(bucket)
-
-    def _load(self, bucket: int) -> Load:
         params = self._params
-        prefill = min(1.0, self._arrivals[bucket] * params.prefill_s / params.bucket_s)
-        active = sum(self._arrivals[max(0, bucket - self._decode_buckets + 1) : bucket + 1])
+        begin = max(0, int(t_s // params.bucket_s)) * params.bucket_s
+        end = begin + params.bucket_s
+        self._draw_until(end)
+        prefill = self._prefill_seconds(begin, end) / params.bucket_s
+        done = bisect.bisect_right(self._ends, begin)
+        active = done - bisect.bisect_right(self._ends, begin - params.decode_s)
         decode = min(1.0, active / params.max_batch)
         utilisation = min(1.0, prefill + (1.0 - prefill) * decode)
-        if utilisation == 0.0:
+        if utilisation <= 0.0:
             return Load.idle()
         return Load(utilisation, PhaseMix.inference(prefill / utilisation))
 
-    def _draw_arrivals(self, start_s: float) -> int:
+    def _prefill_seconds(self, begin: float, end: float) -> float:
+        """How much of [begin, end) the GPU spends prefilling."""
+        busy = 0.0
+        position = bisect.bisect_right(self._ends, begin)
+        while position < len(self._starts) and self._starts[position] < end:
+            busy += min(end, self._ends[position]) - max(begin, self._starts[position])
+            position += 1
+        return min(busy, end - begin)
+
+    def _draw_until(self, until_s: float) -> None:
+        """Draw arrivals until one lands after `until_s`: every prefill that starts before it is then known."""
         params = self._params
-        while self._next_switch_s <= start_s:
+        while self._cursor_s <= until_s:
+            rate = params.burst_rps if self._in_burst else params.base_rps
+            gap = self._rng.expovariate(rate) if rate > 0.0 else math.inf
+            if self._cursor_s + gap < self._next_switch_s:
+                self._cursor_s += gap
+                self._admit(self._cursor_s)
+                continue
+            self._cursor_s = self._next_switch_s
             self._in_burst = not self._in_burst
             mean = params.mean_burst_s if self._in_burst else params.mean_burst_gap_s
             self._next_switch_s += self._rng.expovariate(1.0 / mean)
-        rate = params.burst_rps if self._in_burst else params.base_rps
-        if rate <= 0.0:
-            return 0
-        count, elapsed = 0, self._rng.expovariate(rate)
-        while elapsed < params.bucket_s:
-            count += 1
-            elapsed += self._rng.expovariate(rate)
-        return count
+
+    def _admit(self, arrival_s: float) -> None:
+        params = self._params
+        # Prompt lengths are Pareto-distributed from the shortest prompt up; prefill time follows the length.
+        length = (1.0 - self._rng.random()) ** (-1.0 / params.prompt_tail)
+        duration = min(params.prefill_s * length, params.prefill_max_s)
+        start = max(arrival_s, self._ends[-1] if self._ends else 0.0)
+        self._starts.append(start)
+        self._ends.append(start + duration)

@@ -120,6 +120,7 @@ def test_optional_fields_are_off_by_default() -> None:
     parsed = families(render_metrics("node-a", readings, options))
     assert parsed["DCGM_FI_DEV_POWER_USAGE_INSTANT"][0][1] == pytest.approx(readings[0].instant_power_w, abs=0.001)
     assert parsed["DCGM_FI_DEV_POWER_MGMT_LIMIT"][0][1] == 700.0
+    assert parsed["DCGM_FI_DEV_ENFORCED_POWER_LIMIT"][0][1] == 700.0
 
 
 def test_label_values_are_escaped() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from climatik.sim import H100, Load, Phase, PhaseMix, SimGpu
+from climatik.sim import A100, H100, Load, Phase, PhaseMix, SimGpu
 
 PREFILL = Load(1.0, PhaseMix.only(Phase.PREFILL))
 TRAINING = Load(1.0, PhaseMix.only(Phase.TRAINING))
@@ -53,6 +53,71 @@ def test_lock_is_snapped_and_clamped_to_supported_clocks() -> None:
         gpu.set_locked_clock(0)
     with pytest.raises(ValueError, match="positive"):
         gpu.set_locked_clock(float("nan"))
+
+
+def test_power_limits_outside_the_boards_range_are_refused_like_nvml_refuses_them() -> None:
+    gpu = make_gpu()
+    assert (gpu.min_power_limit_w, gpu.max_power_limit_w, gpu.default_power_limit_w) == (200.0, 700.0, 700.0)
+    for watts in (199.0, 701.0, float("nan"), 0.0):
+        with pytest.raises(ValueError, match=r"outside 200\.\.700 W"):
+            gpu.set_power_limit(watts)
+    assert gpu.power_limit_w == 700.0
+    gpu.set_power_limit(200.0)
+    gpu.reset_power_limit()
+    assert gpu.power_limit_w == 700.0
+    with pytest.raises(ValueError, match=r"outside 100\.\.400 W"):
+        SimGpu(profile=A100, uuid="GPU-a100", index=0, power_limit_w=450.0)
+
+
+def test_a_lowered_limit_bites_within_the_firmware_response_time() -> None:
+    gpu = make_gpu(lag_s=0.0)
+    gpu.step(2.0, PREFILL)
+    gpu.set_power_limit(300.0)
+    gpu.step(0.05, PREFILL)
+    # One time constant later the clock has come most of the way down, not all of it.
+    assert 300.0 < gpu.instant_power_w < 550.0
+    gpu.step(0.25, PREFILL)
+    assert gpu.instant_power_w == pytest.approx(300.0, abs=3.0)
+    assert gpu.sm_clock_mhz < 1980
+
+
+def test_a_burst_overshoots_a_held_limit_briefly() -> None:
+    gpu = make_gpu(lag_s=0.0, power_limit_w=300.0)
+    gpu.step(2.0, Load(0.3, PhaseMix.only(Phase.DECODE)))
+    gpu.step(0.05, PREFILL)
+    assert gpu.instant_power_w > 300.0
+    gpu.step(0.25, PREFILL)
+    assert gpu.instant_power_w <= 300.0 + 1.0
+
+
+def test_the_firmware_response_can_be_made_instant() -> None:
+    gpu = SimGpu(profile=H100, uuid="GPU-test", index=0, lag_s=0.0, firmware_tau_s=0.0)
+    gpu.step(1.0, PREFILL)
+    gpu.set_power_limit(300.0)
+    gpu.step(0.05, PREFILL)
+    assert gpu.instant_power_w <= 300.0
+
+
+def test_the_instant_reading_shows_a_short_burst_the_one_second_average_hides() -> None:
+    gpu = make_gpu()
+    gpu.step(2.0, Load(0.3, PhaseMix.only(Phase.DECODE)))
+    gpu.step(0.1, PREFILL)
+    assert gpu.instant_power_w == pytest.approx(700.0)
+    assert gpu.average_power_w < 300.0
+
+
+def test_readings_carry_seeded_noise_and_the_energy_stays_exact() -> None:
+    noisy = [SimGpu(profile=H100, uuid="GPU-n", index=0, noise=0.01, noise_seed="s") for _ in range(2)]
+    exact = make_gpu()
+    errors = []
+    for _ in range(200):
+        for gpu in (*noisy, exact):
+            gpu.step(0.05, PREFILL)
+        assert noisy[0].average_power_w == noisy[1].average_power_w
+        errors.append(noisy[0].instant_power_w / noisy[0].true_instant_power_w - 1.0)
+    assert noisy[0].energy_j == pytest.approx(exact.energy_j)
+    assert max(abs(e) for e in errors) <= 0.03 + 1e-9
+    assert 0.005 < (sum(e * e for e in errors) / len(errors)) ** 0.5 < 0.015
 
 
 def test_firmware_enforces_a_lowered_power_limit() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from climatik.sim import A100, H100, H200, GpuProfile, Load, Phase, PhaseMix, profile_by_key
 from climatik.sim.node import device_name, gpu_uuid
-from climatik.sim.physics import firmware_clock_mhz, power_w, relative_throughput, throughput
+from climatik.sim.physics import decode_tradeoff, firmware_clock_mhz, power_w, relative_throughput, throughput
 
 PREFILL = PhaseMix.only(Phase.PREFILL)
 DECODE = PhaseMix.only(Phase.DECODE)
@@ -55,6 +55,32 @@ def test_lowering_decode_clock_saves_far_more_power_than_throughput() -> None:
     power_saved = 1 - power_w(H100, 1200, load) / power_w(H100, 1980, load)
     throughput_lost = 1 - throughput(H100, 1200, load) / throughput(H100, 1980, load)
     assert power_saved > 3 * throughput_lost
+
+
+def test_decode_reproduces_the_published_energy_per_token_saving() -> None:
+    # arXiv 2501.08219: about 40 % less energy per token for 1-6 % more latency on H100.
+    tradeoff = decode_tradeoff(H100, max_latency_added=0.06)
+    assert tradeoff.energy_saved == pytest.approx(0.40, abs=0.02)
+    assert 0.01 <= tradeoff.latency_added <= 0.06 + 1e-9
+    assert tradeoff.mhz < H100.max_sm_mhz
+
+
+def test_power_limit_ranges_are_the_boards() -> None:
+    assert H100.power_limit_range == (200.0, 700.0)
+    assert H200.power_limit_range == (200.0, 700.0)
+    assert A100.power_limit_range == (100.0, 400.0)
+    assert (H100.default_power_limit_w, A100.default_power_limit_w) == (700.0, 400.0)
+
+
+def test_plants_the_model_does_not_match() -> None:
+    load = Load(1.0, TRAINING)
+    steep, flat = H100.with_alpha(3.5), H100.with_alpha(2.0)
+    assert power_w(steep, 1980, load) == pytest.approx(power_w(H100, 1980, load))
+    assert power_w(steep, 990, load) < power_w(H100, 990, load) < power_w(flat, 990, load)
+    hungry = H100.scaled(1.06)
+    assert power_w(hungry, 1980, load) - H100.idle_w == pytest.approx(1.06 * (740.0 - H100.idle_w))
+    assert power_w(hungry, 210, Load.idle()) == H100.idle_w
+    assert throughput(hungry, 1500, load) == throughput(H100, 1500, load)
 
 
 def test_mix_is_share_weighted() -> None:

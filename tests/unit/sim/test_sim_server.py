@@ -125,6 +125,37 @@ def test_load_and_power_limit_can_be_changed_remotely(
     assert gpus[0].power_limit_w == 300.0
 
 
+def test_power_limits_outside_the_boards_range_are_refused_and_the_range_is_listed(
+    cluster: SimCluster, clock: FakeClock, session: requests.Session
+) -> None:
+    client = SimControlClient(cluster.urls["node-0"], session=session)
+    gpu = client.gpus()[0]
+    assert (gpu.min_power_limit_w, gpu.max_power_limit_w, gpu.default_power_limit_w) == (200.0, 700.0, 700.0)
+    for watts in (150.0, 750.0):
+        with pytest.raises(requests.HTTPError) as refused:
+            client.set_power_limit(gpu.uuid, watts)
+        assert refused.value.response.status_code == 400
+        assert "200..700 W" in refused.value.response.json()["error"]
+    client.set_power_limit(gpu.uuid, 250.0)
+    advance(cluster, clock, 1.0)
+    limited = client.gpus()[0]
+    assert limited.power_limit_w == 250.0
+    assert limited.instant_power_w <= 250.0 + 1e-6
+    client.reset_power_limit(gpu.uuid)
+    advance(cluster, clock, 1.0)
+    assert client.gpus()[0].power_limit_w == 700.0
+    assert client.gpus()[0].instant_power_w == pytest.approx(700.0)
+
+
+def test_the_gpu_list_keeps_the_fields_the_tuners_sim_backend_reads(
+    cluster: SimCluster, session: requests.Session
+) -> None:
+    entry = session.get(f"{cluster.urls['node-0']}/sim/gpus", timeout=5).json()["gpus"][0]
+    assert {"uuid", "index", "model", "min_clock_mhz", "max_clock_mhz", "default_clock_mhz", "supported_clocks_mhz",
+            "power_limit_w", "current_clock_mhz"} <= set(entry)
+    assert {"instant_power_w", "min_power_limit_w", "max_power_limit_w", "default_power_limit_w"} <= set(entry)
+
+
 @pytest.mark.parametrize(
     "request_and_status",
     [
@@ -132,6 +163,8 @@ def test_load_and_power_limit_can_be_changed_remotely(
         ("delete", "/sim/gpus/GPU-nope/locked-clock", None, 404),
         ("post", "/sim/gpus/{uuid}/locked-clock", {"max": -5}, 400),
         ("post", "/sim/gpus/{uuid}/locked-clock", {"min": 1000}, 400),
+        ("post", "/sim/gpus/{uuid}/power-limit", {"watts": 100}, 400),
+        ("delete", "/sim/gpus/GPU-nope/power-limit", None, 404),
         ("post", "/sim/load", {"utilisation": 2.0, "mix": {"decode": 1.0}}, 400),
         ("post", "/sim/load", {"utilisation": 0.5, "mix": {"decode": 0.5}}, 400),
         ("get", "/nothing-here", None, 404),

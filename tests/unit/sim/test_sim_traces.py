@@ -54,6 +54,27 @@ def test_inference_mixes_prefill_and_decode_and_has_bursts() -> None:
     assert 0 < busy < len(utilisations) / 2
 
 
+def test_inference_prefills_in_sub_second_bursts_that_a_one_second_average_hides() -> None:
+    trace = InferenceParams(burst_rps=1.0).build(random.Random(4))
+    fine = [trace.at(i * 0.05) for i in range(20 * 300)]
+    prefill = [load.utilisation * load.mix.prefill for load in fine]
+    # Whole 50 ms buckets of prefill exist, and stretches of them last from about 0.1 s to over a second.
+    assert any(share == pytest.approx(1.0) for share in prefill)
+    runs, length = [], 0
+    for share in prefill:
+        if share > 0.99:
+            length += 1
+        elif length:
+            runs.append(length * 0.05)
+            length = 0
+    assert min(runs) <= 0.15
+    assert max(runs) >= 0.5
+    seconds = [prefill[i:i + 20] for i in range(0, len(prefill), 20)]
+    hidden = [second for second in seconds if max(second) > 0.99 and sum(second) / 20 < 0.5]
+    assert len(hidden) > len(seconds) / 10
+    assert sum(prefill) / len(prefill) == pytest.approx(0.15, abs=0.07)
+
+
 def test_inference_without_requests_is_idle() -> None:
     trace = InferenceParams(base_rps=0.0, burst_rps=0.0).build(random.Random(0))
     assert trace.at(30.0) == Load.idle()
