@@ -5,8 +5,8 @@ the control-quality metrics the benchmark reports. Nothing here sleeps or does I
 from climatik.sim.loop.baselines import NoCapping, Oracle, StaticClock, StaticPowerLimit
 from climatik.sim.loop.harness import DEFAULT_DT_S, Controller, DataPath, PolicySeries, Recording, RunContext, run
 from climatik.sim.loop.production import ProductionLoop
-from climatik.sim.loop.quality import Episode, PolicyMetrics, policy_metrics
-from climatik.sim.loop.scenario import CapChange, GpuPlan, PolicyPlan, Scenario
+from climatik.sim.loop.quality import Episode, InfeasibleMetrics, PolicyMetrics, infeasible_metrics, policy_metrics
+from climatik.sim.loop.scenario import CapChange, GpuPlan, Plant, PolicyPlan, Scenario, plants
 
 __all__ = [
     "DEFAULT_DT_S",
@@ -15,8 +15,10 @@ __all__ = [
     "DataPath",
     "Episode",
     "GpuPlan",
+    "InfeasibleMetrics",
     "NoCapping",
     "Oracle",
+    "Plant",
     "PolicyMetrics",
     "PolicyPlan",
     "PolicySeries",
@@ -26,6 +28,8 @@ __all__ = [
     "Scenario",
     "StaticClock",
     "StaticPowerLimit",
+    "infeasible_metrics",
+    "plants",
     "policy_metrics",
     "run",
 ]

@@ -1,12 +1,16 @@
 """What the closed loop is measured against: no capping, static settings, and the oracle.
 
 * NoCapping: the GPUs run at their defaults.
-* StaticPowerLimit: every GPU of a policy gets a board power limit of cap / GPU count, enforced by the GPU's own
-  firmware, as a static power-limit tool sets it (re-set when the cap changes).
+* StaticPowerLimit: every GPU of a policy gets a board power limit of level / GPU count, enforced by the GPU's own
+  firmware (with its response time), as a static power-limit tool sets it (re-set when the cap changes). The
+  level is the cap, or the policy's threshold share of it; a limit outside the board's range is clamped into it
+  (200 W at least on an H100), as a tool must, so under its floor the policy draws more than the level.
 * StaticClock: one locked clock per policy for the whole run (the best one is found with hindsight from the
   oracle: the lowest clock the oracle ever needed).
 * Oracle: before every step, the highest uniform supported clock at which the policy's GPUs, under the load they
-  are about to run, draw at most the cap; applied without delay. No controller that measures can do better.
+  are about to run, draw at most the cap (or the policy's threshold share of it); applied without delay. No
+  controller that measures can do better at that level; against the oracle at the threshold, a controller that
+  aims at the threshold (the default 90 %) is judged on what it was asked to do.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from climatik.sim.loop.harness import RunContext
-from climatik.sim.loop.scenario import PlacedGpu, World
+from climatik.sim.loop.scenario import PlacedGpu, PolicyPlan, World
 from climatik.sim.physics import Load, firmware_clock_mhz, power_w
 
 
@@ -31,13 +35,21 @@ class NoCapping:
         return None
 
 
-class StaticPowerLimit:
-    """A per-GPU board power limit of the policy's cap divided by its GPU count."""
+def level_w(policy: PolicyPlan, now_s: float, *, at_threshold: bool) -> float:
+    """What a baseline holds `policy` to at `now_s`: its cap, or its capping threshold's share of the cap."""
+    spec = policy.spec_at(now_s)
+    return spec.threshold_watts if at_threshold else float(spec.power_cap_limit)
 
-    label = "static power limit"
+
+class StaticPowerLimit:
+    """A per-GPU board power limit of the policy's level (cap or threshold) divided by its GPU count, clamped into
+    each board's settable range."""
+
     instant = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, at_threshold: bool = False, label: str | None = None) -> None:
+        self.at_threshold = at_threshold
+        self.label = label or ("static power limit at threshold" if at_threshold else "static power limit")
         self._world: World | None = None
         self._applied: dict[str, float] = {}
 
@@ -48,11 +60,12 @@ class StaticPowerLimit:
         assert self._world is not None
         for policy in self._world.policies:
             placed = self._world.gpus_of(policy.name)
-            limit = policy.cap_at(now_s) / len(placed)
-            if self._applied.get(policy.name) != limit:
+            share = level_w(policy, now_s, at_threshold=self.at_threshold) / len(placed)
+            if self._applied.get(policy.name) != share:
                 for gpu in placed:
-                    gpu.node.set_power_limit(gpu.uuid, limit)
-                self._applied[policy.name] = limit
+                    low, high = gpu.gpu.profile.power_limit_range
+                    gpu.node.set_power_limit(gpu.uuid, min(max(share, low), high))
+                self._applied[policy.name] = share
 
 
 class StaticClock:
@@ -74,15 +87,17 @@ class StaticClock:
 
 
 class Oracle:
-    """The highest uniform clock that keeps each policy at or under its cap at every step, known in advance.
+    """The highest uniform clock that keeps each policy at or under its cap (or its threshold's share of the cap)
+    at every step, known in advance.
 
     `lowest` holds, per policy, the lowest clock it needed during the run: the best static clock in hindsight.
     """
 
-    label = "oracle"
     instant = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, at_threshold: bool = False, label: str | None = None) -> None:
+        self.at_threshold = at_threshold
+        self.label = label or ("oracle at threshold" if at_threshold else "oracle")
         self._world: World | None = None
         self._applied: dict[str, int] = {}
         self._clocks: dict[str, list[int]] = {}
@@ -97,7 +112,8 @@ class Oracle:
         for policy in self._world.policies:
             placed = self._world.gpus_of(policy.name)
             loads = [gpu.upcoming_load() for gpu in placed]
-            mhz = highest_clock_within(placed, loads, policy.cap_at(now_s), self._clocks[policy.name])
+            level = level_w(policy, now_s, at_threshold=self.at_threshold)
+            mhz = highest_clock_within(placed, loads, level, self._clocks[policy.name])
             self.lowest[policy.name] = min(mhz, self.lowest.get(policy.name, mhz))
             if self._applied.get(policy.name) != mhz:
                 for gpu in placed:

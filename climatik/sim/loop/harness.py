@@ -57,6 +57,14 @@ class DataPath:
             if getattr(self, name) < 0.0:
                 raise ValueError(f"{name} must be >= 0")
 
+    @classmethod
+    def telemetry(cls, *, collect_s: float, scrape_s: float, period_s: float) -> DataPath:
+        """A path with the exporter collecting every `collect_s`, Prometheus scraping every `scrape_s` and the
+        monitor running every `period_s`; the phases keep their shares of each interval (scrape 30 % into its
+        interval, the monitor 60 % into its), so that the stages are not aligned."""
+        return cls(exporter_interval_s=collect_s, scrape_interval_s=scrape_s, scrape_phase_s=0.3 * scrape_s,
+                   monitor_interval_s=period_s, monitor_phase_s=0.6 * period_s)
+
     def with_period(self, monitor_interval_s: float) -> DataPath:
         """The same path with another control period (the monitor's phase kept within it)."""
         return replace(self, monitor_interval_s=monitor_interval_s,
@@ -73,7 +81,7 @@ class DataPath:
                 f"monitor period {self.monitor_interval_s:g} s (phase {self.monitor_phase_s:g} s), "
                 f"monitor->recommender {self.monitor_latency_s:g} s, "
                 f"recommender->tuner {self.recommend_latency_s:g} s, tuner apply {self.apply_latency_s:g} s, "
-                f"GPU clock lag {self.gpu_lag_s:g} s; power is the 1 s average")
+                f"GPU clock lag {self.gpu_lag_s:g} s; power is the 1 s average as the board measures it")
 
 
 #: How close to a step's end an action must be due to run in that step (float noise in summed step sizes).
@@ -197,7 +205,9 @@ class PolicySeries:
     is exact whatever happens within the step), `cap` the cap in force during the step, `prom` the policy's
     power as Prometheus shows it at the step's end (NaN before the first scrape), `clock` the mean SM clock
     of its GPUs at the step's end, `work` the useful work done during the step: a GPU in a lockstep group
-    counts only at the pace of the group's slowest member.
+    counts only at the pace of the group's slowest member. `target` is the mean clock the GPUs are told to run
+    (their locked bounds once the lag has passed, the maximum when unlocked) and `limit` the sum of their board
+    power limits, both at the step's end: what the controllers command, as opposed to what the GPUs do.
     """
 
     end_s: list[float] = field(default_factory=list)
@@ -207,6 +217,8 @@ class PolicySeries:
     prom: list[float] = field(default_factory=list)
     clock: list[float] = field(default_factory=list)
     work: list[float] = field(default_factory=list)
+    target: list[float] = field(default_factory=list)
+    limit: list[float] = field(default_factory=list)
 
     @property
     def total_work(self) -> float:
@@ -253,6 +265,8 @@ class Recorder:
             series.prom.append(float("nan") if prom is None else prom)
             series.clock.append(sum(p.gpu.sm_clock_mhz for p in placed) / len(placed))
             series.work.append(work)
+            series.target.append(sum(p.gpu.target_mhz for p in placed) / len(placed))
+            series.limit.append(sum(p.gpu.power_limit_w for p in placed))
         for p in self._world.all_gpus():
             self._energy[p.uuid] = p.gpu.energy_j
             self._work[p.uuid] = p.gpu.work_done

@@ -11,6 +11,12 @@ The standard scenarios run on H100 nodes of 8 GPUs:
 * cap-drop: steady training while the cap is lowered by 30 % at 60 s.
 * shared: two policies on different GPUs of the same two nodes, a training job with checkpoint pauses and an
   inference service.
+* infeasible: steady training whose cap drops below what its GPUs draw at their lowest clock (and lowest power
+  limit) for 40 s, and is then restored.
+
+A scenario's `plant` says how the simulated GPUs differ from what the controllers' model assumes: another
+power exponent, boards that draw more or less than the profile, noisy power readings (`plants()`). The default
+plant is the profile itself, read without error.
 """
 
 from __future__ import annotations
@@ -94,8 +100,44 @@ class PolicyPlan:
 
 
 @dataclass(frozen=True)
+class Plant:
+    """The simulated GPUs as they really are, against the model the algorithms assume (the profile's curves, the
+    same on every board, read exactly).
+
+    alpha: the power exponent of every phase (None: the profile's, 2.7).
+    p_max_spread: each board draws its profile's above-idle power times a factor drawn uniformly within
+      1 +- p_max_spread, once per board, from the scenario seed and its UUID.
+    noise: the relative standard deviation of each power reading (clipped at 3 sigma; the energy is exact).
+    """
+
+    name: str = "as modelled"
+    alpha: float | None = None
+    p_max_spread: float = 0.0
+    noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p_max_spread < 1.0 or self.noise < 0.0:
+            raise ValueError(f"plant {self.name}: need 0 <= p_max_spread < 1 and noise >= 0")
+
+    def profile_for(self, profile: GpuProfile, *, seed: int, uuid: str) -> GpuProfile:
+        """The profile of one board of this plant."""
+        board = profile if self.alpha is None else profile.with_alpha(self.alpha)
+        if self.p_max_spread > 0.0:
+            draw = random.Random(f"{seed}/board/{uuid}").uniform(-1.0, 1.0)
+            board = board.scaled(1.0 + self.p_max_spread * draw)
+        return board
+
+
+def plants() -> list[Plant]:
+    """The default plant and the ones the model does not match: power exponents 2.0 and 3.5, boards +-6 % apart,
+    power readings with 1 % noise."""
+    return [Plant(), Plant("power exponent 2.0", alpha=2.0), Plant("power exponent 3.5", alpha=3.5),
+            Plant("boards +-6 %", p_max_spread=0.06), Plant("readings 1 % noise", noise=0.01)]
+
+
+@dataclass(frozen=True)
 class Scenario:
-    """A benchmark scenario. GPUs of `nodes` not named in `gpus` stay idle."""
+    """A benchmark scenario. GPUs of `nodes` not named in `gpus` stay idle; `plant` is what the GPUs really are."""
 
     name: str
     title: str
@@ -107,6 +149,7 @@ class Scenario:
     seed: int = 0
     notes: str = ""
     idle: Workload = field(default_factory=ConstantParams)
+    plant: Plant = field(default_factory=Plant)
 
     def __post_init__(self) -> None:
         placed = [(g.node, g.index) for g in self.gpus]
@@ -158,9 +201,13 @@ class World:
 
     def _add_node(self, name: str, plans: list[GpuPlan], owners: dict[tuple[str, int], PolicyPlan], *,
                   dt_s: float, gpu_lag_s: float) -> None:
-        seed = self.scenario.seed
-        gpus = [SimGpu(profile=self.scenario.profile, uuid=gpu_uuid(name, plan.index), index=plan.index,
-                       lag_s=gpu_lag_s) for plan in plans]
+        seed, plant = self.scenario.seed, self.scenario.plant
+        gpus = []
+        for plan in plans:
+            uuid = gpu_uuid(name, plan.index)
+            gpus.append(SimGpu(profile=plant.profile_for(self.scenario.profile, seed=seed, uuid=uuid), uuid=uuid,
+                               index=plan.index, lag_s=gpu_lag_s, noise=plant.noise,
+                               noise_seed=f"{seed}/noise/{uuid}"))
         traces = [plan.workload.build(random.Random(f"{seed}/{plan.draw or f'{name}/{plan.index}'}"))
                   for plan in plans]
         pods = [_pod(owners.get((name, plan.index)), name, plan.index) for plan in plans]
@@ -197,13 +244,20 @@ def _pod(policy: PolicyPlan | None, node: str, index: int) -> PodRef | None:
 #: Per-GPU spread of a training job's load (a straggler, a faster rank): the GPUs are not identical.
 _SPREAD = (1.0, 0.97, 1.03, 0.95, 1.05, 0.99, 1.01, 1.0)
 _TRAINING = PhaseMix.only(Phase.TRAINING)
-_SERVING = InferenceParams(base_rps=2.0, burst_rps=8.0, mean_burst_gap_s=40.0, mean_burst_s=15.0)
+#: One replica's requests: about 16 % of the time prefilling and a third of the decode batch between bursts;
+#: prefill around 60 % and a full batch in a burst.
+_SERVING = InferenceParams(base_rps=1.0, burst_rps=4.0, mean_burst_gap_s=40.0, mean_burst_s=15.0)
 
 
 def uncapped_power(profile: GpuProfile, load: Load) -> float:
     """What one GPU draws under `load` at its default clock (within its board limit)."""
     clock = firmware_clock_mhz(profile, profile.default_sm_mhz, load, profile.power_limit_w)
     return power_w(profile, clock, load)
+
+
+def floor_power(profile: GpuProfile, load: Load) -> float:
+    """What one GPU draws under `load` at its lowest clock: no clock cap can bring it lower."""
+    return power_w(profile, profile.min_sm_mhz, load)
 
 
 def training_utilisation(profile: GpuProfile, watts: float) -> float:
@@ -268,6 +322,23 @@ def shared(*, train_cap: int = 4000, serve_cap: int = 3200, seed: int = 0) -> Sc
                     seed=seed)
 
 
+#: The infeasible scenario's load: steady training at 90 %.
+INFEASIBLE_LOAD = Load(0.9, _TRAINING)
+
+
+def infeasible(*, cap: int = 8000, low: int = 1200, seed: int = 0) -> Scenario:
+    """Steady training under a cap it never reaches; at 30 s the cap drops to `low`, under what the GPUs draw at
+    their lowest clock and lowest power limit, and at 70 s it is restored; 130 s."""
+    work = TrainingParams(utilisation=INFEASIBLE_LOAD.utilisation, jitter=0.01)
+    gpus = tuple(GpuPlan("node-a", i, work, group="train") for i in range(8))
+    policy = PolicyPlan("train", tuple(("node-a", i) for i in range(8)),
+                        (CapChange(0.0, cap), CapChange(30.0, low), CapChange(70.0, cap)))
+    floor = 8 * max(floor_power(H100, INFEASIBLE_LOAD), H100.power_limit_range[0])
+    return Scenario(name="infeasible", title=f"training; cap {cap} W dropped to {low} W (under the {floor:.0f} W the "
+                    "GPUs draw at their floor) from 30 s to 70 s", nodes={"node-a": 8}, gpus=gpus,
+                    policies=(policy,), duration_s=130.0, seed=seed)
+
+
 def standard(seed: int = 0) -> list[Scenario]:
-    """Every standard scenario."""
+    """Every standard scenario whose caps can be met."""
     return [step(seed=seed), llm(seed=seed), cap_drop(seed=seed), shared(seed=seed)]

@@ -1,5 +1,6 @@
-"""Control-quality metrics on hand-made series: energy and time above the cap, violation episodes and the time
-from a violation showing in Prometheus to power being back under the cap, and lockstep groups' useful work."""
+"""Control-quality metrics on hand-made series: energy and time above the cap, violation spans from the first
+true step above the cap (and the former time from Prometheus showing it), a loop under an unreachable cap, and
+lockstep groups' useful work."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 import pytest
 
 from climatik.sim.gpu import SimGpu
-from climatik.sim.loop import PolicySeries, policy_metrics
+from climatik.sim.loop import PolicySeries, infeasible_metrics, policy_metrics
 from climatik.sim.loop.harness import useful_work
 from climatik.sim.loop.scenario import PlacedGpu
 from climatik.sim.node import SimNode
@@ -35,20 +36,30 @@ def test_energy_and_time_above_the_cap_count_only_the_excess() -> None:
     assert m.work == pytest.approx(4.0)
 
 
-def test_time_to_under_runs_from_the_first_prometheus_sample_over_the_cap_to_power_back_under() -> None:
+def test_a_span_runs_from_the_first_true_step_over_the_cap_and_includes_the_detection_delay() -> None:
     # Over from 1.0 s; Prometheus shows it at the end of the step ending at 2.0 s; back under from 3.0 s.
     power = [900.0, 900.0, 1300.0, 1300.0, 1300.0, 1300.0, 950.0, 950.0, 950.0, 950.0]
     prom = [900.0, 900.0, 900.0, 1300.0, 1300.0, 1300.0, 1300.0, 950.0, 950.0, 950.0]
-    (episode,) = policy_metrics(series(power, prom)).episodes
+    m = policy_metrics(series(power, prom))
+    (episode,) = m.episodes
     assert (episode.start_s, episode.visible_s, episode.end_s) == pytest.approx((1.0, 2.0, 3.0))
-    assert episode.time_to_under_s == pytest.approx(1.0)
+    assert episode.span_s == pytest.approx(2.0)
+    assert m.worst_span_s == pytest.approx(2.0)
+    # The former measure starts only when Prometheus shows the violation.
+    assert episode.after_shown_s == pytest.approx(1.0)
 
 
-def test_power_within_the_tolerance_is_back_under() -> None:
+def test_any_excess_over_the_cap_starts_a_span_unless_a_tolerance_is_asked_for() -> None:
     power = [1300.0, 1300.0, 1015.0, 1015.0, 1015.0]
     prom = [1300.0] * 5
-    m = policy_metrics(series(power, prom))
-    assert m.worst_time_to_under_s == pytest.approx(1.0 - 0.5)
+    assert policy_metrics(series(power, prom)).worst_span_s == math.inf
+    assert policy_metrics(series(power, prom), tolerance=0.02).worst_span_s == pytest.approx(1.0)
+
+
+def test_a_run_that_never_goes_over_has_no_span() -> None:
+    m = policy_metrics(series([900.0, 1000.0, 950.0], [NAN] * 3))
+    assert m.episodes == ()
+    assert m.worst_span_s == 0.0
 
 
 def test_a_dip_shorter_than_the_hold_time_does_not_end_the_episode() -> None:
@@ -56,7 +67,7 @@ def test_a_dip_shorter_than_the_hold_time_does_not_end_the_episode() -> None:
     prom = [1300.0] * 6
     (episode,) = policy_metrics(series(power, prom)).episodes
     assert episode.end_s == pytest.approx(1.5)
-    assert episode.time_to_under_s == pytest.approx(1.0)
+    assert episode.span_s == pytest.approx(1.5)
 
 
 def test_a_spike_over_before_prometheus_shows_it_has_no_time_to_under_but_its_energy_counts() -> None:
@@ -81,6 +92,32 @@ def test_separate_violations_are_separate_episodes() -> None:
     m = policy_metrics(series(power, prom))
     assert [e.start_s for e in m.episodes] == pytest.approx([0.0, 2.0])
     assert m.times_to_under_s == pytest.approx([0.0, 0.0])
+
+
+def commanded(clocks: list[float], limits: list[float], work: list[float], *, dt: float = 1.0) -> PolicySeries:
+    n = len(clocks)
+    return PolicySeries(end_s=[dt * (i + 1) for i in range(n)], dt_s=[dt] * n, power=[1.0] * n, cap=[1.0] * n,
+                        prom=[NAN] * n, clock=list(clocks), work=list(work), target=list(clocks), limit=list(limits))
+
+
+def test_a_loop_under_an_unreachable_cap_is_timed_to_its_floor_counted_for_reversals_and_timed_back() -> None:
+    # Cap unreachable from 2 s to 8 s: clocks fall to the floor (210 MHz) at 5 s, bounce once, and after the
+    # restore the work rate is back at the uncapped rate from 10 s.
+    clocks = [1980.0, 1980.0, 1200.0, 600.0, 210.0, 210.0, 400.0, 210.0, 600.0, 1980.0, 1980.0, 1980.0]
+    work = [1.0, 1.0, 0.7, 0.4, 0.2, 0.2, 0.3, 0.2, 0.4, 1.0, 1.0, 1.0]
+    m = infeasible_metrics(commanded(clocks, [5600.0] * 12, work), commanded(clocks, [5600.0] * 12, [1.0] * 12),
+                           drop_s=2.0, restore_s=8.0, floor_mhz=210.0, step_mhz=15.0)
+    assert m.to_floor_s == pytest.approx(3.0)
+    assert m.reversals == 2
+    assert m.recovery_s == pytest.approx(2.0)
+
+
+def test_a_loop_that_never_reaches_its_floor_or_recovers_says_so() -> None:
+    clocks = [1980.0, 1500.0, 1500.0, 1500.0, 1500.0]
+    m = infeasible_metrics(commanded(clocks, [1.0] * 5, [1.0, 0.5, 0.5, 0.5, 0.5]),
+                           commanded(clocks, [1.0] * 5, [1.0] * 5), drop_s=0.5, restore_s=3.0, floor_mhz=210.0,
+                           step_mhz=15.0)
+    assert (m.to_floor_s, m.reversals, m.recovery_s) == (None, 0, None)
 
 
 def placed(node: SimNode, index: int, group: str) -> PlacedGpu:
