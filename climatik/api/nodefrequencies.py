@@ -121,8 +121,9 @@ LEVERS = (POWER_LIMIT, CLOCK_CAP, NO_LEVER)
 
 @dataclass(frozen=True)
 class BudgetStatus:
-    """How the node's tuner keeps one policy's budget: what the GPUs drew (mean and highest reading over the last
-    second), the lever in use, whether the budget is met, and the least the GPUs can draw (their floor)."""
+    """How the node's tuner keeps one policy's budget: what the GPUs drew (their mean over the last second, and
+    their highest instantaneous reading together over the last ten seconds: what a burst needs), the lever in use,
+    whether the last second's mean is within the budget, and the least the GPUs can draw (their floor)."""
 
     policy: str
     watts: int | None = None

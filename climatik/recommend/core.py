@@ -52,6 +52,8 @@ APPLYING = "Applying"
 NOT_APPLIED_BY_TUNER = "NotApplied"
 RELEASING = "Releasing"
 WITHIN_REACH = "WithinReach"
+#: status.nodePower is rewritten once it moved by this share of the policy's budget (as the monitor's power).
+NODE_POWER_MOVE = 0.03
 BELOW_FLOOR = "BelowFloor"
 HOLDING = "Holding"
 TARGETS_WRITTEN = "TargetsWritten"
@@ -330,8 +332,12 @@ def desired_status(current: Mapping[str, Any] | None, said: Report, *, generatio
     states = [(CONFLICT, said.conflict), (ACTUATED, said.actuated), (INVALID_SPEC, valid)]
     if said.budgets is not None:
         candidate["budget"] = said.budgets.budget
-        if said.budgets.node_power is not None:
-            candidate["nodePower"] = said.budgets.node_power
+        power, before = said.budgets.node_power, current.get("nodePower")
+        # The tuners' readings move all the time; like the monitor's power, a move is news once it is a share of
+        # the budget worth a write.
+        if power is not None and (not isinstance(before, int | float)
+                                  or abs(power - before) > NODE_POWER_MOVE * said.budgets.budget):
+            candidate["nodePower"] = power
         states.append((FEASIBLE, said.budgets.feasible))
     for type, state in states:
         conditions = set_condition(conditions, type=type, status=state.status, reason=state.reason,

@@ -52,12 +52,12 @@ N = TypeVar("N", int, float)
 
 #: Headroom over its recent highest reading a GPU's limit gets.
 HEADROOM = 0.05
-#: A GPU whose reading is this close to its limit is held by it ...
+#: A GPU whose reading is this close to its limit is held by it, and wants its highest limit: what it would draw
+#: unheld is unknown, and a burst (a prefill) is over in a fraction of a second, so it gets its share at once.
 PRESSED = 0.97
-#: ... and is given this much more, when there is room, to find out what it wants.
-PRESSED_STEP = 0.15
-#: A limit is changed only when it moves by more than this many watts (NVML writes are not free).
-LIMIT_CHANGE_W = 5.0
+#: A limit is changed only when it moves by more than this share of the GPU's highest limit (NVML writes are not
+#: free, and readings are noisy), unless the limits must come down to fit the budget.
+LIMIT_CHANGE = 0.02
 #: How power follows the clock, for the clock cap's first cut; later cuts use the slope measured between ticks.
 EXPONENT = 2.7
 #: A cut aims this far under the budget, so that noise and the error of the slope do not leave it above.
@@ -65,8 +65,11 @@ AIM = 0.97
 #: Climb of the clock cap per tick while there is this much room under the budget.
 CLIMB = 0.03
 ROOM = 0.9
-#: How long the readings behind the report's mean and max go back.
+#: How long a GPU's readings behind its peak, and the readings behind the report's mean, go back ...
 WINDOW_S = 1.0
+#: ... and how long those behind the report's highest reading go back: long enough that a load that bursts
+#: every few seconds is reported at its bursts, so that the recommender's split keeps room for them.
+PEAK_WINDOW_S = 10.0
 #: Budget statuses: how soon a changed lever, verdict or floor is written, how often moved readings are, and
 #: what share of the budget counts as moved.
 REPORT_CHANGE_S = 1.0
@@ -106,8 +109,8 @@ class Decision:
 
 @dataclass(frozen=True)
 class Report:
-    """How the budget is kept: the lever, the mean and highest total reading over the last second, whether they
-    stayed within the budget, and the floor (None: not known)."""
+    """How the budget is kept: the lever, the mean total reading over the last second and the highest over the
+    last ten, whether that mean is within the budget, and the floor (None: not known)."""
 
     watts: float
     lever: str
@@ -123,6 +126,8 @@ class GuardState:
     """What one budget's guard remembers between ticks."""
 
     readings: deque[tuple[float, float]] = field(default_factory=deque)
+    #: Each GPU's readings over the last second (UUID -> (time, W)), for its peak.
+    gpu_readings: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
     cap_fraction: float = 1.0
     floor: float | None = None
     #: The clock (fraction of the highest) the GPUs ran at and the power they drew, on the last tick.
@@ -132,23 +137,27 @@ class GuardState:
 def step(watts: float, gpus: Sequence[GpuReading], state: GuardState, now: float) -> Decision:
     """One tick of the guard of a budget of `watts` over `gpus`, at monotonic time `now` (seconds)."""
     total = sum(gpu.power for gpu in gpus)
-    _remember(state, total, now)
+    _remember(state.readings, total, now, PEAK_WINDOW_S)
+    peaks = {gpu.uuid: _remember(state.gpu_readings.setdefault(gpu.uuid, deque()), gpu.power, now, WINDOW_S)
+             for gpu in gpus}
+    for gone in set(state.gpu_readings) - set(peaks):
+        del state.gpu_readings[gone]
     lows = [gpu.min_limit or 0.0 for gpu in gpus]
     highs = [gpu.max_limit for gpu in gpus]
     if all(gpu.limitable for gpu in gpus) and watts >= sum(lows):
         state.cap_fraction, state.floor, state.last = 1.0, None, None
         if all(high is not None for high in highs) and watts >= sum(high or 0.0 for high in highs):
             return _decision(watts, state, NO_LEVER, {gpu.uuid: None for gpu in gpus}, caps={}, gpus=gpus)
-        return _decision(watts, state, POWER_LIMIT, _split(watts, gpus), caps={}, gpus=gpus)
+        return _decision(watts, state, POWER_LIMIT, _split(watts, gpus, peaks), caps={}, gpus=gpus)
     limits: dict[str, float | None] = {gpu.uuid: gpu.min_limit if gpu.limitable else None for gpu in gpus}
     caps = _clock_caps(watts, gpus, state, total)
     message = "" if all(gpu.limitable for gpu in gpus) else "some GPUs refuse power limits: their clocks are capped"
     return _decision(watts, state, CLOCK_CAP, limits, caps=caps, gpus=gpus, message=message)
 
 
-def _split(watts: float, gpus: Sequence[GpuReading]) -> dict[str, float | None]:
+def _split(watts: float, gpus: Sequence[GpuReading], peaks: Mapping[str, float]) -> dict[str, float | None]:
     """Per-GPU limits adding up to at most `watts`: each GPU its want within its range, the rest by room."""
-    wants = {gpu.uuid: _want(gpu) for gpu in gpus}
+    wants = {gpu.uuid: _want(gpu, peaks[gpu.uuid]) for gpu in gpus}
     need = sum(wants.values())
     lows = {gpu.uuid: gpu.min_limit or 0.0 for gpu in gpus}
     highs = {gpu.uuid: gpu.max_limit or math.inf for gpu in gpus}
@@ -161,24 +170,33 @@ def _split(watts: float, gpus: Sequence[GpuReading]) -> dict[str, float | None]:
         room = sum(rooms.values())
         surplus = watts - need
         chosen = {u: wants[u] + (surplus * rooms[u] / room if room > 0 else 0.0) for u in wants}
-    chosen = {u: min(max(v, lows[u]), highs[u]) for u, v in chosen.items()}
     # Whole watts, rounded down, so the limits never add up to more than the budget.
-    return {gpu.uuid: _keep(gpu, math.floor(chosen[gpu.uuid])) for gpu in gpus}
+    chosen = {u: float(math.floor(min(max(v, lows[u]), highs[u]))) for u, v in chosen.items()}
+    return _keep(watts, gpus, chosen)
 
 
-def _want(gpu: GpuReading) -> float:
+def _want(gpu: GpuReading, peak: float) -> float:
     low, high = gpu.min_limit or 0.0, gpu.max_limit or math.inf
-    want = gpu.power * (1.0 + HEADROOM)
-    if gpu.limit is not None and gpu.power >= PRESSED * gpu.limit:
-        want = max(want, gpu.limit * (1.0 + PRESSED_STEP))
+    want = peak * (1.0 + HEADROOM)
+    if gpu.limit is not None and peak >= PRESSED * gpu.limit:
+        want = high
     return min(max(want, low), high)
 
 
-def _keep(gpu: GpuReading, limit: float) -> float:
-    """The limit to set: the current one when the change is not worth an NVML write, unless it must come down."""
-    if gpu.limit is None or limit < gpu.limit:
-        return limit
-    return gpu.limit if limit - gpu.limit <= LIMIT_CHANGE_W else limit
+def _keep(watts: float, gpus: Sequence[GpuReading], chosen: Mapping[str, float]) -> dict[str, float | None]:
+    """The limits to set: a GPU keeps its current limit when the change is small, as long as the limits still
+    fit the budget; where they would not, the kept limits that are highest above their choice come down first."""
+    limits: dict[str, float | None] = {}
+    for gpu in gpus:
+        small = gpu.limit is not None and abs(chosen[gpu.uuid] - gpu.limit) <= LIMIT_CHANGE * (gpu.max_limit or 0.0)
+        limits[gpu.uuid] = gpu.limit if small else chosen[gpu.uuid]
+    kept_high = sorted((gpu for gpu in gpus if (limits[gpu.uuid] or 0.0) > chosen[gpu.uuid]),
+                       key=lambda gpu: (limits[gpu.uuid] or 0.0) - chosen[gpu.uuid], reverse=True)
+    for gpu in kept_high:
+        if sum(v or 0.0 for v in limits.values()) <= watts:
+            break
+        limits[gpu.uuid] = chosen[gpu.uuid]
+    return limits
 
 
 def _clock_caps(watts: float, gpus: Sequence[GpuReading], state: GuardState, total: float) -> dict[str, int | None]:
@@ -232,20 +250,23 @@ def _snap(clocks: Sequence[int], mhz: float) -> int:
     return clocks[index - 1] if index else clocks[0]
 
 
-def _remember(state: GuardState, total: float, now: float) -> None:
-    state.readings.append((now, total))
-    while state.readings and state.readings[0][0] < now - WINDOW_S:
-        state.readings.popleft()
+def _remember(readings: deque[tuple[float, float]], value: float, now: float, window_s: float) -> float:
+    """Add a reading, forget those older than `window_s`, and return the highest left."""
+    readings.append((now, value))
+    while readings and readings[0][0] < now - window_s:
+        readings.popleft()
+    return max(power for _, power in readings)
 
 
 def _decision(watts: float, state: GuardState, lever: str, limits: Mapping[str, float | None], *,
               caps: Mapping[str, int | None], gpus: Sequence[GpuReading], message: str = "") -> Decision:
-    values = [power for _, power in state.readings]
-    mean = sum(values) / len(values)
-    highest = max(values)
+    now = state.readings[-1][0]
+    recent = [power for at, power in state.readings if at >= now - WINDOW_S]
+    mean = sum(recent) / len(recent)
+    highest = max(power for _, power in state.readings)
     floor = state.floor if lever == CLOCK_CAP else None
     report = Report(watts=watts, lever=lever, power_mean=round(mean, 1), power_max=round(highest, 1),
-                    met=highest <= watts * 1.01, floor=None if floor is None else round(floor, 1), message=message)
+                    met=mean <= watts * 1.01, floor=None if floor is None else round(floor, 1), message=message)
     return Decision(limits=dict(limits), clock_caps={gpu.uuid: caps.get(gpu.uuid) for gpu in gpus}, report=report)
 
 
@@ -413,7 +434,7 @@ class NodeGuard:
         if missing:
             notes.append("GPUs not on this node: " + ", ".join(missing))
         if report.floor is not None and not report.met:
-            notes.append(f"the GPUs draw {report.floor:g} W at their lowest clock, above the budget")
+            notes.append("the GPUs draw more than the budget at their lowest clock (see floor)")
         return BudgetStatus(policy=budget.policy, watts=budget.watts, power_mean=report.power_mean,
                             power_max=report.power_max, lever=report.lever, met=report.met, floor=report.floor,
                             message="; ".join(notes) or None)

@@ -467,3 +467,20 @@ def test_a_clocks_only_policy_gets_no_budgets(world: World) -> None:
 
     assert world.budgets("n1") == {}
     assert "budget" not in world.status(llm)
+
+
+def test_the_node_power_in_the_status_moves_only_by_a_share_worth_a_write(world: World) -> None:
+    llm = world.policy("llm", limit=2000, algorithm=None)
+    world.observe(llm, {"n1": [GPU_A, GPU_B]}, power=1500, capping=False)
+    world.reconcile(llm)
+    world.report_budget("n1", llm, power=1000.0)
+    world.reconcile(llm)
+    written = world.status(llm)["nodePower"]
+
+    world.report_budget("n1", llm, power=1020.0)  # about 1 % of the 1800 W budget
+    world.reconcile(llm)
+    assert world.status(llm)["nodePower"] == written
+
+    world.report_budget("n1", llm, power=1200.0)
+    world.reconcile(llm)
+    assert world.status(llm)["nodePower"] > written
