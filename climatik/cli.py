@@ -232,10 +232,24 @@ def recommend(**kwargs: Any) -> None:
     sys.exit(recommend_app.build(settings, common, clock=SystemClock()).run())
 
 
+def _clock_range(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    """MIN,MAX in MHz (e.g. 210,1500), or None."""
+    if not value:
+        return None
+    try:
+        low, high = (int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected MIN,MAX in MHz such as 210,1500, got {value!r}") from None
+    if not 0 < low <= high:
+        raise click.BadParameter(f"expected 0 < MIN <= MAX, got {value!r}")
+    return low, high
+
+
 @cli.command()
 @process_options
-@click.option("--node-name", required=True, envvar="NODE_NAME",
-              help="This node (from the downward API); only its NodeFrequencies object is watched.")
+@click.option("--node-name", default=None, envvar="NODE_NAME",
+              help="This node (from the downward API); only its NodeFrequencies object is watched. Required unless "
+                   "--probe.")
 @click.option("--gpu-backend", type=click.Choice(["nvml", "sim", "none"]), default="nvml", show_default=True)
 @click.option("--sim-url", default=None, help="Base URL of a simulated node (with --gpu-backend sim).")
 @click.option("--cpufreq/--no-cpufreq", default=True, show_default=True, help="Tune CPUs through cpufreq sysfs.")
@@ -247,14 +261,36 @@ def recommend(**kwargs: Any) -> None:
 @click.option("--dry-run", is_flag=True, help="Log and report what would be applied; touch nothing.")
 @click.option("--resync", type=float, default=30.0, show_default=True,
               help="Seconds between re-checks of the hardware against the spec.")
+@click.option("--gpu-baseline-clocks", default=None, callback=_clock_range, metavar="MIN,MAX",
+              help="SM clock range (MHz) a released GPU is locked to instead of unlocked, for nodes whose clocks "
+                   "the site locks itself (nvidia-smi -lgc); targets above MAX are held at MAX.")
+@click.option("--cpu-restore-to", type=click.Choice(["hardware", "found"]), default="hardware", show_default=True,
+              help="What a CPU's limit returns to: cpuinfo_max_freq, or the scaling_max_freq found before the first "
+                   "change (which may be a passing thermal or firmware cap).")
+@click.option("--probe", is_flag=True,
+              help="Print what the tuner would see on this node (GPUs, clocks, power, MIG, cpufreq policies) and exit; "
+                   "changes nothing and needs no Kubernetes access.")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Format of --probe.")
 def tune(**kwargs: Any) -> None:
     """Frequency Tuner: apply this node's target clocks through NVML and cpufreq."""
     common = common_settings(kwargs)
-    shell = tune_app.build(tune_app.TuneSettings(node_name=kwargs["node_name"], gpu_backend=kwargs["gpu_backend"],
-                               sim_url=kwargs["sim_url"], cpufreq=kwargs["cpufreq"], sysfs_root=kwargs["sysfs_root"],
-                               state_file=kwargs["state_file"], dry_run=kwargs["dry_run"], resync=kwargs["resync"]),
-                  common, clock=SystemClock())
-    sys.exit(shell.run())
+    settings = tune_app.TuneSettings(
+        node_name=kwargs["node_name"] or "", gpu_backend=kwargs["gpu_backend"], sim_url=kwargs["sim_url"],
+        cpufreq=kwargs["cpufreq"], sysfs_root=kwargs["sysfs_root"], state_file=kwargs["state_file"],
+        dry_run=kwargs["dry_run"], resync=kwargs["resync"], gpu_baseline=kwargs["gpu_baseline_clocks"],
+        cpu_original=kwargs["cpu_restore_to"])
+    if kwargs["probe"]:
+        # Logs go to stderr so that stdout holds the description alone (e.g. for `--output json | jq`).
+        parent = click.get_current_context().find_root().params
+        log_format = parent.get("log_format", "auto")
+        configure_logging(parent.get("log_level", "info"),
+                          json_lines=None if log_format == "auto" else log_format == "json", stream=sys.stderr)
+        click.echo(tune_app.probe(settings, output=kwargs["output"], clock=SystemClock()), nl=False)
+        sys.exit(0)
+    if not settings.node_name:
+        raise click.UsageError("--node-name (or NODE_NAME) is required unless --probe")
+    sys.exit(tune_app.build(settings, common, clock=SystemClock()).run())
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ controllers and the leader elector), hands its informers and controllers to a `P
 `shell.run()` as its exit code. The shell:
 
 * serves /metrics, /healthz and /readyz on one port (ready once every informer has synced and, when elected,
-  the lease is held);
+  the lease is held, and the optional `ready_check` agrees; live unless the optional `live` probe says not, e.g.
+  the tuner's GPU library needing a fresh container);
 * starts the informers, then (once leading, if elected) waits for their caches and starts the controllers;
 * on SIGTERM or SIGINT stops taking work, lets reconciles in flight finish within `grace_period`, stops the
   informers, releases the lease and runs the shutdown hooks (e.g. restoring hardware defaults), then
@@ -190,6 +191,8 @@ class ProcessShell:
         shutdown_hooks: Sequence[Callable[[], None]] = (),
         handle_signals: bool = True,
         exit_now: Callable[[int], Any] = os._exit,
+        ready_check: Probe | None = None,
+        live: Probe | None = None,
     ) -> None:
         self.name = name
         self._informers = list(informers)
@@ -205,7 +208,9 @@ class ProcessShell:
         self._lease_lost = threading.Event()
         self._signals = 0
         self._serving = threading.Event()
-        self._probes = ProbeServer(registry=registry, ready=self.ready, host=host, port=port)
+        self._ready_check = ready_check
+        self._probes = ProbeServer(registry=registry, ready=self._probe_ready, live=live or (lambda: (True, "ok")),
+                                   host=host, port=port)
 
     @property
     def port(self) -> int:
@@ -227,6 +232,14 @@ class ProcessShell:
         if self._elector is not None and not self._elector.is_leader():
             return False, "not the leader"
         return True, "ok"
+
+    def _probe_ready(self) -> tuple[bool, str]:
+        # The extra check gates only what /readyz answers, never the start of the controllers: a component whose
+        # hardware is unwell still reconciles (and restores) what it can.
+        ready = self.ready()
+        if not ready[0] or self._ready_check is None:
+            return ready
+        return self._ready_check()
 
     def request_stop(self) -> None:
         """Begin an orderly stop (what the first SIGTERM does)."""

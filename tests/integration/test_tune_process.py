@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,13 +52,14 @@ def node_object(kubectl) -> Iterator[None]:  # type: ignore[no-untyped-def]
     kubectl("delete", "nf", NODE, "--ignore-not-found")
 
 
+def tuner_args(control_plane, sim: SimCluster, sysfs: Path, tmp_path: Path) -> list[str]:  # type: ignore[no-untyped-def]
+    return ["tune", f"--kubeconfig={control_plane.kubeconfig}", f"--node-name={NODE}", "--gpu-backend=sim",
+            f"--sim-url={sim.urls[NODE]}", f"--sysfs-root={sysfs}", f"--state-file={tmp_path / 'state.json'}",
+            "--metrics-port=0", "--resync=2"]
+
+
 def tuner(control_plane, sim: SimCluster, sysfs: Path, tmp_path: Path) -> ClimatikProcess:  # type: ignore[no-untyped-def]
-    return ClimatikProcess(
-        ["tune", f"--kubeconfig={control_plane.kubeconfig}", f"--node-name={NODE}", "--gpu-backend=sim",
-         f"--sim-url={sim.urls[NODE]}", f"--sysfs-root={sysfs}", f"--state-file={tmp_path / 'state.json'}",
-         "--metrics-port=0", "--resync=2"],
-        tmp_path / "tune.log",
-    ).start()
+    return ClimatikProcess(tuner_args(control_plane, sim, sysfs, tmp_path), tmp_path / "tune.log").start()
 
 
 def apply_spec(kubectl, gpus: list[dict[str, Any]], cpus: list[dict[str, Any]] | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -142,3 +146,85 @@ def test_dry_run_reports_and_touches_nothing(
         assert locked_clocks(sim)[gpu0] is None
     finally:
         proc.stop_quietly()
+
+
+def climatik(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key not in ("NODE_NAME", "KUBECONFIG")}
+    return subprocess.run([sys.executable, "-m", "climatik", "--log-level=warning", *args], capture_output=True,
+                          text=True, timeout=60, check=False, env=env)
+
+
+def test_probe_describes_the_simulated_node_and_changes_nothing(sim: SimCluster, sysfs: Path,
+                                                                tmp_path: Path) -> None:
+    gpu0, gpu1 = sorted(locked_clocks(sim))
+    SimControlClient(sim.urls[NODE], session=requests.Session()).set_locked_clock(gpu1, 1005)
+    before = locked_clocks(sim), [scaling_max(sysfs, cpu) for cpu in range(2)]
+    common = ["tune", "--probe", "--gpu-backend=sim", f"--sim-url={sim.urls[NODE]}", f"--sysfs-root={sysfs}",
+              f"--state-file={tmp_path / 'state.json'}"]
+
+    as_json = climatik(*common, "--output=json")
+    as_text = climatik(*common)
+
+    assert as_json.returncode == 0 and as_text.returncode == 0, as_json.stderr + as_text.stderr
+    found = json.loads(as_json.stdout)
+    gpus = {gpu["uuid"]: gpu for gpu in found["gpu"]["gpus"]}
+    assert set(gpus) == {gpu0, gpu1}
+    assert (gpus[gpu0]["locked_clock_mhz"], gpus[gpu1]["locked_clock_mhz"]) == (None, 1005)
+    assert all(gpu["steps"] and gpu["power_limit_w"] for gpu in gpus.values())
+    assert [policy["cpus"] for policy in found["cpu"]["policies"]] == [[0], [1]]
+    assert f"GPUs (sim): library simulated node at {sim.urls[NODE]}" in as_text.stdout
+    assert "CPUs (cpufreq): 2 policies over 2 CPUs; offline: none" in as_text.stdout
+    assert (locked_clocks(sim), [scaling_max(sysfs, cpu) for cpu in range(2)]) == before
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_a_baseline_is_what_a_released_gpu_returns_to(
+    control_plane, kubectl, node_object, sim: SimCluster, sysfs: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    gpu0, _ = sorted(locked_clocks(sim))
+    apply_spec(kubectl, [{"gpuId": gpu0, "targetFrequency": 1395}])
+    proc = ClimatikProcess([*tuner_args(control_plane, sim, sysfs, tmp_path), "--gpu-baseline-clocks=210,1200"],
+                           tmp_path / "tune.log").start()
+    try:
+        held = wait_for(lambda: (s := status(kubectl)).get("gpuFrequencies") and s["gpuFrequencies"][0], timeout=40,
+                        what="the entry's status", diagnostics=proc.output)
+        assert held["targetFrequency"] == 1200 and "baseline" in held["message"]
+        assert locked_clocks(sim)[gpu0] == 1200
+        apply_spec(kubectl, [])
+        wait_for(lambda: "default_restored" in proc.output(), what="the GPU released", diagnostics=proc.output)
+        assert locked_clocks(sim)[gpu0] == 1200, "back to the baseline, not unlocked"
+    finally:
+        proc.stop_quietly()
+
+
+def test_readiness_follows_the_gpu_backend(
+    control_plane, kubectl, node_object, sim: SimCluster, sysfs: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    gpu0, _ = sorted(locked_clocks(sim))
+    apply_spec(kubectl, [{"gpuId": gpu0, "targetFrequency": 1200}])
+    proc = tuner(control_plane, sim, sysfs, tmp_path)
+    try:
+        port = wait_for(lambda: metrics_port(proc), what="the probe port", diagnostics=proc.output)
+        wait_for(lambda: readyz(port)[0] == 200, timeout=40, what="ready", diagnostics=proc.output)
+        sim.stop()  # the simulated node's API goes away, as NVML does when the driver is unloaded
+        _, text = wait_for(lambda: (answer := readyz(port))[0] == 503 and answer, timeout=40,
+                           what="not ready", diagnostics=proc.output)
+        assert "simulator" in text
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200, "still live"
+    finally:
+        proc.stop_quietly()
+
+
+def metrics_port(proc: ClimatikProcess) -> int | None:
+    for line in proc.output().splitlines():
+        if '"process_started"' in line:
+            return int(json.loads(line)["port"])
+    return None
+
+
+def readyz(port: int) -> tuple[int, str]:
+    try:
+        answer = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+    except requests.RequestException as error:
+        return 0, str(error)
+    return answer.status_code, answer.text

@@ -22,6 +22,7 @@ enumerating devices rather than by UUID, whose expected type changed across nvid
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import structlog
@@ -123,9 +124,11 @@ class NvmlGpuBackend:
             found = self._found()
         except BackendUnavailableError as error:
             return GpuNodeFacts(backend=self.name, error=str(error))
-        nvml = self._session.lib()
-        return nvmlfacts.node_facts(nvml, {uuid: handle for uuid, (_, handle) in found.items()},
-                                    baseline=self._baseline)
+        facts = nvmlfacts.node_facts(self._session.lib(), {uuid: handle for uuid, (_, handle) in found.items()},
+                                     baseline=self._baseline)
+        if not found:
+            return replace(facts, error=f"NVML sees no GPUs on this node: {GPU_RUNTIME_HINT}")
+        return facts
 
     # ---------------------------------------------------------------------------------------------- session
 

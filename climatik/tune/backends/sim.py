@@ -3,19 +3,32 @@
 The backend talks to the simulator with its own small client (the simulator's code is never loaded by the
 tuner): GET /sim/gpus lists the GPUs, POST and DELETE /sim/gpus/<uuid>/locked-clock lock and unlock a clock.
 The simulator snaps a locked clock to its own steps; targets are fitted here first, with the same rule as for
-NVML, so that results carry the same messages whichever backend runs.
+NVML, so that results carry the same messages whichever backend runs. With a `baseline` range, a released GPU
+is locked at the baseline's maximum (the simulator locks an upper bound only) instead of unlocked, as on NVML.
+It offers the optional extras too: its health is whether the simulator answered last time, and `facts` is what
+`climatik tune --probe` prints for a simulated node.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import requests
 import structlog
 
 from climatik.api.nodefrequencies import APPLIED, FAILED, UNSUPPORTED, GpuInventory
-from climatik.tune.backends.base import BackendUnavailableError, DeviceResult, fit_to_steps
+from climatik.tune.backends.base import (
+    BackendHealth,
+    BackendUnavailableError,
+    DeviceResult,
+    GpuFacts,
+    GpuNodeFacts,
+    fit_to_steps,
+    join_notes,
+)
 
 _ANSWER_ERRORS = (requests.RequestException, ValueError, KeyError, TypeError)
 
@@ -33,14 +46,21 @@ class SimGpu:
     supported_clocks_mhz: tuple[int, ...]
     power_limit_w: float
     current_clock_mhz: int
+    locked_clock_mhz: int | None = None
+    mem_clock_mhz: int | None = None
+    power_w: float | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SimGpu:
+        locked, memory, power = data.get("locked_clock_mhz"), data.get("mem_clock_mhz"), data.get("power_w")
         return cls(uuid=str(data["uuid"]), index=int(data["index"]), model=str(data["model"]),
                    min_clock_mhz=int(data["min_clock_mhz"]), max_clock_mhz=int(data["max_clock_mhz"]),
                    default_clock_mhz=int(data["default_clock_mhz"]),
                    supported_clocks_mhz=tuple(int(mhz) for mhz in data["supported_clocks_mhz"]),
-                   power_limit_w=float(data["power_limit_w"]), current_clock_mhz=int(data["current_clock_mhz"]))
+                   power_limit_w=float(data["power_limit_w"]), current_clock_mhz=int(data["current_clock_mhz"]),
+                   locked_clock_mhz=None if locked is None else int(locked),
+                   mem_clock_mhz=None if memory is None else int(memory),
+                   power_w=None if power is None else float(power))
 
 
 class SimNodeClient:
@@ -73,20 +93,17 @@ class SimGpuBackend:
 
     name = "sim"
 
-    def __init__(self, *, base_url: str, session: requests.Session, timeout_s: float = 5.0) -> None:
+    def __init__(self, *, base_url: str, session: requests.Session, timeout_s: float = 5.0,
+                 baseline: tuple[int, int] | None = None) -> None:
         self._base_url = base_url
         self._client = SimNodeClient(base_url, session=session, timeout_s=timeout_s)
+        self._baseline = baseline
         self._steps: dict[str, tuple[int, ...]] = {}
+        self._unreachable: str | None = None
         self._log = structlog.get_logger(__name__).bind(backend=self.name, url=base_url)
 
     def inventory(self) -> list[GpuInventory]:
-        try:
-            gpus = self._client.gpus()
-        except _ANSWER_ERRORS as error:
-            reason = f"simulator at {self._base_url} cannot list its GPUs: {_reason(error)}"
-            raise BackendUnavailableError(reason) from error
-        self._steps = {gpu.uuid: gpu.supported_clocks_mhz for gpu in gpus}
-        return [_inventory(gpu) for gpu in gpus]
+        return [_inventory(gpu) for gpu in self._list()]
 
     def apply(self, uuid: str, max_mhz: int) -> DeviceResult:
         try:
@@ -94,18 +111,27 @@ class SimGpuBackend:
             if not steps:
                 return DeviceResult(UNSUPPORTED, requested_mhz=max_mhz, message=f"no GPU {uuid} on this node")
             fit = fit_to_steps(max_mhz, steps)
-            locked = self._client.set_locked_clock(uuid, fit.mhz)
+            mhz, note = fit.mhz, fit.note
+            if self._baseline is not None and mhz > self._baseline[1]:
+                mhz = self._baseline[1]
+                note = join_notes(note, f"held at the node's baseline maximum of {mhz} MHz")
+            locked = self._client.set_locked_clock(uuid, mhz)
         except _ANSWER_ERRORS as error:
             return self._failure(error, uuid, max_mhz, "lock the clock")
         return DeviceResult(APPLIED, requested_mhz=max_mhz, applied_mhz=locked,
-                            current_mhz=self.current_clock(uuid), message=fit.note)
+                            current_mhz=self.current_clock(uuid), message=note)
 
     def reset(self, uuid: str) -> DeviceResult:
         try:
-            self._client.reset_locked_clock(uuid)
+            if self._baseline is not None:
+                self._client.set_locked_clock(uuid, self._baseline[1])
+                message = f"locked clocks returned to the node's baseline maximum of {self._baseline[1]} MHz"
+            else:
+                self._client.reset_locked_clock(uuid)
+                message = "locked clocks reset"
         except _ANSWER_ERRORS as error:
             return self._failure(error, uuid, None, "reset the clock")
-        return DeviceResult(APPLIED, current_mhz=self.current_clock(uuid), message="locked clocks reset")
+        return DeviceResult(APPLIED, current_mhz=self.current_clock(uuid), message=message)
 
     def current_clock(self, uuid: str) -> int | None:
         try:
@@ -117,6 +143,44 @@ class SimGpuBackend:
 
     def close(self) -> None:
         """The session belongs to the caller, who closes it."""
+
+    def release(self) -> None:
+        """Nothing is held between calls."""
+
+    def health(self) -> BackendHealth:
+        if self._unreachable is not None:
+            return BackendHealth(False, True, self._unreachable)
+        return BackendHealth(True, True, "simulator ok")
+
+    def blocked(self) -> Mapping[str, str]:
+        return {}
+
+    def facts(self) -> GpuNodeFacts:
+        try:
+            gpus = self._list()
+        except BackendUnavailableError as error:
+            return GpuNodeFacts(backend=self.name, error=str(error))
+        release = (f"re-locked to the baseline maximum of {self._baseline[1]} MHz" if self._baseline is not None
+                   else "unlocked")
+        return GpuNodeFacts(backend=self.name, library_version=f"simulated node at {self._base_url}", gpus=[
+            GpuFacts(uuid=gpu.uuid, index=gpu.index, model=gpu.model, mig_mode="not supported",
+                     min_clock_mhz=gpu.min_clock_mhz, max_clock_mhz=gpu.max_clock_mhz,
+                     steps=len(gpu.supported_clocks_mhz), step_mhz=_step(gpu.supported_clocks_mhz),
+                     default_clock_mhz=gpu.default_clock_mhz, sm_clock_mhz=gpu.current_clock_mhz,
+                     memory_clock_mhz=gpu.mem_clock_mhz, locked_clock_mhz=gpu.locked_clock_mhz,
+                     power_limit_w=gpu.power_limit_w, power_w=gpu.power_w, lockable=True,
+                     lock_note=f"the simulator locks an upper bound on the SM clock, {release} on release")
+            for gpu in gpus])
+
+    def _list(self) -> list[SimGpu]:
+        try:
+            gpus = self._client.gpus()
+        except _ANSWER_ERRORS as error:
+            self._unreachable = f"simulator at {self._base_url} cannot list its GPUs: {_reason(error)}"
+            raise BackendUnavailableError(self._unreachable) from error
+        self._unreachable = None
+        self._steps = {gpu.uuid: gpu.supported_clocks_mhz for gpu in gpus}
+        return gpus
 
     def _find_steps(self, uuid: str) -> tuple[int, ...]:
         self._steps = {gpu.uuid: gpu.supported_clocks_mhz for gpu in self._client.gpus()}
@@ -141,6 +205,11 @@ def _inventory(gpu: SimGpu) -> GpuInventory:
         supported_frequencies=sorted(gpu.supported_clocks_mhz),
         power_limit=round(gpu.power_limit_w),
     )
+
+
+def _step(steps: tuple[int, ...]) -> int | None:
+    ordered = sorted(steps)
+    return min((high - low for low, high in pairwise(ordered)), default=None)
 
 
 def _reason(error: Exception) -> str:

@@ -22,18 +22,18 @@ CAPPABLE = [row for row in ZOO if not row.mig_enabled]
 
 
 def key(row: GpuModel) -> str:
-    return row.key
+    return str(row.key)
 
 
 def middle_step(row: GpuModel) -> int:
     """A supported step near three quarters of the top clock: far above every GDDR idle list (<= 645 MHz)."""
-    return next(step for step in row.top_steps if step <= row.max_sm_mhz * 3 // 4)
+    return int(next(step for step in row.top_steps if step <= row.max_sm_mhz * 3 // 4))
 
 
 def applier_on(nvml: FakeNvml, clock: FakeClock, *, expected: Callable[[], int | None] | None = None) -> Applier:
     """An applier over the fake's GPUs; `expected` answers the node's nvidia.com/gpu.count label."""
-    extra = {} if expected is None else {"gpu_expected_count": expected}
-    return Applier(state=StateStore(None), clock=clock, gpu_backend=NvmlGpuBackend(nvml=nvml), **extra)
+    return Applier(state=StateStore(None), clock=clock, gpu_backend=NvmlGpuBackend(nvml=nvml),
+                   gpu_expected_count=expected)
 
 
 def condition(report: ApplyReport, type: str) -> dict[str, str]:
