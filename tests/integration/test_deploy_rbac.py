@@ -55,7 +55,8 @@ RECOMMEND = (grants("climatik.io", ["powercappingpolicies"], (*READ, "update", "
              | grants("climatik.io", ["nodefrequencies"], (*READ, "create", "update", "patch", "delete"))
              | grants("", ["nodes"], READ) | events())
 TUNE = (grants("climatik.io", ["nodefrequencies"], READ)
-        | grants("climatik.io", ["nodefrequencies/status"], WRITE_STATUS))
+        | grants("climatik.io", ["nodefrequencies/status"], WRITE_STATUS)
+        | grants("", ["nodes"], ["get"]))
 
 #: Everything each identity may do in a namespace (cluster-wide grants included), beyond what every user may.
 EXACT = {
@@ -110,6 +111,7 @@ ALLOWED = [
     ("tune", "update nodefrequencies.climatik.io/gpu-node-1 --subresource=status"),
     ("tune", "patch nodefrequencies.climatik.io/gpu-node-1 --subresource=status"),
     ("tune", "create events -n default"),
+    ("tune", "get nodes/gpu-node-1"),
 ]
 
 FORBIDDEN = [
@@ -140,6 +142,8 @@ FORBIDDEN = [
     ("tune", "patch powercappingpolicies.climatik.io --subresource=status -n team-a"),
     ("tune", "list pods --all-namespaces"),
     ("tune", "list nodes"),
+    ("tune", "watch nodes"),
+    ("tune", "patch nodes/gpu-node-1"),
     ("tune", "list secrets --all-namespaces"),
     ("tune", "create leases.coordination.k8s.io -n climatik-system"),
     ("tune", "create events -n team-a"),

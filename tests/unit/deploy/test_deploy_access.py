@@ -50,3 +50,11 @@ def test_no_component_may_read_secrets_or_use_wildcards(manifests) -> None:  # t
     for rule in rules:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
         assert "secrets" not in rule["resources"]
+
+
+def test_tuner_may_get_its_node_but_not_list_or_watch_nodes(manifests) -> None:  # type: ignore[no-untyped-def]
+    # Reading its Node tells the tuner how many GPUs the node should have (nvidia.com/gpu.count); RBAC cannot name
+    # "the tuner's own node", so the grant is get only: no list, no watch, no write.
+    rules = manifests.get("ClusterRole", "climatik-tune")["rules"]
+    node_rules = [rule for rule in rules if "nodes" in rule["resources"]]
+    assert node_rules == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]

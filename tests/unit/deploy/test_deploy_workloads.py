@@ -148,3 +148,38 @@ def test_each_component_has_its_own_bound_service_account(manifests, component: 
     binding = manifests.get("ClusterRoleBinding", account)
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": account}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "climatik-system"}]
+
+
+def test_tuner_is_node_critical_so_it_is_not_evicted_while_capping(manifests) -> None:  # type: ignore[no-untyped-def]
+    # An evicted tuner restores default clocks: a power spike exactly when the node is short of power.
+    assert pod_spec(manifests.workload("tune"))["priorityClassName"] == "system-node-critical"
+
+
+def test_tuner_leaves_a_node_paused_for_driver_or_mig_maintenance(manifests) -> None:  # type: ignore[no-untyped-def]
+    affinity = pod_spec(manifests.workload("tune"))["affinity"]["nodeAffinity"]
+    terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+
+    def runs_on(labels: dict[str, str]) -> bool:
+        def matches(expression: dict[str, object]) -> bool:
+            value = labels.get(str(expression["key"]))
+            operator, values = expression["operator"], expression.get("values", [])
+            return {"In": value in values, "NotIn": value not in values, "Exists": value is not None,  # type: ignore[operator]
+                    "DoesNotExist": value is None}[str(operator)]
+
+        return any(all(matches(expression) for expression in term["matchExpressions"]) for term in terms)
+
+    assert runs_on({})
+    assert runs_on({"nvidia.com/gpu.deploy.client": "true"})
+    assert not runs_on({"nvidia.com/gpu.deploy.client": "paused-for-driver-upgrade"})
+    assert not runs_on({"nvidia.com/gpu.deploy.client": "paused-for-mig-change"})
+    assert not runs_on({"climatik.io/tune": "paused"})
+    assert not runs_on({"climatik.io/tune": "paused", "nvidia.com/gpu.deploy.client": "true"})
+
+
+def test_tuner_pods_are_admitted_where_critical_priority_needs_a_quota(manifests) -> None:  # type: ignore[no-untyped-def]
+    quota = manifests.get("ResourceQuota", "climatik-critical-pods")
+    namespace = manifests.workload("tune")["metadata"]["namespace"]
+    (scope,) = quota["spec"]["scopeSelector"]["matchExpressions"]
+    assert quota["metadata"]["namespace"] == namespace
+    assert scope == {"scopeName": "PriorityClass", "operator": "In", "values": ["system-node-critical"]}
+    assert int(quota["spec"]["hard"]["pods"]) >= 1000
