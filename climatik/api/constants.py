@@ -14,6 +14,10 @@ NODE_FREQUENCIES_KIND: Final = "NodeFrequencies"
 NODE_FREQUENCIES_PLURAL: Final = "nodefrequencies"
 NODE_FREQUENCIES_SHORT_NAME: Final = "nf"
 
+DOMAIN_KIND: Final = "PowerDomain"
+DOMAIN_PLURAL: Final = "powerdomains"
+DOMAIN_SHORT_NAME: Final = "pd"
+
 #: Set by the recommender on every policy so that its NodeFrequencies entries are removed before the policy goes.
 POLICY_FINALIZER: Final = f"{GROUP}/node-frequencies"
 

@@ -136,6 +136,15 @@ class BudgetStatus:
 
 
 @dataclass(frozen=True)
+class NodePower:
+    """The GPU power of the whole node as its tuner reads it: the mean over the last second and the highest
+    instantaneous reading over the last ten (W). What power domains count, budgeted GPUs or not."""
+
+    mean: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
 class NodeFrequenciesStatus:
     observed_generation: int | None = None
     last_updated: str | None = None
@@ -146,6 +155,7 @@ class NodeFrequenciesStatus:
     cpu_frequencies: list[CpuFrequencyStatus] | None = None
     inventory: NodeInventory | None = None
     budgets: list[BudgetStatus] | None = None
+    power: NodePower | None = None
     conditions: list[Condition] | None = None
 
 

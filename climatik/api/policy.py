@@ -93,6 +93,7 @@ class PolicySpec:
     tune_cpus: bool | None = field(default=None, metadata={"json": "tuneCPUs"})
     priority: int | None = None
     enforcement: str | None = None
+    guaranteed_watts: int | None = None
 
     @property
     def node_budgets(self) -> bool:

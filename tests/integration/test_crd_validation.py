@@ -37,6 +37,17 @@ def node_frequencies(name: str, gpus: list[dict[str, object]], cpus: list[dict[s
             "spec": spec}
 
 
+def domain(name: str, **spec_changes: object) -> dict[str, object]:
+    spec = {"budget": 17000, "nodeSelector": {"matchLabels": {"rack": "b07"}}, **spec_changes}
+    spec = {key: value for key, value in spec.items() if value is not None}
+    return {"apiVersion": "climatik.io/v1alpha1", "kind": "PowerDomain", "metadata": {"name": name}, "spec": spec}
+
+
+@pytest.fixture(autouse=True)
+def _domains_served(control_plane) -> None:  # type: ignore[no-untyped-def]
+    control_plane.wait_for_resources("climatik.io/v1alpha1", {"powerdomains"})
+
+
 def test_control_plane_runs_the_built_release(control_plane) -> None:  # type: ignore[no-untyped-def]
     assert control_plane.version() == "v1.34.4"
 
@@ -94,6 +105,19 @@ INVALID = [
         {"policy": "ml/llm", "watts": 800, "gpuIds": ["GPU-2"]}]),
      "spec.powerBudgets[1]"),
     ("unknown-enforcement", policy("bad-enforcement", enforcement="Hope"), "spec.enforcement"),
+    ("guarantee-above-limit", policy("big-guarantee", powerCapLimit=1000, guaranteedWatts=1200),
+     "spec.guaranteedWatts"),
+    ("domain-zero-budget", domain("d-zero", budget=0), "spec.budget"),
+    ("domain-without-nodes", domain("d-nodes", nodeSelector=None), "spec.nodeSelector"),
+    ("domain-own-parent", domain("d-self", parent="d-self"), "spec.parent"),
+    ("domain-bad-time", domain("d-time", schedule=[{"start": "25:00", "end": "06:00", "budget": 9000}]),
+     "spec.schedule[0].start"),
+    ("domain-empty-window", domain("d-empty", schedule=[{"start": "06:00", "end": "06:00", "budget": 9000}]),
+     "spec.schedule[0].end"),
+    ("domain-bad-day", domain("d-day", schedule=[{"start": "06:00", "end": "07:00", "budget": 9000,
+                                                 "days": ["Moonday"]}]),
+     "spec.schedule[0].days[0]"),
+    ("domain-zero-ramp", domain("d-ramp", rampWattsPerSecond=0), "spec.rampWattsPerSecond"),
 ]
 
 
@@ -159,12 +183,30 @@ def test_get_shows_printer_columns(kubectl) -> None:  # type: ignore[no-untyped-
     assert nf_table[1].split()[:5] == ["columns-node", "columns-node", "8", "1", "0"]
 
 
+def test_a_domain_tree_is_accepted_with_defaults_and_shows_its_columns(kubectl) -> None:  # type: ignore[no-untyped-def]
+    row = kubectl("create", "-o", "json", "-f", "-", stdin=json.dumps(domain("row-a", budget=120000)))
+    assert row.returncode == 0, row.stderr
+    assert json.loads(row.stdout)["spec"]["timeZone"] == "UTC"
+    rack = kubectl("create", "-o", "json", "-f", "-", stdin=json.dumps(domain("rack-a1", parent="row-a")))
+    assert rack.returncode == 0, rack.stderr
+    kubectl("patch", "pd", "rack-a1", "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {"budget": 17000, "power": 15250.5, "allocated": 16900}}))
+    table = kubectl("get", "pd", "rack-a1").stdout.splitlines()
+    assert table[0].split() == ["NAME", "PARENT", "BUDGET", "POWER", "ALLOCATED", "AGE"]
+    assert table[1].split()[:5] == ["rack-a1", "row-a", "17000", "15250.5", "16900"]
+
+
 def test_explain_teaches_the_spec(kubectl) -> None:  # type: ignore[no-untyped-def]
     result = kubectl("explain", "pcp.spec")
     assert result.returncode == 0, result.stderr
-    for field in ("powerCapLimit", "selector", "cappingThreshold", "customAlgorithms", "dryRun"):
+    for field in ("powerCapLimit", "selector", "cappingThreshold", "customAlgorithms", "dryRun", "guaranteedWatts"):
         assert field in result.stdout
     assert "<no description>" not in result.stdout
+    domains = kubectl("explain", "pd.spec")
+    assert domains.returncode == 0, domains.stderr
+    for field in ("budget", "nodeSelector", "parent", "schedule", "rampWattsPerSecond", "defaultPriority"):
+        assert field in domains.stdout
+    assert "<no description>" not in domains.stdout
 
 
 def test_sample_yaml_parses_as_typed_policy(repo) -> None:  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ import yaml
 
 from climatik.api import NodeFrequencies, PowerCappingPolicy
 from climatik.api.codec import json_fields, json_name
+from climatik.api.domain import PowerDomain, PowerDomainSpec, PowerDomainStatus
 from climatik.api.nodefrequencies import NodeFrequenciesSpec, NodeFrequenciesStatus
 from climatik.api.policy import PolicySpec, PolicyStatus
 
@@ -20,6 +21,7 @@ CRD_DIR = Path(__file__).resolve().parents[3] / "manifests" / "crd"
 RESOURCES = {
     "climatik.io_powercappingpolicies.yaml": (PowerCappingPolicy, PolicySpec, PolicyStatus),
     "climatik.io_nodefrequencies.yaml": (NodeFrequencies, NodeFrequenciesSpec, NodeFrequenciesStatus),
+    "climatik.io_powerdomains.yaml": (PowerDomain, PowerDomainSpec, PowerDomainStatus),
 }
 SCALARS = {"integer": int, "number": float, "string": str, "boolean": bool}
 
