@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -207,10 +208,17 @@ def test_readiness_follows_the_gpu_backend(
         port = wait_for(lambda: metrics_port(proc), what="the probe port", diagnostics=proc.output)
         wait_for(lambda: readyz(port)[0] == 200, timeout=40, what="ready", diagnostics=proc.output)
         sim.stop()  # the simulated node's API goes away, as NVML does when the driver is unloaded
+        apply_spec(kubectl, [{"gpuId": gpu0, "targetFrequency": 1005}])  # so the tuner must reach the GPUs
         _, text = wait_for(lambda: (answer := readyz(port))[0] == 503 and answer, timeout=40,
                            what="not ready", diagnostics=proc.output)
         assert "simulator" in text
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200, "still live"
+        failed = wait_for(lambda: (s := status(kubectl)).get("gpuFrequencies") and s["gpuFrequencies"][0]["status"]
+                          == "Failed" and s, what="the entry Failed", diagnostics=proc.output)
+        assert failed["conditions"] and "simulator" in failed["gpuFrequencies"][0]["message"]
+        writes = proc.output().count('"status_updated"')
+        time.sleep(5)  # two resyncs or more
+        assert proc.output().count('"status_updated"') <= writes + 1, "a lasting fault is written once, not in a loop"
     finally:
         proc.stop_quietly()
 

@@ -82,8 +82,8 @@ class NvmlSession:
             return nvml
         now = self._clock.now()
         if self._next_try is not None and now < self._next_try:
-            raise BackendUnavailableError(f"NVML cannot start: {self._failure} (next try in "
-                                          f"{self._next_try - now:.0f} s)")
+            # The same words on every try: the message ends up in status, which is written only when it changes.
+            raise BackendUnavailableError(f"NVML cannot start: {self._failure}")
         try:
             nvml.nvmlInit()
         except nvml.NVMLError as error:

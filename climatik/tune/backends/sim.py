@@ -11,6 +11,7 @@ It offers the optional extras too: its health is whether the simulator answered 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
@@ -213,11 +214,12 @@ def _step(steps: tuple[int, ...]) -> int | None:
 
 
 def _reason(error: Exception) -> str:
-    """The simulator's own explanation when it gave one, else the client's error."""
+    """The simulator's own explanation when it gave one, else the client's error, without the object addresses
+    urllib3 puts in it: the reason ends up in status, which must read the same for the same fault."""
     response = getattr(error, "response", None)
     if response is not None:
         try:
             return f"{response.status_code} {response.json()['error']}"
         except (ValueError, KeyError, TypeError):
             return f"{response.status_code} {response.reason}"
-    return str(error) or type(error).__name__
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", str(error)) or type(error).__name__

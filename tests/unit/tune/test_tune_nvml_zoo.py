@@ -363,3 +363,20 @@ def test_a_version_mismatch_after_a_driver_upgrade_closes_the_session_at_once() 
     assert result.status == FAILED
     assert not nvml.session_open, "an open session would keep the old driver module loaded"
     assert not backend.health().ready
+
+
+def test_nvml_that_cannot_start_reads_the_same_on_every_try_so_status_is_written_once() -> None:
+    clock = FakeClock()
+    nvml = FakeNvml.node("l4")
+    nvml.fail_init(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
+    applier = Applier(state=StateStore(None), clock=clock, gpu_backend=NvmlGpuBackend(nvml=nvml, clock=clock))
+    spec = [GpuFrequency(nvml.uuids()[0], 1200)]
+
+    first = desired_status(None, applier.apply(spec), generation=1, now=clock.wall())
+    writes = []
+    for _ in range(5):
+        clock.advance(7)  # inside and outside the back-off
+        writes.append(desired_status(first, applier.apply(spec), generation=1, now=clock.wall()))
+
+    assert first is not None
+    assert writes == [None] * 5, "nothing new to say: no status write, no watch event, no reconcile loop"

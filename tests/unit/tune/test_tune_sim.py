@@ -95,3 +95,32 @@ def test_a_simulator_that_is_down_fails_entries_instead_of_crashing(cluster: Sim
     assert backend.apply(uuid, 1000).status == FAILED
     assert backend.reset(uuid).status == FAILED
     assert backend.current_clock(uuid) is None
+
+
+def test_a_simulator_that_is_down_reads_the_same_on_every_try(cluster: SimCluster, backend: SimGpuBackend) -> None:
+    # The reason ends up in status: a reason that changed on every try (urllib3 names its connection object by
+    # address) made every reconcile write status, whose watch event queued the next reconcile at once.
+    cluster.stop()
+    reasons = []
+    for _ in range(3):
+        with pytest.raises(BackendUnavailableError) as raised:
+            backend.inventory()
+        reasons.append(str(raised.value))
+
+    assert len(set(reasons)) == 1
+    assert " at 0x" not in reasons[0]
+    assert not backend.health().ready and backend.health().live
+
+
+def test_a_baseline_is_what_a_released_gpu_returns_to(cluster: SimCluster, clock: FakeClock,
+                                                      session: requests.Session) -> None:
+    backend = SimGpuBackend(base_url=cluster.urls["node-0"], session=session, baseline=(210, 1200))
+    uuid = cluster.node("node-0").uuids()[0]
+
+    held = backend.apply(uuid, 1400)
+    released = backend.reset(uuid)
+    settle(cluster, clock)
+
+    assert (held.applied_mhz, released.status) == (1200, APPLIED)
+    assert held.message is not None and "baseline maximum of 1200 MHz" in held.message
+    assert cluster.node("node-0").readings()[0].locked_max_mhz == 1200
