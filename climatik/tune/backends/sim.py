@@ -119,6 +119,7 @@ class SimGpuBackend:
             locked = self._client.set_locked_clock(uuid, mhz)
         except _ANSWER_ERRORS as error:
             return self._failure(error, uuid, max_mhz, "lock the clock")
+        self._unreachable = None
         return DeviceResult(APPLIED, requested_mhz=max_mhz, applied_mhz=locked,
                             current_mhz=self.current_clock(uuid), message=note)
 
@@ -132,6 +133,7 @@ class SimGpuBackend:
                 message = "locked clocks reset"
         except _ANSWER_ERRORS as error:
             return self._failure(error, uuid, None, "reset the clock")
+        self._unreachable = None
         return DeviceResult(APPLIED, current_mhz=self.current_clock(uuid), message=message)
 
     def current_clock(self, uuid: str) -> int | None:
@@ -190,6 +192,9 @@ class SimGpuBackend:
     def _failure(self, error: Exception, uuid: str, requested: int | None, action: str) -> DeviceResult:
         unknown = isinstance(error, requests.HTTPError) and error.response is not None \
             and error.response.status_code == 404
+        if isinstance(error, requests.ConnectionError | requests.Timeout):
+            # Not this GPU's trouble: the simulated node itself is gone (the probes say so).
+            self._unreachable = f"simulator at {self._base_url} does not answer: {_reason(error)}"
         self._log.warning("sim_call_failed", gpu=uuid, action=action, error=_reason(error))
         return DeviceResult(UNSUPPORTED if unknown else FAILED, requested_mhz=requested,
                             message=f"simulator could not {action} of GPU {uuid}: {_reason(error)}")

@@ -90,6 +90,8 @@ def test_a_simulator_that_is_down_fails_entries_instead_of_crashing(cluster: Sim
     backend.inventory()
     cluster.stop()
 
+    assert backend.apply(uuid, 1000).status == FAILED
+    assert not backend.health().ready, "a failed change says the simulator is gone, not only an inventory"
     with pytest.raises(BackendUnavailableError, match="cannot list its GPUs"):
         backend.inventory()
     assert backend.apply(uuid, 1000).status == FAILED
