@@ -14,6 +14,10 @@ Each condition has exactly one writer, so two controllers never fight over it:
 | PowerCappingPolicy | Feasible           | recommender | whether its GPUs can be held under its budget at all|
 | NodeFrequencies    | Ready, Degraded    | tuner       | whether the node's entries are applied              |
 | NodeFrequencies    | GpusCappable       | tuner       | whether every GPU can be capped (visible, not MIG)  |
+| PowerDomain        | Valid              | recommender | the spec and its place in the tree make sense       |
+| PowerDomain        | MetricsAvailable   | recommender | every node's tuner reports its GPU power            |
+| PowerDomain        | Overcommitted      | recommender | guarantees add up to more than the budget           |
+| PowerDomain        | Infeasible         | recommender | the GPUs' floors add up to more than the budget     |
 
 The helpers are pure: they take the current list and return a new one, so status mutation functions can use
 them on read-only cached objects.
@@ -51,6 +55,11 @@ DEGRADED = "Degraded"
 #: False (reason NoGpusVisible, GpusHidden, MigEnabled or BackendUnavailable) when some of the node's GPUs cannot
 #: be capped: the runtime hid them, MIG shares their clocks between tenants, or the GPU library cannot start.
 GPUS_CAPPABLE = "GpusCappable"
+
+# PowerDomain, written by the recommender (and MetricsAvailable, as for policies).
+VALID = "Valid"
+OVERCOMMITTED = "Overcommitted"
+INFEASIBLE = "Infeasible"
 
 
 @dataclass(frozen=True)

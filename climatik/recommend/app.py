@@ -1,8 +1,11 @@
-"""Wiring of `climatik recommend`: policy and NodeFrequencies informers, the policy reconciler and its core.
+"""Wiring of `climatik recommend`: policy, NodeFrequencies, PowerDomain and Node informers, the policy and domain
+reconcilers and their shared core.
 
 A NodeFrequencies event wakes the policies it concerns: those named in its entries (they target the node) and
 those whose status observes the node (their GPUs are there). A tuner reporting its inventory thus wakes the
-policies that wait for it, and a spec changed by hand wakes the policies that own its entries.
+policies that wait for it, and a spec changed by hand wakes the policies that own its entries. It also wakes the
+domains the node is in (their power and shares follow the tuners' reports); a Node's labels wake every domain
+(membership may change), and a new split of the domains wakes them all.
 """
 
 from __future__ import annotations
@@ -12,18 +15,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from climatik.algorithms import default_registry
-from climatik.api.constants import DEFAULT_RELEASE_BAND
+from climatik.api import DecodedCache
+from climatik.api.constants import DEFAULT_RELEASE_BAND, DOMAIN_KIND, DOMAIN_PLURAL, GROUP, VERSION
+from climatik.api.domain import PowerDomain
 from climatik.clock import Clock
-from climatik.kube.client import NODE_FREQUENCIES, POLICIES
+from climatik.kube.client import NODE_FREQUENCIES, NODES, POLICIES, Resource
 from climatik.kube.events import EventRecorder
 from climatik.kube.informer import EnqueueMapped, enqueue_own_key
 from climatik.kube.process import CommonSettings, ProcessShell, Wiring
 from climatik.kube.store import CacheReader, IndexFunc, Obj, object_key
 from climatik.recommend.core import Recommender
+from climatik.recommend.domainstatus import DomainMetrics, DomainReconciler
 from climatik.recommend.reconciler import NodeWriter, RecommendMetrics, RecommendReconciler
 from climatik.recommend.step import StepSettings
 
 LEASE_NAME = "climatik-recommend"
+DOMAINS = Resource(GROUP, VERSION, DOMAIN_PLURAL, DOMAIN_KIND, namespaced=False)
 #: Policy cache index: the nodes a policy's status observes.
 BY_OBSERVED_NODE = "observedNode"
 
@@ -34,6 +41,7 @@ class RecommendSettings:
     max_observation_age: float = 180.0
     resync: float = 300.0
     workers: int = 4
+    domain_interval: float = 1.0
 
 
 def observed_nodes(obj: Obj) -> list[str]:
@@ -62,6 +70,27 @@ def policies_of_node(policies: CacheReader) -> Callable[[Obj], list[str]]:
     return mapper
 
 
+class DomainView:
+    """The power domains (typed, decoded once per version) and the nodes' labels, read from the caches."""
+
+    def __init__(self, domains: CacheReader, nodes: CacheReader) -> None:
+        self._domains = domains
+        self._nodes = nodes
+        self._decoded: DecodedCache[PowerDomain] = DecodedCache(PowerDomain.from_api)
+
+    def __call__(self) -> tuple[list[PowerDomain], dict[str, dict[str, str]]]:
+        domains = [d for d in self._decoded.decode_all(self._domains.list()) if not isinstance(d, Exception)]
+        labels = {}
+        for node in self._nodes.list():
+            metadata = node.get("metadata") or {}
+            if isinstance(metadata.get("name"), str):
+                labels[metadata["name"]] = dict(metadata.get("labels") or {})
+        return domains, labels
+
+    def names(self) -> list[str]:
+        return sorted(object_key(obj) for obj in self._domains.list())
+
+
 def build(settings: RecommendSettings, common: CommonSettings, *, clock: Clock) -> ProcessShell:
     wiring = Wiring(common, clock=clock)
     # The resync re-checks every policy now and then: an observation that went stale without an event is then
@@ -69,22 +98,46 @@ def build(settings: RecommendSettings, common: CommonSettings, *, clock: Clock) 
     policies = wiring.informer(POLICIES, name="powercappingpolicies", indexers=POLICY_INDEXES,
                                resync_period=settings.resync)
     nodes = wiring.informer(NODE_FREQUENCIES, name="nodefrequencies")
+    domains = wiring.informer(DOMAINS, name="powerdomains", resync_period=settings.resync)
+    cluster_nodes = wiring.informer(NODES, name="nodes")
     queue = wiring.queue("recommend")
+    domain_queue = wiring.queue("domains")
     metrics = RecommendMetrics(wiring.registry)
     core = Recommender(registry=default_registry(),
                        settings=StepSettings(release_band=settings.release_band,
-                                             max_observation_age=settings.max_observation_age))
+                                             max_observation_age=settings.max_observation_age,
+                                             domain_interval=settings.domain_interval))
+    view = DomainView(domains.store, cluster_nodes.store)
+    events = EventRecorder(wiring.client, component="climatik-recommend", clock=clock)
+    writer = NodeWriter(api=wiring.client.node_frequencies, cache=nodes.store, metrics=metrics)
+
+    def wake_domains(*_: object) -> list[str]:
+        return view.names()
+
+    def wake_all_domains() -> None:
+        for name in view.names():
+            domain_queue.add(name)
+
     reconciler = RecommendReconciler(
-        policies=policies.store, api=wiring.client.policies,
-        writer=NodeWriter(api=wiring.client.node_frequencies, cache=nodes.store, metrics=metrics), core=core,
-        events=EventRecorder(wiring.client, component="climatik-recommend", clock=clock), clock=clock,
-        enqueue=queue.add, metrics=metrics,
+        policies=policies.store, api=wiring.client.policies, writer=writer, core=core, events=events, clock=clock,
+        enqueue=queue.add, metrics=metrics, domains=view,
+        on_split=wake_all_domains,
+    )
+    domain_reconciler = DomainReconciler(
+        domains=domains.store, api=wiring.client.resource(DOMAINS), core=core,
+        inputs=lambda: (*view(), reconciler.all_policies(), writer.objects()),
+        write_specs=writer.write, events=events, clock=clock, enqueue_policy=queue.add,
+        metrics=DomainMetrics(wiring.registry),
     )
     policies.add_handler(enqueue_own_key(queue))
     nodes.add_handler(EnqueueMapped(queue, policies_of_node(policies.store)))
+    nodes.add_handler(EnqueueMapped(domain_queue, wake_domains))
+    domains.add_handler(enqueue_own_key(domain_queue))
+    cluster_nodes.add_handler(EnqueueMapped(domain_queue, wake_domains))
     return ProcessShell(
-        name="climatik-recommend", registry=wiring.registry, informers=[policies, nodes],
-        controllers=[wiring.controller("recommend", reconciler, queue, workers=settings.workers)],
+        name="climatik-recommend", registry=wiring.registry, informers=[policies, nodes, domains, cluster_nodes],
+        controllers=[wiring.controller("recommend", reconciler, queue, workers=settings.workers),
+                     wiring.controller("domains", domain_reconciler, domain_queue, workers=1)],
         elector=wiring.elector(LEASE_NAME), host=common.metrics_host, port=common.metrics_port,
         grace_period=common.grace_period,
     )

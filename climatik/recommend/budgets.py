@@ -198,7 +198,7 @@ def node_demands(policy: PowerCappingPolicy, gpus: Mapping[str, Sequence[str]], 
         pressed = bool(report and report.lever in (POWER_LIMIT, CLOCK_CAP) and report.power_max is not None
                        and report.watts and report.power_max >= PRESSED * report.watts)
         demands.append(NodeDemand(
-            node=name, floor=_floor(report, inventory), ceiling=_ceiling(inventory, len(uuids)), demand=demand,
+            node=name, floor=floor_of(report, inventory), ceiling=_ceiling(inventory, len(uuids)), demand=demand,
             pressed=pressed, current=current, acknowledged=acknowledged, reporting=name not in late,
             measured=report.power_mean if report else None))
     return demands
@@ -221,7 +221,7 @@ def _acknowledged(node: NodeFrequencies | None) -> bool:
     return observed is not None and generation is not None and observed >= generation
 
 
-def _floor(report: BudgetStatus | None, inventory: Sequence[GpuInventory]) -> float:
+def floor_of(report: BudgetStatus | None, inventory: Sequence[GpuInventory]) -> float:
     """The tuner's measured floor, else the GPUs' idle power (a tenth of their board limit): a guess that errs
     low, so that a budget is never refused for a floor that is not there."""
     if report is not None and report.floor is not None:

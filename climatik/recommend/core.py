@@ -13,6 +13,11 @@ GPUs are MIG instances, measured but never capped); otherwise True with
 reason Holding (the fail-safe held the targets) or TargetsWritten. Nothing in a report moves with time alone:
 an unchanged decision gives an unchanged status, which costs no write.
 
+A policy with GPUs in a power domain gets its node budgets from the split of every domain (climatik.recommend.
+sharing), computed at most every `domain_interval` seconds for all policies at once; other policies split their
+own budget (climatik.recommend.budgets). A pass that finds a newer split also names the policies whose budget it
+moved by a share worth a status write, so that their status follows.
+
 Only this process's results are remembered. After a restart a policy has none until its first step, and the
 plan keeps the entries it holds in the meantime; its algorithm state comes back from status.recommendation.state.
 """
@@ -37,9 +42,11 @@ from climatik.api import (
     to_dict,
 )
 from climatik.api.conditions import ACTUATED, CONFLICT, FEASIBLE, INVALID_SPEC, set_condition
+from climatik.api.domain import PowerDomain
 from climatik.recommend.actuation import Acknowledgements, Actuation, some
 from climatik.recommend.budgets import allocate, node_demands
 from climatik.recommend.plan import Conflict, ConflictReport, Plan, conflict_report, plan
+from climatik.recommend.sharing import Shared, Sharing
 from climatik.recommend.step import Decision, StepSettings, decide
 
 INVALID = "Invalid"
@@ -104,6 +111,18 @@ class Pass:
     policies: Mapping[str, PowerCappingPolicy] = field(default_factory=dict)
     actuation: Actuation = field(default_factory=Actuation)
     recheck_after: float | None = None
+    shared: Shared | None = None
+
+
+@dataclass(frozen=True)
+class ShareOutcome:
+    """The domains' split to use (None: no domains), when to look again (None: no need), whether it was computed
+    just now, and the policies whose budget it moved by a share worth a status write."""
+
+    shared: Shared | None
+    wait: float | None = None
+    fresh: bool = False
+    moved: frozenset[str] = frozenset()
 
 
 class Recommender:
@@ -123,12 +142,17 @@ class Recommender:
         self._budgets: dict[str, dict[str, PowerBudget]] = {}
         self.acks = Acknowledgements(timeout=self.settings.ack_timeout,
                                      release_timeout=self.settings.release_timeout)
+        self.sharing = Sharing(interval=self.settings.domain_interval)
 
     def step(self, policy: PowerCappingPolicy, policies: Mapping[str, PowerCappingPolicy],
-             nodes: Sequence[NodeFrequencies], *, now: dt.datetime) -> Pass:
-        """Step `policy` at `now`, then plan every node from every policy's latest result."""
+             nodes: Sequence[NodeFrequencies], *, now: dt.datetime, domains: Sequence[PowerDomain] = (),
+             node_labels: Mapping[str, Mapping[str, str]] | None = None) -> Pass:
+        """Step `policy` at `now`, then plan every node from every policy's latest result. `domains` and
+        `node_labels` (node name -> labels) describe the power domains, if any."""
         with self.lock:
             key = policy.key
+            sharing = self.share(domains, node_labels or {}, policies, nodes, now=now)
+            shared, domain_wait, moved_budgets = sharing.shared, sharing.wait, sharing.moved
             churn = self._churn(policy, now.timestamp())
             decision = decide(policy, nodes, registry=self._registry, previous=self._results.get(key),
                               now=now.timestamp(), settings=self.settings,
@@ -137,20 +161,23 @@ class Recommender:
                 self._results[key] = decision.output
             elif decision.problems:
                 self._results.pop(key, None)
-            budgets = None if decision.problems else self._allocate(policy, nodes, now.timestamp())
+            budgets = None if decision.problems else self._allocate(policy, nodes, now.timestamp(), shared)
             planned = self.replan(policies, nodes, origin=key)
             conflict = conflict_report(key, planned.plan.conflicts_of(key), policies)
             actuation = self.acks.judge(key, planned.plan, nodes, planned.writes, now.timestamp())
             said = replace(report(policy, decision, conflict, actuation, now=format_time(now)), budgets=budgets)
-            waits = [t for t in (churn, actuation.recheck_after) if t is not None]
+            waits = [t for t in (churn, actuation.recheck_after, domain_wait) if t is not None]
             return replace(planned, decision=decision, report=said, actuation=actuation,
-                           recheck_after=min(waits) if waits else None)
+                           recheck_after=min(waits) if waits else None, shared=shared,
+                           moved=planned.moved | frozenset(moved_budgets - {key}))
 
     def replan(self, policies: Mapping[str, PowerCappingPolicy], nodes: Sequence[NodeFrequencies], *,
                origin: str) -> Pass:
         """Plan every node from the remembered results, on behalf of policy `origin`."""
         with self.lock:
-            result = plan(policies.values(), self.targets(), nodes, self._budgets)
+            shared = self.sharing.last
+            result = plan(policies.values(), self.targets(), nodes, self._budgets,
+                          extra=shared.unselected if shared is not None else None)
             return Pass(plan=result, writes=result.changed(nodes),
                         moved=frozenset(self._swap_conflicts(result.conflicts, policies) - {origin}),
                         policies=policies)
@@ -162,10 +189,41 @@ class Recommender:
             self._spec_changes.pop(key, None)
             self._budgets.pop(key, None)
 
+    def share(self, domains: Sequence[PowerDomain], node_labels: Mapping[str, Mapping[str, str]],
+              policies: Mapping[str, PowerCappingPolicy], nodes: Sequence[NodeFrequencies], *,
+              now: dt.datetime) -> ShareOutcome:
+        """The domains' split to use now (climatik.recommend.sharing), when to look again, whether it is new, and
+        the policies whose budget a new split moved (their status should follow)."""
+        with self.lock:
+            before = self.sharing.last
+            shared, wait = self.sharing.update(domains, node_labels, policies, nodes, now=now,
+                                               late=self.acks.late(now.timestamp()))
+            fresh = shared is not None and shared is not before
+            return ShareOutcome(shared=shared, wait=wait, fresh=fresh,
+                                moved=frozenset(self._take_split(shared, policies)) if fresh else frozenset())
+
+    def _take_split(self, shared: Shared | None, policies: Mapping[str, PowerCappingPolicy]) -> set[str]:
+        """Take a new split's budgets for every policy in it; return those whose status should follow (their
+        budget moved by a share worth a write)."""
+        if shared is None:
+            return set()
+        moved = set()
+        for key, budgets in shared.budgets.items():
+            if key not in policies:
+                continue
+            self._budgets[key] = budgets
+            status = policies[key].status
+            total = float(sum(b.watts for b in budgets.values()))
+            before = status.budget if status is not None else None
+            if before is None or abs(total - before) > NODE_POWER_MOVE * policies[key].spec.threshold_watts:
+                moved.add(key)
+        return moved
+
     def _allocate(self, policy: PowerCappingPolicy, nodes: Sequence[NodeFrequencies],
-                  now: float) -> BudgetReport | None:
-        """Split the policy's budget over its nodes (climatik.recommend.budgets) and remember the split; None for a
-        policy that keeps no node budgets, or has no GPUs observed yet."""
+                  now: float, shared: Shared | None = None) -> BudgetReport | None:
+        """Split the policy's budget over its nodes (climatik.recommend.budgets) and remember the split, or take
+        its part of the domains' split; None for a policy that keeps no node budgets, or has no GPUs observed
+        yet."""
         key = policy.key
         lost = {conflict.gpu for conflict in self._conflicts.get(key, ()) if conflict.loser == key}
         gpus = {node.name: [gpu.uuid for gpu in node.gpus or [] if gpu.mig_instance is None and gpu.uuid not in lost]
@@ -174,22 +232,30 @@ class Recommender:
         if not policy.spec.node_budgets or policy.spec.dry_run or not gpus:
             self._budgets.pop(key, None)
             return None
+        if shared is not None and shared.takes_part(key):
+            return self._domain_budgets(policy, nodes, shared, now)
         demands = node_demands(policy, gpus, nodes, late=self.acks.late(now))
         allocation = allocate(policy.spec.threshold_watts, demands)
         chosen = {d.node: allocation.budgets.get(d.node, d.current) for d in demands}
         self._budgets[key] = {name: PowerBudget(policy=key, watts=watts, gpu_ids=sorted(gpus[name]))
                               for name, watts in chosen.items() if watts is not None}
         measured = [d.measured for d in demands if d.measured is not None]
-        if allocation.infeasible_floor is None:
-            feasible = ConditionState(True, WITHIN_REACH, f"the policy's GPUs can be held under its budget of "
-                                                          f"{policy.spec.threshold_watts:.0f} W")
-        else:
-            feasible = ConditionState(False, BELOW_FLOOR, f"the budget of {policy.spec.threshold_watts:.0f} W is "
-                                                          f"under the {allocation.infeasible_floor:.0f} W the "
-                                                          "policy's GPUs draw at their lowest limits and clocks; "
-                                                          "they are held at their floor")
         return BudgetReport(budget=float(sum(b.watts for b in self._budgets[key].values())),
-                            node_power=round(sum(measured), 1) if measured else None, feasible=feasible)
+                            node_power=round(sum(measured), 1) if measured else None,
+                            feasible=_feasible(policy.spec.threshold_watts, allocation.infeasible_floor))
+
+    def _domain_budgets(self, policy: PowerCappingPolicy, nodes: Sequence[NodeFrequencies], shared: Shared,
+                        now: float) -> BudgetReport:
+        """The policy's part of the domains' split, reported as its own split is."""
+        key = policy.key
+        self._budgets[key] = shared.budgets[key]
+        gpus = {name: budget.gpu_ids for name, budget in shared.budgets[key].items()}
+        measured = [d.measured for d in node_demands(policy, gpus, nodes, late=self.acks.late(now))
+                    if d.measured is not None]
+        floor = shared.allocation.infeasible.get(key)
+        return BudgetReport(budget=float(sum(b.watts for b in self._budgets[key].values())),
+                            node_power=round(sum(measured), 1) if measured else None,
+                            feasible=_feasible(policy.spec.threshold_watts, floor))
 
     def _churn(self, policy: PowerCappingPolicy, now: float) -> float | None:
         """Seconds until the policy's spec counts as settled, while it is churning; None when it is not."""
@@ -218,6 +284,14 @@ class Recommender:
         changed = {key for key, found in fresh.items() if self._conflicts.get(key, frozenset()) != found}
         self._conflicts = {key: frozenset(found) for key, found in fresh.items() if found}
         return changed
+
+
+def _feasible(budget: float, floor: float | None) -> ConditionState:
+    if floor is None:
+        return ConditionState(True, WITHIN_REACH, f"the policy's GPUs can be held under its budget of {budget:.0f} W")
+    return ConditionState(False, BELOW_FLOOR, f"the budget of {budget:.0f} W is under the {floor:.0f} W the "
+                                              "policy's GPUs draw at their lowest limits and clocks; they are held "
+                                              "at their floor")
 
 
 # -- the report ------------------------------------------------------------------------------------------------

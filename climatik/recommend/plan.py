@@ -14,7 +14,8 @@ Rules, applied the same way on every pass so that a steady cluster yields identi
 * Each entry names its policy (`namespace/name`); entries are sorted by GPU UUID and CPU id.
 * A policy's per-node power budgets (climatik.recommend.budgets) cover only GPUs it drives; a policy with no
   budgets this pass keeps those it holds, unless it contributes nothing (deleted, dry run) or keeps no budgets
-  (spec.enforcement ClocksOnly). Budgets are sorted by policy.
+  (spec.enforcement ClocksOnly). A power domain's budgets of the GPUs no policy budgets (`extra`, from
+  climatik.recommend.sharing) cover only GPUs no budgeting policy drives. Budgets are sorted by policy.
 
 What a policy is told about GPUs it shares with other policies (its Conflict condition) names the other
 policy and which part of the rule decided (priority, age, name), in a message that stays the same while the
@@ -84,9 +85,9 @@ Budgets = Mapping[str, Mapping[str, PowerBudget]]
 
 
 def plan(policies: Iterable[PowerCappingPolicy], outputs: Mapping[str, Targets],
-         nodes: Iterable[NodeFrequencies], budgets: Budgets | None = None) -> Plan:
+         nodes: Iterable[NodeFrequencies], budgets: Budgets | None = None, *, extra: Budgets | None = None) -> Plan:
     """The desired NodeFrequencies specs for `policies`, given each policy's targets (`outputs`, by key) and
-    power budgets (`budgets`, by key)."""
+    power budgets (`budgets`, by key), and the domains' budgets of GPUs no policy budgets (`extra`, by key)."""
     node_list = sorted(nodes, key=_node_name)
     active = sorted((p for p in policies if _contributes(p)), key=_rank)
     wanted = {p.key: outputs[p.key] if p.key in outputs else policy_targets(p.key, node_list) for p in active}
@@ -109,6 +110,11 @@ def plan(policies: Iterable[PowerCappingPolicy], outputs: Mapping[str, Targets],
         gpus.setdefault(node, [])
         entries[entry.policy or ""] = entries.get(entry.policy or "", 0) + 1
     power = _merge_budgets(active, budgets or {}, gpu_owner, node_list)
+    for _, held in sorted((extra or {}).items()):
+        for name, budget in sorted(held.items()):
+            free = [uuid for uuid in budget.gpu_ids if uuid not in gpu_owner or not gpu_owner[uuid].spec.node_budgets]
+            if free:
+                power.setdefault(name, []).append(replace(budget, gpu_ids=sorted(free)))
     names = sorted({_node_name(node) for node in node_list} | set(gpus) | set(power))
     specs = {
         name: NodeFrequenciesSpec(

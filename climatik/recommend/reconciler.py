@@ -24,6 +24,7 @@ from climatik.algorithms import Targets
 from climatik.api import DecodedCache, DecodeError, NodeFrequencies, NodeFrequenciesSpec, PowerCappingPolicy, to_dict
 from climatik.api.conditions import ACTUATED, CONFLICT, FEASIBLE, INVALID_SPEC, find_condition, is_condition_true
 from climatik.api.constants import API_VERSION, NODE_FREQUENCIES_KIND, POLICY_FINALIZER
+from climatik.api.domain import PowerDomain
 from climatik.clock import Clock
 from climatik.kube.client import ResourceClient
 from climatik.kube.controller import Result
@@ -45,6 +46,9 @@ from climatik.recommend.core import (
 )
 from climatik.recommend.plan import normalized
 from climatik.recommend.step import ACTIONS, Decision
+
+#: Reads the power domains and the nodes' labels (name -> labels) from the caches.
+DomainInputs = Callable[[], tuple[list[PowerDomain], Mapping[str, Mapping[str, str]]]]
 
 log = structlog.get_logger(__name__)
 
@@ -179,8 +183,12 @@ class RecommendReconciler:
 
     def __init__(self, *, policies: CacheReader, api: ResourceClient, writer: NodeWriter, core: Recommender,
                  events: EventRecorder | None, clock: Clock, enqueue: Callable[[str], None] = lambda key: None,
-                 metrics: RecommendMetrics | None = None) -> None:
+                 metrics: RecommendMetrics | None = None, domains: DomainInputs | None = None,
+                 on_split: Callable[[], None] = lambda: None) -> None:
         self._policies = policies
+        self._domains = domains
+        self._on_split = on_split
+        self._last_split: object | None = None
         self._api = api
         self._writer = writer
         self._core = core
@@ -214,9 +222,14 @@ class RecommendReconciler:
 
     def _step(self, obj: dict[str, Any], policy: PowerCappingPolicy) -> Result:
         key = policy.key
+        domains, labels = self._domains() if self._domains is not None else ([], {})
         with self._core.lock:
-            done = self._core.step(policy, self._all_policies(), self._writer.objects(), now=self._clock.wall())
+            done = self._core.step(policy, self.all_policies(), self._writer.objects(), now=self._clock.wall(),
+                                   domains=domains, node_labels=labels)
             written = self._written(done)
+        if done.shared is not None and done.shared is not self._last_split:
+            self._last_split = done.shared
+            self._on_split()
         self._writer.ensure(node.name for node in (policy.status.nodes or [] if policy.status else []))
         decision, said = done.decision, done.report
         assert decision is not None and said is not None
@@ -234,7 +247,7 @@ class RecommendReconciler:
 
     def _replan(self, origin: str) -> list[str]:
         with self._core.lock:
-            return self._written(self._core.replan(self._all_policies(), self._writer.objects(), origin=origin))
+            return self._written(self._core.replan(self.all_policies(), self._writer.objects(), origin=origin))
 
     def _written(self, done: Pass) -> list[str]:
         """Write the pass's specs (raises when a write fails: the reconcile is retried) and follow up."""
@@ -245,7 +258,8 @@ class RecommendReconciler:
             self._enqueue(other)
         return written
 
-    def _all_policies(self) -> dict[str, PowerCappingPolicy]:
+    def all_policies(self) -> dict[str, PowerCappingPolicy]:
+        """Every cached policy, typed (one that does not decode is left out and logged)."""
         policies = {}
         for decoded in self._decoded.decode_all(self._policies.list()):
             if isinstance(decoded, Exception):
@@ -320,7 +334,7 @@ class RecommendReconciler:
         # The plan gives a policy being deleted no entries; a failed write raises and the deletion is retried.
         with self._core.lock:
             holding = self._writer.objects()
-            written = self._written(self._core.replan(self._all_policies(), holding, origin=key))
+            written = self._written(self._core.replan(self.all_policies(), holding, origin=key))
             waiting, timed_out = self._core.acks.releasing(key, holding, written, self._clock.wall().timestamp())
         if waiting and not timed_out:
             self._write_releasing(obj, policy, waiting)

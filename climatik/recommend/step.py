@@ -49,7 +49,7 @@ class StepSettings:
     its previous change is churning: until it has been left alone for `churn_quiet` seconds, steps may only lower
     bounds, so that a flapping limit cannot swing the clocks up and down. A node whose tuner has not acknowledged
     its spec within `ack_timeout` seconds is late; a deleted policy waits up to `release_timeout` seconds for the
-    tuners to remove its caps."""
+    tuners to remove its caps. Power domains are split at most every `domain_interval` seconds."""
 
     release_band: int = DEFAULT_RELEASE_BAND
     max_observation_age: float = 180.0
@@ -57,6 +57,7 @@ class StepSettings:
     churn_quiet: float = 5.0
     ack_timeout: float = 30.0
     release_timeout: float = 60.0
+    domain_interval: float = 1.0
 
 
 @dataclass(frozen=True)
