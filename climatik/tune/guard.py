@@ -22,10 +22,11 @@ on each tick it reads the GPUs' power once (`PowerDevices`), steps each budget, 
 clock caps through `CappedGpus` (the backend the applier drives, which locks the lower of the algorithm's target
 and the guard's cap), gives back the original limit of a GPU that leaves every budget, and reports one
 `BudgetStatus` per budget. The tuner's guard thread and the simulated-time benchmark both run it.
-`BudgetReports` decides when those statuses are worth an API write: at once when the budgets in the spec
-changed (the recommender waits for that acknowledgement before it raises another node), within a second when a
-lever, whether the budget is met, or the floor changed, and every few seconds at most when only the readings
-moved by a noticeable share of the budget; a steady budget costs no writes.
+`BudgetReports` decides when those statuses (and the node's GPU power, which power domains count) are worth an
+API write: at once when the budgets in the spec changed (the recommender waits for that acknowledgement before
+it raises another node), within a second when a lever, whether the budget is met, or the floor changed, and
+every few seconds at most when only the readings moved by a noticeable share of the budget (of the node's GPUs'
+highest limits, for its power); a steady node costs no writes.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from climatik.api.nodefrequencies import (
     POWER_LIMIT,
     BudgetStatus,
     GpuInventory,
+    NodePower,
     PowerBudget,
 )
 from climatik.tune.backends.base import DeviceResult, GpuBackend, join_notes
@@ -365,9 +367,12 @@ class CappedGpus:
 
 @dataclass(frozen=True)
 class GuardTick:
-    """What a tick did: one status per budget, and the writes it made (power limits and clock locks)."""
+    """What a tick did: one status per budget, the node's GPU power (all its GPUs: what power domains count), the
+    sum of its GPUs' highest limits (the scale moves of it are judged by), and the writes it made."""
 
     budgets: list[BudgetStatus]
+    power: NodePower | None = None
+    scale: float = 0.0
     limit_writes: int = 0
     clock_writes: int = 0
 
@@ -386,6 +391,7 @@ class NodeGuard:
         self._clocks = clocks
         self._originals: MutableMapping[str, float] = {} if originals is None else originals
         self._states: dict[str, GuardState] = {}
+        self._node = GuardState()
         self._refused: dict[str, str] = {}
         self._capped: set[str] = set()
 
@@ -409,7 +415,17 @@ class NodeGuard:
             del self._states[policy]
         limit_writes = self._write_limits(limits, states)
         clock_writes = self._write_caps(caps)
-        return GuardTick(budgets=reports, limit_writes=limit_writes, clock_writes=clock_writes)
+        return GuardTick(budgets=reports, power=self._node_power(states, now),
+                         scale=sum(state.max_limit or 0.0 for state in states.values()),
+                         limit_writes=limit_writes, clock_writes=clock_writes)
+
+    def _node_power(self, states: Mapping[str, PowerState], now: float) -> NodePower | None:
+        if not states:
+            return None
+        readings = self._node.readings
+        peak = _remember(readings, sum(state.power for state in states.values()), now, PEAK_WINDOW_S)
+        recent = [power for at, power in readings if at >= now - WINDOW_S]
+        return NodePower(mean=round(sum(recent) / len(recent), 1), max=round(peak, 1))
 
     def release(self) -> int:
         """Give back every limit and clock cap the guard set (budgets removed, tuner stopping); returns writes."""
@@ -494,20 +510,33 @@ class BudgetReports:
         self._readings_s = readings_s
         self._move = move
         self._written: list[BudgetStatus] | None = None
+        self._power: NodePower | None = None
         self._written_at = -math.inf
 
-    def due(self, budgets: Sequence[BudgetStatus], now: float) -> bool:
-        """Whether `budgets` should be written now; call `written` once they are."""
+    def due(self, budgets: Sequence[BudgetStatus], now: float, *, power: NodePower | None = None,
+            scale: float = 0.0) -> bool:
+        """Whether `budgets` (and the node's `power`, judged on `scale` watts) should be written now; call
+        `written` once they are."""
         before = self._written
         if before is None or [(b.policy, b.watts) for b in before] != [(b.policy, b.watts) for b in budgets]:
+            return True
+        if (power is None) != (self._power is None):
             return True
         since = now - self._written_at
         if since >= self._change_s and any(_verdict(a) != _verdict(b) for a, b in zip(before, budgets, strict=True)):
             return True
-        return since >= self._readings_s and any(self._moved(a, b) for a, b in zip(before, budgets, strict=True))
+        if since < self._readings_s:
+            return False
+        step = self._move * scale
+        if power is not None and self._power is not None and (
+                abs((power.mean or 0.0) - (self._power.mean or 0.0)) > step
+                or abs((power.max or 0.0) - (self._power.max or 0.0)) > step):
+            return True
+        return any(self._moved(a, b) for a, b in zip(before, budgets, strict=True))
 
-    def written(self, budgets: Sequence[BudgetStatus], now: float) -> None:
+    def written(self, budgets: Sequence[BudgetStatus], now: float, *, power: NodePower | None = None) -> None:
         self._written = list(budgets)
+        self._power = power
         self._written_at = now
 
     def _moved(self, before: BudgetStatus, after: BudgetStatus) -> bool:

@@ -180,3 +180,21 @@ def test_budget_statuses_are_written_when_they_say_something_new() -> None:
     assert reports.due([kept(lever="ClockCap")], now=1.0), "... then goes out"
     assert not reports.due([kept(power=700.0)], now=4.0), "moved readings wait a few seconds ..."
     assert reports.due([kept(power=700.0)], now=5.0), "... then go out"
+
+
+def test_the_node_power_counts_every_gpu_budgeted_or_not_and_is_written_when_it_moves() -> None:
+    board = Board({"a": 400.0, "b": 300.0, "c": 100.0})
+    guard, _, _ = guard_of(board)
+    tick = guard.tick([PowerBudget(policy="ml/infer", watts=1000, gpu_ids=["a"])], now=0.0)
+    assert tick.power is not None and (tick.power.mean, tick.power.max) == (800.0, 800.0)
+    assert tick.scale == 2100.0
+
+    reports = BudgetReports()
+    assert reports.due(tick.budgets, 0.0, power=tick.power, scale=tick.scale)
+    reports.written(tick.budgets, 0.0, power=tick.power)
+    board.draws["c"] = 110.0
+    small = guard.tick([PowerBudget(policy="ml/infer", watts=1000, gpu_ids=["a"])], now=6.0)
+    assert not reports.due(small.budgets, 6.0, power=small.power, scale=small.scale)
+    board.draws["c"] = 600.0
+    large = guard.tick([PowerBudget(policy="ml/infer", watts=1000, gpu_ids=["a"])], now=12.0)
+    assert reports.due(large.budgets, 12.0, power=large.power, scale=large.scale)
