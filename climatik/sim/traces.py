@@ -195,10 +195,18 @@ class InferenceTrace:
         # Prefill stretches, first come first served: starts and ends both ascending.
         self._starts: list[float] = []
         self._ends: list[float] = []
+        # Every GPU of a replica asks about the same bucket once per step.
+        self._last: tuple[int, Load] | None = None
 
     def at(self, t_s: float) -> Load:
+        bucket = max(0, int(t_s // self._params.bucket_s))
+        if self._last is None or self._last[0] != bucket:
+            self._last = (bucket, self._load(bucket))
+        return self._last[1]
+
+    def _load(self, bucket: int) -> Load:
         params = self._params
-        begin = max(0, int(t_s // params.bucket_s)) * params.bucket_s
+        begin = bucket * params.bucket_s
         end = begin + params.bucket_s
         self._draw_until(end)
         prefill = self._prefill_seconds(begin, end) / params.bucket_s

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 from climatik.sim.loop.harness import RunContext
 from climatik.sim.loop.scenario import PlacedGpu, PolicyPlan, World
-from climatik.sim.physics import Load, firmware_clock_mhz, power_w
+from climatik.sim.physics import GpuProfile, Load, firmware_clock_mhz, power_w
 
 
 class NoCapping:
@@ -123,12 +123,7 @@ class Oracle:
 
 def drawn_power(gpus: Sequence[PlacedGpu], loads: Sequence[Load], mhz: int) -> float:
     """What `gpus` draw under `loads` when locked at `mhz` (each one's firmware limit applied)."""
-    total = 0.0
-    for placed, load in zip(gpus, loads, strict=True):
-        gpu = placed.gpu
-        clock = firmware_clock_mhz(gpu.profile, mhz, load, gpu.power_limit_w)
-        total += power_w(gpu.profile, clock, load)
-    return total
+    return _drawn(_boards(gpus, loads), mhz)
 
 
 def common_clocks(gpus: Sequence[PlacedGpu]) -> list[int]:
@@ -138,14 +133,35 @@ def common_clocks(gpus: Sequence[PlacedGpu]) -> list[int]:
 
 def highest_clock_within(gpus: Sequence[PlacedGpu], loads: Sequence[Load], cap: float, clocks: Sequence[int]) -> int:
     """The highest of `clocks` (ascending) at which `gpus` draw at most `cap` (the lowest one when none does)."""
-    if drawn_power(gpus, loads, clocks[-1]) <= cap:
+    boards = _boards(gpus, loads)
+    if _drawn(boards, clocks[-1]) <= cap:
         return clocks[-1]
     low, high = 0, len(clocks) - 1
     # Invariant: clocks[high] draws more than the cap; clocks[low] fits unless low == 0 and nothing fits.
     while high - low > 1:
         middle = (low + high) // 2
-        if drawn_power(gpus, loads, clocks[middle]) <= cap:
+        if _drawn(boards, clocks[middle]) <= cap:
             low = middle
         else:
             high = middle
     return clocks[low]
+
+
+_Boards = list[tuple[GpuProfile, Load, float, int]]
+
+
+def _boards(gpus: Sequence[PlacedGpu], loads: Sequence[Load]) -> _Boards:
+    """The GPUs grouped by board model, load and power limit, with how many of each: the ranks of a replica are
+    one group, so a search over clocks computes each group once."""
+    groups: dict[tuple[int, Load, float], tuple[GpuProfile, int]] = {}
+    for placed, load in zip(gpus, loads, strict=True):
+        gpu = placed.gpu
+        key = (id(gpu.profile), load, gpu.power_limit_w)
+        profile, count = groups.get(key, (gpu.profile, 0))
+        groups[key] = (profile, count + 1)
+    return [(profile, load, limit, count) for (_, load, limit), (profile, count) in groups.items()]
+
+
+def _drawn(boards: _Boards, mhz: int) -> float:
+    return sum(count * power_w(profile, firmware_clock_mhz(profile, mhz, load, limit), load)
+               for profile, load, limit, count in boards)

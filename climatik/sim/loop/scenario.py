@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from climatik.api import AlgorithmRef, LabelSelector, PolicySpec
-from climatik.sim.gpu import SimGpu
+from climatik.sim.gpu import FIRMWARE_TAU_S, SimGpu
 from climatik.sim.node import PodRef, SimNode, gpu_uuid
 from climatik.sim.physics import H100, GpuProfile, Load, Phase, PhaseMix, firmware_clock_mhz, power_w
 from climatik.sim.traces import (
@@ -108,16 +108,18 @@ class Plant:
     p_max_spread: each board draws its profile's above-idle power times a factor drawn uniformly within
       1 +- p_max_spread, once per board, from the scenario seed and its UUID.
     noise: the relative standard deviation of each power reading (clipped at 3 sigma; the energy is exact).
+    firmware_tau_s: how fast the boards' firmware enforces a power limit (an assumption, see climatik.sim.gpu).
     """
 
     name: str = "as modelled"
     alpha: float | None = None
     p_max_spread: float = 0.0
     noise: float = 0.0
+    firmware_tau_s: float = FIRMWARE_TAU_S
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.p_max_spread < 1.0 or self.noise < 0.0:
-            raise ValueError(f"plant {self.name}: need 0 <= p_max_spread < 1 and noise >= 0")
+        if not 0.0 <= self.p_max_spread < 1.0 or self.noise < 0.0 or self.firmware_tau_s < 0.0:
+            raise ValueError(f"plant {self.name}: need 0 <= p_max_spread < 1, noise >= 0 and firmware_tau_s >= 0")
 
     def profile_for(self, profile: GpuProfile, *, seed: int, uuid: str) -> GpuProfile:
         """The profile of one board of this plant."""
@@ -189,6 +191,8 @@ class World:
         self.scenario = scenario
         self.nodes: list[SimNode] = []
         self._placed: dict[str, PlacedGpu] = {}
+        # GPUs that draw from the same source run the same trace: one object answers for all of them.
+        self._traces: dict[tuple[str, Workload], Trace] = {}
         owners = {gpu: policy for policy in scenario.policies for gpu in policy.gpus}
         plans = {(plan.node, plan.index): plan for plan in scenario.gpus}
         for name, count in scenario.nodes.items():
@@ -206,16 +210,21 @@ class World:
         for plan in plans:
             uuid = gpu_uuid(name, plan.index)
             gpus.append(SimGpu(profile=plant.profile_for(self.scenario.profile, seed=seed, uuid=uuid), uuid=uuid,
-                               index=plan.index, lag_s=gpu_lag_s, noise=plant.noise,
-                               noise_seed=f"{seed}/noise/{uuid}"))
-        traces = [plan.workload.build(random.Random(f"{seed}/{plan.draw or f'{name}/{plan.index}'}"))
-                  for plan in plans]
+                               index=plan.index, lag_s=gpu_lag_s, firmware_tau_s=plant.firmware_tau_s,
+                               noise=plant.noise, noise_seed=f"{seed}/noise/{uuid}"))
+        traces = [self._trace(plan.workload, f"{seed}/{plan.draw or f'{name}/{plan.index}'}") for plan in plans]
         pods = [_pod(owners.get((name, plan.index)), name, plan.index) for plan in plans]
         node = SimNode(name=name, gpus=gpus, traces=traces, pods=[[pod] if pod else [] for pod in pods],
                        max_substep_s=dt_s)
         self.nodes.append(node)
         for gpu, trace, pod, plan in zip(gpus, traces, pods, plans, strict=True):
             self._placed[gpu.uuid] = PlacedGpu(node, gpu, trace, pod, plan.group)
+
+    def _trace(self, workload: Workload, source: str) -> Trace:
+        key = (source, workload)
+        if key not in self._traces:
+            self._traces[key] = workload.build(random.Random(source))
+        return self._traces[key]
 
     @property
     def policies(self) -> tuple[PolicyPlan, ...]:

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from climatik.sim.loop import NoCapping, Plant, plants, run
+from climatik.sim.loop import NoCapping, Plant, StaticPowerLimit, plants, policy_metrics, run
 from climatik.sim.loop import scenario as standard
 from climatik.sim.loop.scenario import INFEASIBLE_LOAD, World, floor_power
 from climatik.sim.physics import H100
@@ -54,3 +54,12 @@ def test_the_infeasible_cap_is_under_what_the_gpus_draw_at_their_floor() -> None
     assert policy.cap_at(40.0) < floor < policy.cap_at(10.0) == policy.cap_at(100.0)
     uncapped = run(replace(scenario, duration_s=20.0), NoCapping()).policies["train"]
     assert max(uncapped.power) < 0.8 * policy.cap_at(0.0)
+
+
+def test_the_firmware_response_is_a_property_of_the_plant() -> None:
+    scenario = replace(standard.step(), duration_s=25.0)
+    lagging = policy_metrics(run(scenario, StaticPowerLimit()).policies["train"])
+    instant = policy_metrics(run(replace(scenario, plant=Plant("instant", firmware_tau_s=0.0)),
+                                 StaticPowerLimit()).policies["train"])
+    assert lagging.worst_span_s > 0.0
+    assert instant.worst_span_s == 0.0
