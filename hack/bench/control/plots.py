@@ -1,5 +1,5 @@
 """Plots of the control benchmark: per scenario and policy, each controller's power against the cap and its
-GPUs' mean SM clock over time."""
+GPUs' mean SM clock over time (one seed, the default plant, the first telemetry setting)."""
 
 from __future__ import annotations
 
@@ -10,32 +10,30 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
-from cases import ScenarioResult
 from matplotlib.axes import Axes
 
-from climatik.sim.loop import PolicySeries
+from climatik.sim.loop import PolicySeries, Recording, Scenario
 
 #: Power is drawn as the mean over this window, so that 50 ms steps of bursty loads stay readable.
 SMOOTH_S = 0.5
 
 
-def plot_scenario(result: ScenarioResult, out_dir: Path) -> list[Path]:
+def plot_scenario(scenario: Scenario, rows: list[tuple[str, Recording]], oracle: Recording,
+                  out_dir: Path) -> list[Path]:
     """One PNG per policy: a row per controller, power vs cap on the left and mean SM clock on the right."""
     written = []
-    cases = result.cases
-    for policy in result.scenario.policies:
-        oracle = result.case("oracle").recording.policies[policy.name]
-        figure, axes = plt.subplots(len(cases), 2, figsize=(14, 1.9 * len(cases)), sharex=True, squeeze=False)
-        for row, case in enumerate(cases):
-            series = case.recording.policies[policy.name]
-            title = case.label if case.period_s is None else f"{case.label} ({case.period_s:g} s period)"
-            _power(axes[row][0], series, oracle, title)
-            _clock(axes[row][1], series, oracle)
+    for policy in scenario.policies:
+        reference = oracle.policies[policy.name]
+        figure, axes = plt.subplots(len(rows), 2, figsize=(14, 1.9 * len(rows)), sharex=True, squeeze=False)
+        for row, (title, recording) in enumerate(rows):
+            series = recording.policies[policy.name]
+            _power(axes[row][0], series, reference, title)
+            _clock(axes[row][1], series, reference)
         axes[-1][0].set_xlabel("simulated time (s)")
         axes[-1][1].set_xlabel("simulated time (s)")
-        figure.suptitle(f"{result.scenario.name}/{policy.name}: {result.scenario.title}")
+        figure.suptitle(f"{scenario.name}/{policy.name}: {scenario.title}")
         figure.tight_layout()
-        path = out_dir / f"{result.scenario.name}-{policy.name}.png"
+        path = out_dir / f"{scenario.name}-{policy.name}.png"
         figure.savefig(path, dpi=80)
         plt.close(figure)
         written.append(path)
