@@ -18,12 +18,19 @@ the way a watch wakes it:
 * a controller is not woken by its own write: its core answers the same on the same input, so that reconcile
   would change nothing.
 
+With `node_budgets` the policies keep the default enforcement (NodeBudgets): the recommender also splits each
+policy's budget over its nodes, and every node's tuner runs its guard (climatik.tune.guard.NodeGuard) every guard
+period on the GPUs' instantaneous readings, with the budgets of the spec it last applied: power limits, clock caps
+combined with the algorithm's targets, and budget statuses written when they say something new (which wake the
+recommender as any tuner status does). Without it the policies say ClocksOnly and only clocks are set.
+
 Only what a process does around its core is left out: finalizers, Events, metrics and the tuner's periodic
 resync.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 from collections import Counter
@@ -40,7 +47,8 @@ from climatik.api import (
     PowerCappingPolicy,
     to_dict,
 )
-from climatik.api.nodefrequencies import APPLIED, UNSUPPORTED
+from climatik.api.nodefrequencies import APPLIED, UNSUPPORTED, PowerBudget
+from climatik.api.policy import CLOCKS_ONLY, NODE_BUDGETS
 from climatik.kube.store import Store, thaw_object
 from climatik.monitor import core as monitor
 from climatik.prom.profiles import PodKey
@@ -59,13 +67,16 @@ from climatik.sim.loop.harness import (
 from climatik.sim.loop.scenario import PolicyPlan, World
 from climatik.sim.node import SimNode
 from climatik.tune.applier import Applier, desired_status
-from climatik.tune.backends.base import DeviceResult, fit_to_steps
+from climatik.tune.backends.base import DeviceResult, GpuBackend, fit_to_steps
+from climatik.tune.guard import BudgetReports, CappedGpus, NodeGuard, PowerLimitError, PowerState
 from climatik.tune.state import StateStore
 
 T = TypeVar("T")
 
 #: Who wrote an object: a controller is not woken by its own writes.
 MONITOR, RECOMMENDER, TUNER, USER = "monitor", "recommender", "tuner", "user"
+#: How often each node's guard ticks, as the tuner's guard thread does by default.
+GUARD_PERIOD_S = 0.1
 #: The creation time every simulated policy gets (its age ranks it only against other simulated policies).
 CREATED = "2026-01-01T00:00:00Z"
 
@@ -94,20 +105,35 @@ class SimulatedClock:
 
 
 class NodeGpus:
-    """A tuner GPU backend (climatik.tune.backends.base.GpuBackend) over a simulated node, in process."""
+    """A tuner GPU backend (climatik.tune.backends.base.GpuBackend) and the guard's power devices
+    (climatik.tune.guard.PowerDevices) over a simulated node, in process."""
 
     name = "sim"
 
     def __init__(self, node: SimNode) -> None:
         self._node = node
         self.changes = 0
+        self.limit_changes = 0
 
     def inventory(self) -> list[GpuInventory]:
         return [GpuInventory(uuid=gpu.uuid, index=gpu.index, model=gpu.profile.model_name,
                              min_frequency=gpu.profile.min_sm_mhz, max_frequency=gpu.profile.max_sm_mhz,
                              default_frequency=gpu.profile.default_sm_mhz,
                              supported_frequencies=list(gpu.profile.supported_clocks()),
-                             power_limit=round(gpu.power_limit_w)) for gpu in self._node.gpus]
+                             power_limit=round(gpu.power_limit_w), min_power_limit=round(gpu.min_power_limit_w),
+                             max_power_limit=round(gpu.max_power_limit_w)) for gpu in self._node.gpus]
+
+    def power_states(self) -> dict[str, PowerState]:
+        return {gpu.uuid: PowerState(power=gpu.instant_power_w, limit=gpu.power_limit_w,
+                                     min_limit=gpu.min_power_limit_w, max_limit=gpu.max_power_limit_w)
+                for gpu in self._node.gpus}
+
+    def set_power_limit(self, uuid: str, watts: float) -> None:
+        try:
+            self._node.set_power_limit(uuid, watts)
+        except (KeyError, ValueError) as error:
+            raise PowerLimitError(str(error)) from error
+        self.limit_changes += 1
 
     def apply(self, uuid: str, max_mhz: int) -> DeviceResult:
         gpu = self._gpu(uuid)
@@ -196,7 +222,7 @@ class Controllers:
 
     def __init__(self, world: World, datapath: DataPath, *, registry: AlgorithmRegistry,
                  settings: StepSettings, on_write: Callable[[str, str, str], None] = lambda *_: None,
-                 ref: AlgorithmRef | None = None) -> None:
+                 ref: AlgorithmRef | None = None, node_budgets: bool = False) -> None:
         self.world = world
         self.clock = SimulatedClock(datapath)
         self.api = ApiObjects(on_write)
@@ -206,8 +232,14 @@ class Controllers:
         self.recommender = recommend.Recommender(registry=registry, settings=settings)
         self.plans = {f"{plan.namespace}/{plan.name}": plan for plan in world.policies}
         self.backends = {node.name: NodeGpus(node) for node in world.nodes}
-        self._appliers = {name: Applier(state=StateStore(None), clock=self.clock, gpu_backend=backend)
-                          for name, backend in self.backends.items()}
+        self.node_budgets = node_budgets
+        self._capped = {name: CappedGpus(backend) for name, backend in self.backends.items()}
+        self._appliers = {name: Applier(state=StateStore(None), clock=self.clock, gpu_backend=self._gpu_backend(name))
+                          for name in self.backends}
+        self._guards = {name: NodeGuard(self.backends[name], self._capped[name]) for name in self.backends}
+        self._reports = {name: BudgetReports() for name in self.backends}
+        #: The budgets each node's tuner keeps: those of the spec it last applied.
+        self.budgets: dict[str, list[PowerBudget]] = {}
         self._ref = ref
         for node in world.nodes:
             self.api.add({"metadata": {"name": node.name}, "spec": {"nodeName": node.name}}, kind="node")
@@ -217,8 +249,9 @@ class Controllers:
                           "spec": to_dict(self.spec(plan, 0.0))}, kind="policy")
 
     def spec(self, plan: PolicyPlan, now_s: float) -> PolicySpec:
-        """The policy's spec at `now_s`, naming the loop's algorithm."""
-        return plan.spec_at(now_s, self._ref)
+        """The policy's spec at `now_s`, naming the loop's algorithm and its enforcement."""
+        spec = plan.spec_at(now_s, self._ref)
+        return dataclasses.replace(spec, enforcement=NODE_BUDGETS if self.node_budgets else CLOCKS_ONLY)
 
     def monitor(self, key: str, now_s: float) -> None:
         """The monitor's reconcile of one policy on the latest sample."""
@@ -259,10 +292,40 @@ class Controllers:
         assert obj is not None
         node = NodeFrequencies.from_api(obj)
         report = self._appliers[name].apply(node.spec.gpu_frequencies or [], node.spec.cpu_frequencies or [])
-        status = desired_status(obj.get("status"), report, generation=node.metadata.generation,
-                                now=self.clock.wall())
+        if self.node_budgets:
+            self.budgets[name] = list(node.spec.power_budgets or [])
+        current = dict(obj.get("status") or {})
+        guarded = {key: current.pop(key) for key in ("budgets", "power") if key in current}
+        status = desired_status(current, report, generation=node.metadata.generation, now=self.clock.wall())
         if status is not None:
+            self.api.write("node", name, "status", {**status, **guarded}, writer=TUNER)
+        if self.node_budgets:
+            # The new budgets are acknowledged at once, as the tuner's guard thread does on the next tick.
+            self.guard(name, now_s)
+
+    def guard(self, name: str, now_s: float) -> None:
+        """One tick of a node's guard: keep its budgets, and write their statuses and the node's GPU power when
+        they say something new."""
+        self.clock.now_s = now_s
+        tick = self._guards[name].tick(self.budgets.get(name, []), now_s)
+        reports = self._reports[name]
+        if not reports.due(tick.budgets, now_s, power=tick.power, scale=tick.scale):
+            return
+        obj = self.api.nodes.get(name)
+        assert obj is not None
+        status = dict(obj.get("status") or {})
+        before = (status.get("budgets"), status.get("power"))
+        status["budgets"] = [to_dict(budget) for budget in tick.budgets]
+        if not tick.budgets:
+            status.pop("budgets")
+        if tick.power is not None:
+            status["power"] = to_dict(tick.power)
+        if (status.get("budgets"), status.get("power")) != before:
             self.api.write("node", name, "status", status, writer=TUNER)
+        reports.written(tick.budgets, now_s, power=tick.power)
+
+    def _gpu_backend(self, name: str) -> GpuBackend:
+        return self._capped[name] if self.node_budgets else self.backends[name]
 
 
 def _decoded(cache: DecodedCache[T], store: Store) -> list[T]:
@@ -281,8 +344,11 @@ class ProductionLoop:
     instant = False
 
     def __init__(self, algorithm: Algorithm, *, ref: AlgorithmRef | None = None, label: str | None = None,
-                 step_settings: StepSettings | None = None) -> None:
+                 step_settings: StepSettings | None = None, node_budgets: bool = False,
+                 guard_period_s: float = GUARD_PERIOD_S) -> None:
         self.label = label or algorithm.name
+        self.node_budgets = node_budgets
+        self.guard_period_s = guard_period_s
         name = ref.name if ref is not None else algorithm.name
         # The recommender resolves the policy's algorithm through a registry; this one holds the built instance.
         self.registry = AlgorithmRegistry({name: lambda parameters: algorithm})
@@ -299,6 +365,13 @@ class ProductionLoop:
         return sum(backend.changes for backend in self._controllers.backends.values())
 
     @property
+    def limit_changes(self) -> int:
+        """How many GPU power-limit changes the guards made."""
+        if self._controllers is None:
+            return 0
+        return sum(backend.limit_changes for backend in self._controllers.backends.values())
+
+    @property
     def writes(self) -> Counter[tuple[str, str, str]]:
         """API writes so far by (kind, field, writer)."""
         return Counter() if self._controllers is None else Counter(self._controllers.api.writes)
@@ -308,12 +381,14 @@ class ProductionLoop:
         self._schedule, self._telemetry, self._datapath = ctx.schedule, ctx.telemetry, ctx.datapath
         self._controllers = controllers = Controllers(ctx.world, ctx.datapath, registry=self.registry,
                                                       settings=self.step_settings, on_write=self._written,
-                                                      ref=self.ref)
+                                                      ref=self.ref, node_budgets=self.node_budgets)
         for key, plan in controllers.plans.items():
             for change in plan.caps[1:]:
                 self._schedule.at(change.at_s, self._cap_change(key, plan), order=ORDER_RECOMMEND)
         for node in ctx.world.nodes:
             self._schedule.at(0.0, self._tune_later(node.name), order=ORDER_TUNE)
+            if self.node_budgets:
+                self._schedule.every(self.guard_period_s, self._guard_later(node.name), order=ORDER_TUNE)
         self._schedule.every(ctx.datapath.monitor_interval_s, self._monitor_cycle,
                              phase_s=ctx.datapath.monitor_phase_s, order=ORDER_MONITOR)
 
@@ -391,3 +466,6 @@ class ProductionLoop:
 
     def _tune_later(self, name: str) -> Callable[[float], None]:
         return lambda now_s: self._started().tune(name, now_s)
+
+    def _guard_later(self, name: str) -> Callable[[float], None]:
+        return lambda now_s: self._started().guard(name, now_s)
