@@ -24,6 +24,12 @@ period on the GPUs' instantaneous readings, with the budgets of the spec it last
 combined with the algorithm's targets, and budget statuses written when they say something new (which wake the
 recommender as any tuner status does). Without it the policies say ClocksOnly and only clocks are set.
 
+`domains` (PowerDomain API dicts, over the scenario's nodes labelled by `node_labels`) adds the domain level: the
+recommender's passes take the domains' split (climatik.recommend.sharing), and a domain pass (the domain
+reconciler's core: split, write the specs a new split changed, write each domain's status) runs when a tuner's
+status reaches the recommender and when the split interval or a ramp asks for it. `domain_changes` are edits of
+a domain's spec at given times, as a user (or a facility's demand-response hook) makes them.
+
 Only what a process does around its core is left out: finalizers, Events, metrics and the tuner's periodic
 resync.
 """
@@ -34,7 +40,7 @@ import dataclasses
 import datetime as dt
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from climatik.algorithms import Algorithm, AlgorithmRegistry
@@ -47,6 +53,7 @@ from climatik.api import (
     PowerCappingPolicy,
     to_dict,
 )
+from climatik.api.domain import PowerDomain
 from climatik.api.nodefrequencies import APPLIED, UNSUPPORTED, PowerBudget
 from climatik.api.policy import CLOCKS_ONLY, NODE_BUDGETS
 from climatik.kube.store import Store, thaw_object
@@ -55,6 +62,7 @@ from climatik.prom.profiles import PodKey
 from climatik.prom.snapshot import GpuReading, GpuSnapshot
 from climatik.recommend import core as recommend
 from climatik.recommend.app import POLICY_INDEXES, policies_of_node
+from climatik.recommend.domainstatus import desired_status as domain_status
 from climatik.recommend.reconciler import spec_body
 from climatik.recommend.step import StepSettings
 from climatik.sim.loop.harness import (
@@ -171,6 +179,7 @@ class ApiObjects:
     def __init__(self, on_write: Callable[[str, str, str], None]) -> None:
         self.policies = Store(POLICY_INDEXES)
         self.nodes = Store()
+        self.domains = Store()
         self._on_write = on_write
         self._version = 0
         #: Writes by (kind, field, writer), e.g. ("policy", "status", "monitor"): what the API server would count.
@@ -178,13 +187,17 @@ class ApiObjects:
         # Decoded once per resourceVersion, as the recommender's reconciler decodes its caches.
         self._typed_policies: DecodedCache[PowerCappingPolicy] = DecodedCache(PowerCappingPolicy.from_api)
         self._typed_nodes: DecodedCache[NodeFrequencies] = DecodedCache(NodeFrequencies.from_api)
+        self._typed_domains: DecodedCache[PowerDomain] = DecodedCache(PowerDomain.from_api)
+
+    def store(self, kind: str) -> Store:
+        return {"policy": self.policies, "node": self.nodes, "domain": self.domains}[kind]
 
     def add(self, obj: dict[str, Any], *, kind: str) -> None:
-        (self.policies if kind == "policy" else self.nodes).upsert(self._versioned(obj))
+        self.store(kind).upsert(self._versioned(obj))
 
     def write(self, kind: str, key: str, field: str, value: Any, *, writer: str) -> None:
         """Set `field` (spec or status) of an object, as a PUT that changes it; a spec change moves generation."""
-        store = self.policies if kind == "policy" else self.nodes
+        store = self.store(kind)
         current = store.get(key)
         assert current is not None, f"no {kind} {key}"
         obj = thaw_object(current)
@@ -206,6 +219,9 @@ class ApiObjects:
     def typed_nodes(self) -> list[NodeFrequencies]:
         return _decoded(self._typed_nodes, self.nodes)
 
+    def typed_domains(self) -> list[PowerDomain]:
+        return _decoded(self._typed_domains, self.domains)
+
     def _versioned(self, obj: dict[str, Any]) -> dict[str, Any]:
         self._version += 1
         obj.setdefault("metadata", {})["resourceVersion"] = str(self._version)
@@ -222,7 +238,9 @@ class Controllers:
 
     def __init__(self, world: World, datapath: DataPath, *, registry: AlgorithmRegistry,
                  settings: StepSettings, on_write: Callable[[str, str, str], None] = lambda *_: None,
-                 ref: AlgorithmRef | None = None, node_budgets: bool = False) -> None:
+                 ref: AlgorithmRef | None = None, node_budgets: bool = False,
+                 domains: Sequence[Mapping[str, Any]] = (),
+                 node_labels: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.world = world
         self.clock = SimulatedClock(datapath)
         self.api = ApiObjects(on_write)
@@ -247,6 +265,9 @@ class Controllers:
             self.api.add({"metadata": {"name": plan.name, "namespace": plan.namespace,
                                        "creationTimestamp": CREATED},
                           "spec": to_dict(self.spec(plan, 0.0))}, kind="policy")
+        for domain in domains:
+            self.api.add(thaw_object(domain), kind="domain")
+        self.node_labels = {name: dict(labels) for name, labels in (node_labels or {}).items()}
 
     def spec(self, plan: PolicyPlan, now_s: float) -> PolicySpec:
         """The policy's spec at `now_s`, naming the loop's algorithm and its enforcement."""
@@ -274,7 +295,8 @@ class Controllers:
         self.clock.now_s = now_s
         now = self.clock.wall()
         policy = self.api.policy(key)
-        done = self.recommender.step(policy, self.api.typed_policies(), self.api.typed_nodes(), now=now)
+        done = self.recommender.step(policy, self.api.typed_policies(), self.api.typed_nodes(), now=now,
+                                     domains=self.api.typed_domains(), node_labels=self.node_labels)
         for name, spec in sorted(done.writes.items()):
             self.api.write("node", name, "spec", spec_body(spec), writer=RECOMMENDER)
         assert done.report is not None
@@ -284,6 +306,30 @@ class Controllers:
         if status is not None:
             self.api.write("policy", key, "status", status, writer=RECOMMENDER)
         return done
+
+    def domains(self, now_s: float) -> tuple[frozenset[str], float | None]:
+        """The domain reconciler's pass over every domain: the split (specs written when it is new), and each
+        domain's status; returns the policies whose budget moved and when to look again."""
+        self.clock.now_s = now_s
+        now = self.clock.wall()
+        policies, nodes, domains = self.api.typed_policies(), self.api.typed_nodes(), self.api.typed_domains()
+        outcome = self.recommender.share(domains, self.node_labels, policies, nodes, now=now)
+        if outcome.fresh:
+            for name, spec in sorted(self.recommender.replan(policies, nodes, origin="domains").writes.items()):
+                self.api.write("node", name, "spec", spec_body(spec), writer=RECOMMENDER)
+        shared = outcome.shared
+        waits = [outcome.wait] if outcome.wait is not None else []
+        for domain in domains if shared is not None else []:
+            assert shared is not None
+            resolved = shared.tree.domains[domain.name]
+            current = self.api.domains.get(domain.name)
+            status = domain_status((current or {}).get("status"), resolved, shared.allocation.domains.get(
+                domain.name), shared.power.get(domain.name), generation=domain.metadata.generation, now=now)
+            if status is not None:
+                self.api.write("domain", domain.name, "status", status, writer=RECOMMENDER)
+            if resolved.budget != resolved.target:
+                waits.append(self.recommender.settings.domain_interval)
+        return outcome.moved, min(waits) if waits else None
 
     def tune(self, name: str, now_s: float) -> None:
         """A node's tuner: apply its object's spec to the GPUs and write what it reports."""
@@ -345,10 +391,16 @@ class ProductionLoop:
 
     def __init__(self, algorithm: Algorithm, *, ref: AlgorithmRef | None = None, label: str | None = None,
                  step_settings: StepSettings | None = None, node_budgets: bool = False,
-                 guard_period_s: float = GUARD_PERIOD_S) -> None:
+                 guard_period_s: float = GUARD_PERIOD_S, domains: Sequence[Mapping[str, Any]] = (),
+                 node_labels: Mapping[str, Mapping[str, str]] | None = None,
+                 domain_changes: Sequence[tuple[float, str, Mapping[str, Any]]] = ()) -> None:
         self.label = label or algorithm.name
         self.node_budgets = node_budgets
         self.guard_period_s = guard_period_s
+        self.domains = list(domains)
+        self.node_labels = node_labels
+        self.domain_changes = list(domain_changes)
+        self._domain_pass_at: float | None = None
         name = ref.name if ref is not None else algorithm.name
         # The recommender resolves the policy's algorithm through a registry; this one holds the built instance.
         self.registry = AlgorithmRegistry({name: lambda parameters: algorithm})
@@ -371,6 +423,12 @@ class ProductionLoop:
             return 0
         return sum(backend.limit_changes for backend in self._controllers.backends.values())
 
+    def domain_status(self, name: str) -> dict[str, Any]:
+        """A domain's status as the API server holds it now."""
+        obj = self._started().api.domains.get(name)
+        assert obj is not None, f"no domain {name}"
+        return thaw_object(obj.get("status") or {})
+
     @property
     def writes(self) -> Counter[tuple[str, str, str]]:
         """API writes so far by (kind, field, writer)."""
@@ -381,7 +439,8 @@ class ProductionLoop:
         self._schedule, self._telemetry, self._datapath = ctx.schedule, ctx.telemetry, ctx.datapath
         self._controllers = controllers = Controllers(ctx.world, ctx.datapath, registry=self.registry,
                                                       settings=self.step_settings, on_write=self._written,
-                                                      ref=self.ref, node_budgets=self.node_budgets)
+                                                      ref=self.ref, node_budgets=self.node_budgets,
+                                                      domains=self.domains, node_labels=self.node_labels)
         for key, plan in controllers.plans.items():
             for change in plan.caps[1:]:
                 self._schedule.at(change.at_s, self._cap_change(key, plan), order=ORDER_RECOMMEND)
@@ -391,6 +450,10 @@ class ProductionLoop:
                 self._schedule.every(self.guard_period_s, self._guard_later(node.name), order=ORDER_TUNE)
         self._schedule.every(ctx.datapath.monitor_interval_s, self._monitor_cycle,
                              phase_s=ctx.datapath.monitor_phase_s, order=ORDER_MONITOR)
+        for at_s, name, patch in self.domain_changes:
+            self._schedule.at(at_s, self._domain_change(name, patch), order=ORDER_RECOMMEND)
+        if self.domains:
+            self._domains_at(0.0)
 
     def before_step(self, now_s: float) -> None:
         return None
@@ -428,8 +491,14 @@ class ProductionLoop:
             if writer != MONITOR:
                 self._schedule.at(watch, self._monitor_later(key), order=ORDER_MONITOR)
             return
+        if kind == "domain":
+            if writer != RECOMMENDER:
+                self._domains_at(now_s + self._datapath.recommend_latency_s)
+            return
         obj = controllers.api.nodes.get(key)
         assert obj is not None
+        if writer == TUNER and self.domains:
+            self._domains_at(now_s + self._datapath.recommend_latency_s)
         if writer == RECOMMENDER:
             actuation = self._datapath.recommend_latency_s + self._datapath.apply_latency_s
             self._schedule.at(now_s + actuation, self._tune_later(key), order=ORDER_TUNE)
@@ -460,6 +529,33 @@ class ProductionLoop:
                 self._schedule.at(now_s + done.recheck_after, self._recommend_later(key), order=ORDER_RECOMMEND)
 
         return recommend_now
+
+    def _domains_at(self, when_s: float) -> None:
+        """Wake the domain pass at `when_s`, unless one is due by then (the work queue's de-duplication)."""
+        if self._domain_pass_at is not None and self._domain_pass_at <= when_s:
+            return
+        self._domain_pass_at = when_s
+        self._schedule.at(when_s, self._domain_pass, order=ORDER_RECOMMEND)
+
+    def _domain_pass(self, now_s: float) -> None:
+        if self._domain_pass_at is None or now_s + 1e-9 < self._domain_pass_at:
+            return  # superseded by an earlier pass
+        self._domain_pass_at = None
+        moved, after = self._started().domains(now_s)
+        for key in sorted(moved):
+            self._schedule.at(now_s, self._recommend_later(key), order=ORDER_RECOMMEND)
+        if after is not None:
+            self._domains_at(now_s + after)
+
+    def _domain_change(self, name: str, patch: Mapping[str, Any]) -> Callable[[float], None]:
+        def change(now_s: float) -> None:
+            controllers = self._started()
+            controllers.clock.now_s = now_s
+            current = controllers.api.domains.get(name)
+            assert current is not None, f"no domain {name}"
+            controllers.api.write("domain", name, "spec", {**current["spec"], **patch}, writer=USER)
+
+        return change
 
     def _monitor_later(self, key: str) -> Callable[[float], None]:
         return lambda now_s: self._started().monitor(key, now_s)
