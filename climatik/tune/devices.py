@@ -287,11 +287,6 @@ class CpuDevices(_Inventoried[CpuInventory]):
     def owner(self, key: str) -> str:
         return self._owners.get(key, key)
 
-    def members(self, key: str) -> tuple[int, ...]:
-        """The CPUs of the policy `key` owns."""
-        policy = self._policies.get(key)
-        return policy.cpus if policy is not None else (int(key),)
-
     def check(self, key: str, mhz: int | None) -> DeviceResult | None:
         if key in self._offline:
             return DeviceResult(UNSUPPORTED, requested_mhz=mhz,

@@ -116,10 +116,12 @@ def _without_admin(gpu: GpuFacts) -> GpuFacts:
 
 
 def _gpu_lines(facts: GpuNodeFacts) -> list[str]:
-    versions = [f"{name} {value}" for name, value in (("driver", facts.driver_version),
-                                                      ("library", facts.library_version),
+    library = "NVML" if facts.backend == "nvml" else "library"
+    versions = [f"{name} {value}" for name, value in ((library, facts.library_version),
+                                                      ("driver", facts.driver_version),
                                                       ("CUDA", facts.cuda_driver_version)) if value]
-    lines = [f"GPUs ({facts.backend}): " + (", ".join(versions) or "versions unknown")]
+    where = f", {facts.location}" if facts.location else ""
+    lines = [f"GPUs ({facts.backend}{where}): " + (", ".join(versions) or "no versions reported")]
     if facts.error is not None:
         return [*lines, f"  cannot see the GPUs: {facts.error}"]
     if not facts.gpus:

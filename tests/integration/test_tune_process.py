@@ -173,7 +173,7 @@ def test_probe_describes_the_simulated_node_and_changes_nothing(sim: SimCluster,
     assert (gpus[gpu0]["locked_clock_mhz"], gpus[gpu1]["locked_clock_mhz"]) == (None, 1005)
     assert all(gpu["steps"] and gpu["power_limit_w"] for gpu in gpus.values())
     assert [policy["cpus"] for policy in found["cpu"]["policies"]] == [[0], [1]]
-    assert f"GPUs (sim): library simulated node at {sim.urls[NODE]}" in as_text.stdout
+    assert f"GPUs (sim, simulated node at {sim.urls[NODE]}): no versions reported" in as_text.stdout
     assert "CPUs (cpufreq): 2 policies over 2 CPUs; offline: none" in as_text.stdout
     assert (locked_clocks(sim), [scaling_max(sysfs, cpu) for cpu in range(2)]) == before
     assert not (tmp_path / "state.json").exists()

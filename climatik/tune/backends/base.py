@@ -162,9 +162,10 @@ class GpuFacts:
 
 @dataclass(frozen=True)
 class GpuNodeFacts:
-    """What a GPU backend sees on this node: the library and driver, and every GPU (or why none)."""
+    """What a GPU backend sees on this node: where it looks, the library and driver, and every GPU (or why none)."""
 
     backend: str
+    location: str | None = None
     driver_version: str | None = None
     library_version: str | None = None
     cuda_driver_version: str | None = None

@@ -165,7 +165,7 @@ class SimGpuBackend:
             return GpuNodeFacts(backend=self.name, error=str(error))
         release = (f"re-locked to the baseline maximum of {self._baseline[1]} MHz" if self._baseline is not None
                    else "unlocked")
-        return GpuNodeFacts(backend=self.name, library_version=f"simulated node at {self._base_url}", gpus=[
+        return GpuNodeFacts(backend=self.name, location=f"simulated node at {self._base_url}", gpus=[
             GpuFacts(uuid=gpu.uuid, index=gpu.index, model=gpu.model, mig_mode="not supported",
                      min_clock_mhz=gpu.min_clock_mhz, max_clock_mhz=gpu.max_clock_mhz,
                      steps=len(gpu.supported_clocks_mhz), step_mhz=_step(gpu.supported_clocks_mhz),

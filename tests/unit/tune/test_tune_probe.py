@@ -31,7 +31,7 @@ def test_the_probe_describes_every_zoo_gpu_and_changes_nothing(row: GpuModel, tm
     text = probe.render_text(found)
 
     assert nvml.writes() == [] and tree.writes == [] and tree.snapshot() == before
-    assert "driver 555.42.06, library 12.555.42.06, CUDA 12.5" in text
+    assert "GPUs (nvml): NVML 12.555.42.06, driver 555.42.06, CUDA 12.5" in text
     for uuid in nvml.uuids():
         assert uuid in text
     assert row.name in text
