@@ -153,8 +153,11 @@ def _cpu_lines(facts: CpuFacts) -> list[str]:
     lines = [f"CPUs ({facts.backend}): {len(facts.policies)} policies over {cpus} CPUs; offline: "
              f"{_cpulist(facts.offline) or 'none'}"]
     for policy in facts.policies:
-        state = "" if policy.active else " (inactive: every CPU offline)"
-        lines.append(f"  policy {policy.leader} (CPUs {_cpulist(policy.cpus)}){state}: {policy.driver or '?'}, "
+        offline = _cpulist(cpu for cpu in policy.cpus if cpu not in policy.online)
+        state = f", {offline} offline" if offline else ""
+        if not policy.active:
+            state += ": inactive, it takes no limit"
+        lines.append(f"  policy {policy.leader} (CPUs {_cpulist(policy.cpus)}{state}): {policy.driver or '?'}, "
                      f"governor {policy.governor or '?'}, "
                      f"hardware {_khz_range(policy.hardware_min_khz, policy.hardware_max_khz)}, "
                      f"limits {_khz_range(policy.min_khz, policy.max_khz)}, now {_khz(policy.current_khz)}"
