@@ -139,12 +139,22 @@ class NvmlGpuBackend:
         try:
             return action(nvml)
         except nvml.NVMLError as error:
-            if not self._session.gone(error):
+            # GPU_IS_LOST may be one GPU off the bus: then the session still counts the GPUs and stays, since
+            # closing it without persistence mode could deinitialise the other GPUs and drop their locks.
+            if not self._session.gone(error) or self._counts(nvml):
                 raise
             self._log.warning("nvml_session_lost", error=str(error))
             self._handles.clear()
             self._session.close(reason=str(error))
         return action(self._session.open())
+
+    @staticmethod
+    def _counts(nvml: Any) -> bool:
+        try:
+            nvml.nvmlDeviceGetCount()
+        except nvml.NVMLError:
+            return False
+        return True
 
     def _found(self) -> dict[str, tuple[int, Any]]:
         """Every GPU NVML enumerates; BackendUnavailableError when NVML cannot start or count them."""

@@ -380,3 +380,17 @@ def test_nvml_that_cannot_start_reads_the_same_on_every_try_so_status_is_written
 
     assert first is not None
     assert writes == [None] * 5, "nothing new to say: no status write, no watch event, no reconcile loop"
+
+
+def test_one_lost_gpu_keeps_the_session_that_holds_the_others_locks() -> None:
+    nvml = FakeNvml([device("h100-sxm", index, persistence=pynvml.NVML_FEATURE_DISABLED) for index in range(2)])
+    backend = NvmlGpuBackend(nvml=nvml, clock=FakeClock())
+    first, second = nvml.uuids()
+    backend.apply(first, 1500)
+    nvml.lose(1)
+
+    lost = backend.apply(second, 1500)
+
+    assert lost.status == FAILED and lost.message is not None and "GPU is lost" in lost.message
+    assert (nvml.init_count, nvml.shutdown_count) == (1, 0), "without persistence mode a restart could drop locks"
+    assert nvml.locked(0) == (210, 1500)
