@@ -181,11 +181,13 @@ def _pressure(node: NodeDemand) -> float:
 
 
 def node_demands(policy: PowerCappingPolicy, gpus: Mapping[str, Sequence[str]], nodes: Sequence[NodeFrequencies],
-                 *, late: Collection[str] = ()) -> list[NodeDemand]:
+                 *, late: Collection[str] = (), by_name: Mapping[str, NodeFrequencies] | None = None
+                 ) -> list[NodeDemand]:
     """Each node of `policy` (with its GPUs there, `gpus`) as `allocate` sees it, from the NodeFrequencies objects:
     the budget in the spec, the tuner's report of it (what the GPUs drew, whether they are held at it, the floor)
     and whether the tuner acknowledged the spec; the monitor's observation where the tuner has not reported."""
-    by_name = {node.spec.node_name or node.metadata.name: node for node in nodes}
+    if by_name is None:
+        by_name = {node.spec.node_name or node.metadata.name: node for node in nodes}
     observed = {node.name: node.power for node in (policy.status.nodes or [] if policy.status else [])}
     demands = []
     for name, uuids in sorted(gpus.items()):

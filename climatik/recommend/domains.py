@@ -169,7 +169,7 @@ class _Split:
         borrowed = {c: max(self.given[c] - max(entitled[c], self.wants[c]), 0.0) for c in self.free}
         return DomainAllocation(
             budgets=budgets, wanted=targets, waiting=tuple(sorted(waiting)),
-            domains={d.name: self._report(d, after, borrowed) for d in self.domains},
+            domains=self._reports(after, borrowed),
             claimed={key: sum(after[c] for c in self.by_claimant.get(key, [])) for key in self.claimants},
             infeasible={name.split(":", 1)[1]: floors for name, floors in infeasible.items()
                         if name.startswith("claimant:")},
@@ -299,51 +299,51 @@ class _Split:
             counted[cell] = now_counted
         return budgets, waiting
 
-    def _report(self, domain: Domain, after: Mapping[Cell, float], borrowed: Mapping[Cell, float]) -> DomainReport:
-        inside = self._inside(domain)
-
-        def share_of(members: Sequence[Cell], guaranteed: float = 0.0) -> Share:
-            return Share(watts=sum(after[c] for c in members),
-                         borrowed=round(sum(borrowed.get(c, 0.0) for c in members), 1), guaranteed=guaranteed,
-                         demand=round(sum(self.wants.get(c, 0.0) for c in members), 1))
-
-        mine: dict[str, list[Cell]] = {}
-        for cell in inside:
-            mine.setdefault(cell[0], []).append(cell)
-        keys = sorted(mine)
-        shares = {key: share_of(mine[key], self.claimants[key].guarantee) for key in keys}
-        children = {child.name: share_of([c for c in inside if c[1] in child.nodes])
-                    for child in self.domains if child.parent == domain.name}
-        guarantees = {key: self._guarantee_here(key, mine[key]) for key in keys}
-        over = sum(guarantees.values()) > domain.budget + _EPSILON
-        return DomainReport(
-            name=domain.name, budget=domain.budget, allocated=sum(after[c] for c in inside),
-            borrowed=round(sum(borrowed.get(c, 0.0) for c in inside), 1),
-            demand=round(sum(self.wants.get(c, 0.0) for c in inside), 1),
-            floors=sum(self.cells[c].floor for c in inside), claimants=shares, children=children,
-            overcommitted=tuple(key for key in keys if guarantees[key] > 0) if over else (),
-            infeasible_floor=self._infeasible_floor(domain),
-        )
-
-    def _infeasible_floor(self, domain: Domain) -> float | None:
-        limit = self.limits.get(f"domain:{domain.name}")
-        if limit is None:
-            return None
-        floors = sum(self.cells[c].floor for c in limit.cells)
-        return floors if floors > limit.capacity + _EPSILON else None
+    def _reports(self, after: Mapping[Cell, float], borrowed: Mapping[Cell, float]) -> dict[str, DomainReport]:
+        """Every domain's report, from one pass over the cells (each counted in every domain its node is in)."""
+        within: dict[str, list[str]] = {}
+        for domain in self.domains:
+            for node in domain.nodes:
+                within.setdefault(node, []).append(domain.name)
+        totals = {d.name: [0.0, 0.0, 0.0, 0.0] for d in self.domains}  # allocated, borrowed, demand, floors
+        shares: dict[str, dict[str, list[float]]] = {d.name: {} for d in self.domains}
+        asked: dict[str, float] = {}
+        for cell, demand in self.cells.items():
+            wanted = self.wants.get(cell, 0.0)
+            asked[cell[0]] = asked.get(cell[0], 0.0) + self.wants.get(cell, demand.floor)
+            figures = (after[cell], borrowed.get(cell, 0.0), wanted, demand.floor)
+            for name in within.get(cell[1], []):
+                total = totals[name]
+                for i, value in enumerate(figures):
+                    total[i] += value
+                share = shares[name].setdefault(cell[0], [0.0, 0.0, 0.0, 0.0])
+                share[0] += figures[0]
+                share[1] += figures[1]
+                share[2] += figures[2]
+                share[3] += self.wants.get(cell, demand.floor)
+        reports = {}
+        for domain in self.domains:
+            allocated, lent, wanted, floors = totals[domain.name]
+            mine = shares[domain.name]
+            guarantees = {key: self.claimants[key].guarantee * (s[3] / asked[key] if asked[key] > 0 else 1.0)
+                          for key, s in mine.items()}
+            over = sum(guarantees.values()) > domain.budget + _EPSILON
+            children = {child.name: Share(watts=totals[child.name][0], borrowed=round(totals[child.name][1], 1),
+                                          demand=round(totals[child.name][2], 1))
+                        for child in self.domains if child.parent == domain.name}
+            reports[domain.name] = DomainReport(
+                name=domain.name, budget=domain.budget, allocated=allocated, borrowed=round(lent, 1),
+                demand=round(wanted, 1), floors=floors,
+                claimants={key: Share(watts=s[0], borrowed=round(s[1], 1), guaranteed=self.claimants[key].guarantee,
+                                      demand=round(s[2], 1)) for key, s in sorted(mine.items())},
+                children=children,
+                overcommitted=tuple(sorted(k for k, g in guarantees.items() if g > 0)) if over else (),
+                infeasible_floor=floors if floors > domain.budget + _EPSILON and mine else None,
+            )
+        return reports
 
     def _inside(self, domain: Domain) -> list[Cell]:
         return [cell for node in sorted(domain.nodes) for cell in self.by_node.get(node, [])]
-
-    def _guarantee_here(self, key: str, here_cells: Sequence[Cell]) -> float:
-        """The part of a claimant's guarantee that falls on a domain (`here_cells`: its cells there): in proportion
-        to what it asks for there (all of it when it runs only there)."""
-        guarantee = self.claimants[key].guarantee
-        if guarantee <= 0:
-            return 0.0
-        everywhere = sum(self.wants.get(c, self.cells[c].floor) for c in self.by_claimant.get(key, []))
-        here = sum(self.wants.get(c, self.cells[c].floor) for c in here_cells)
-        return guarantee * (here / everywhere if everywhere > 0 else 1.0)
 
 
 def _pressure(demand: NodeDemand) -> float:

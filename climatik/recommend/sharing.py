@@ -108,7 +108,7 @@ def split(domains: Sequence[PowerDomain], node_labels: Mapping[str, Mapping[str,
         spec = policy.spec
         claimants.append(Claimant(key=key, budget=spec.threshold_watts, priority=spec.priority or 0,
                                   guarantee=float(spec.guaranteed_watts or 0)))
-        for demand in node_demands(policy, gpus, nodes, late=late):
+        for demand in node_demands(policy, gpus, nodes, late=late, by_name=by_name):
             cells[(key, demand.node)] = demand
             gpu_sets[(key, demand.node)] = sorted(gpus[demand.node])
         budgeted |= {uuid for uuids in gpus.values() for uuid in uuids}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from climatik.api import parse_time
 from climatik.api.domain import PowerDomain, effective_budget, schedule_problems, scheduled_budget
+from climatik.api.policy import LabelSelector
 from climatik.recommend.domains import Domain
 
 #: Nodes named in a problem message, at most.
@@ -40,29 +41,42 @@ class Resolved:
 
 @dataclass(frozen=True)
 class Tree:
-    """Every domain, resolved, by name; `split` holds those the split uses."""
+    """Every domain, resolved, by name; `split` holds those the split uses; `leaves` the deepest used domain of
+    every node in one (ties go to the lower name)."""
 
     domains: dict[str, Resolved] = field(default_factory=dict)
+    leaves: dict[str, str] = field(default_factory=dict)
 
     @property
     def split(self) -> list[Domain]:
         return [resolved.domain for resolved in self.domains.values() if resolved.domain is not None]
 
     def leaf_of(self, node: str) -> str | None:
-        """The deepest domain (of those used) a node is in; ties go to the lower name."""
-        depth = {name: self._depth(name) for name in self.domains}
-        holding = [r.name for r in self.domains.values() if r.domain is not None and node in r.nodes]
-        return min(holding, key=lambda name: (-depth[name], name)) if holding else None
+        """The deepest domain (of those used) a node is in."""
+        return self.leaves.get(node)
 
-    def _depth(self, name: str) -> int:
-        seen = {name}
-        resolved = self.domains.get(name)
-        parent = resolved.domain.parent if resolved is not None and resolved.domain is not None else None
-        while parent is not None and parent not in seen and parent in self.domains:
-            seen.add(parent)
-            above = self.domains[parent].domain
-            parent = above.parent if above is not None else None
-        return len(seen) - 1
+
+def _leaves(domains: Mapping[str, Resolved]) -> dict[str, str]:
+    depth = {name: _depth(name, domains) for name in domains}
+    leaves: dict[str, str] = {}
+    for name in sorted(domains, key=lambda n: (-depth[n], n)):
+        resolved = domains[name]
+        if resolved.domain is None:
+            continue
+        for node in resolved.nodes:
+            leaves.setdefault(node, name)
+    return leaves
+
+
+def _depth(name: str, domains: Mapping[str, Resolved]) -> int:
+    seen = {name}
+    resolved = domains.get(name)
+    parent = resolved.domain.parent if resolved is not None and resolved.domain is not None else None
+    while parent is not None and parent not in seen and parent in domains:
+        seen.add(parent)
+        above = domains[parent].domain
+        parent = above.parent if above is not None else None
+    return len(seen) - 1
 
 
 def resolve(domains: Sequence[PowerDomain], node_labels: Mapping[str, Mapping[str, str]], now: dt.datetime) -> Tree:
@@ -70,6 +84,10 @@ def resolve(domains: Sequence[PowerDomain], node_labels: Mapping[str, Mapping[st
     by_name = {domain.name: domain for domain in domains}
     problems: dict[str, list[str]] = {name: [] for name in by_name}
     nodes: dict[str, frozenset[str]] = {}
+    index: dict[tuple[str, str], set[str]] = {}
+    for node, labels in node_labels.items():
+        for pair in labels.items():
+            index.setdefault(pair, set()).add(node)
     for name, domain in by_name.items():
         selector = domain.spec.node_selector
         bad = selector.problems()
@@ -77,7 +95,7 @@ def resolve(domains: Sequence[PowerDomain], node_labels: Mapping[str, Mapping[st
             problems[name] += [f"nodeSelector: {problem}" for problem in bad]
             nodes[name] = frozenset()
             continue
-        nodes[name] = frozenset(node for node, labels in node_labels.items() if selector.matches(labels))
+        nodes[name] = _selected(selector, node_labels, index)
     looped = _loops(by_name)
     for name in looped:
         problems[name].append(f"its parent chain loops ({_chain(name, by_name)}); it keeps only its own budget "
@@ -101,7 +119,18 @@ def resolve(domains: Sequence[PowerDomain], node_labels: Mapping[str, Mapping[st
         split = Domain(name=name, budget=budget, nodes=nodes[name], parent=parents[name]) if used else None
         resolved[name] = Resolved(name=name, domain=split, budget=budget, target=target, nodes=nodes[name],
                                   problems=tuple(problems[name]))
-    return Tree(domains=resolved)
+    return Tree(domains=resolved, leaves=_leaves(resolved))
+
+
+def _selected(selector: LabelSelector, node_labels: Mapping[str, Mapping[str, str]],
+              index: Mapping[tuple[str, str], set[str]]) -> frozenset[str]:
+    """The nodes a selector chooses: through the label index for matchLabels, then each candidate checked."""
+    candidates: set[str] | None = None
+    for pair in (selector.match_labels or {}).items():
+        found = index.get(pair, set())
+        candidates = set(found) if candidates is None else candidates & found
+    pool = node_labels.keys() if candidates is None else candidates
+    return frozenset(node for node in pool if selector.matches(node_labels[node]))
 
 
 def _budget(domain: PowerDomain, now: dt.datetime, problems: list[str]) -> tuple[float, float]:

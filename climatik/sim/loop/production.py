@@ -28,7 +28,8 @@ recommender as any tuner status does). Without it the policies say ClocksOnly an
 recommender's passes take the domains' split (climatik.recommend.sharing), and a domain pass (the domain
 reconciler's core: split, write the specs a new split changed, write each domain's status) runs when a tuner's
 status reaches the recommender and when the split interval or a ramp asks for it. `domain_changes` are edits of
-a domain's spec at given times, as a user (or a facility's demand-response hook) makes them.
+a domain's spec at given times, as a user (or a facility's demand-response hook) makes them. `policy_fields`
+sets PolicySpec fields the scenario does not (priority, guaranteed_watts), by policy name.
 
 Only what a process does around its core is left out: finalizers, Events, metrics and the tuner's periodic
 resync.
@@ -240,8 +241,10 @@ class Controllers:
                  settings: StepSettings, on_write: Callable[[str, str, str], None] = lambda *_: None,
                  ref: AlgorithmRef | None = None, node_budgets: bool = False,
                  domains: Sequence[Mapping[str, Any]] = (),
-                 node_labels: Mapping[str, Mapping[str, str]] | None = None) -> None:
+                 node_labels: Mapping[str, Mapping[str, str]] | None = None,
+                 policy_fields: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.world = world
+        self._policy_fields = {name: dict(fields) for name, fields in (policy_fields or {}).items()}
         self.clock = SimulatedClock(datapath)
         self.api = ApiObjects(on_write)
         self.rules = monitor.Rules.for_period(datapath.monitor_interval_s)
@@ -272,7 +275,8 @@ class Controllers:
     def spec(self, plan: PolicyPlan, now_s: float) -> PolicySpec:
         """The policy's spec at `now_s`, naming the loop's algorithm and its enforcement."""
         spec = plan.spec_at(now_s, self._ref)
-        return dataclasses.replace(spec, enforcement=NODE_BUDGETS if self.node_budgets else CLOCKS_ONLY)
+        return dataclasses.replace(spec, enforcement=NODE_BUDGETS if self.node_budgets else CLOCKS_ONLY,
+                                   **self._policy_fields.get(plan.name, {}))
 
     def monitor(self, key: str, now_s: float) -> None:
         """The monitor's reconcile of one policy on the latest sample."""
@@ -393,14 +397,18 @@ class ProductionLoop:
                  step_settings: StepSettings | None = None, node_budgets: bool = False,
                  guard_period_s: float = GUARD_PERIOD_S, domains: Sequence[Mapping[str, Any]] = (),
                  node_labels: Mapping[str, Mapping[str, str]] | None = None,
-                 domain_changes: Sequence[tuple[float, str, Mapping[str, Any]]] = ()) -> None:
+                 domain_changes: Sequence[tuple[float, str, Mapping[str, Any]]] = (),
+                 policy_fields: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.label = label or algorithm.name
+        self.policy_fields = policy_fields
         self.node_budgets = node_budgets
         self.guard_period_s = guard_period_s
         self.domains = list(domains)
         self.node_labels = node_labels
         self.domain_changes = list(domain_changes)
         self._domain_pass_at: float | None = None
+        #: (simulated time, sum of every node budget in the NodeFrequencies specs) after each spec write.
+        self.allocated: list[tuple[float, float]] = []
         name = ref.name if ref is not None else algorithm.name
         # The recommender resolves the policy's algorithm through a registry; this one holds the built instance.
         self.registry = AlgorithmRegistry({name: lambda parameters: algorithm})
@@ -440,7 +448,8 @@ class ProductionLoop:
         self._controllers = controllers = Controllers(ctx.world, ctx.datapath, registry=self.registry,
                                                       settings=self.step_settings, on_write=self._written,
                                                       ref=self.ref, node_budgets=self.node_budgets,
-                                                      domains=self.domains, node_labels=self.node_labels)
+                                                      domains=self.domains, node_labels=self.node_labels,
+                                                      policy_fields=self.policy_fields)
         for key, plan in controllers.plans.items():
             for change in plan.caps[1:]:
                 self._schedule.at(change.at_s, self._cap_change(key, plan), order=ORDER_RECOMMEND)
@@ -500,6 +509,8 @@ class ProductionLoop:
         if writer == TUNER and self.domains:
             self._domains_at(now_s + self._datapath.recommend_latency_s)
         if writer == RECOMMENDER:
+            self.allocated.append((now_s, sum(float(b.get("watts") or 0) for node in controllers.api.nodes.list()
+                                              for b in (node.get("spec") or {}).get("powerBudgets") or [])))
             actuation = self._datapath.recommend_latency_s + self._datapath.apply_latency_s
             self._schedule.at(now_s + actuation, self._tune_later(key), order=ORDER_TUNE)
             return
