@@ -4,10 +4,11 @@ failure turned into a `PromError`, and each query's latency recorded.
 
 Prometheus encodes each sample as `[unix seconds, "value"]`, the value a string so that "NaN", "+Inf" and
 "-Inf" survive JSON; they are decoded here as floats and judged by the caller. An instant query stamps every
-sample with the evaluation time, however old the scrape behind it is (Prometheus carries a sample forward for up
-to its lookback delta, five minutes by default). To judge staleness the scrape time is needed, and
-`timestamp(x)` gives it: `with_sample_times` asks for the values and their timestamps in one query, each half
-marked by a label, and `split_sample_times` joins them back.
+sample with the evaluation time; the scrape times that tell a fresh reading from a stale one are asked for
+separately (climatik.prom.sampler).
+
+Queries go as GET; one longer than `MAX_GET_QUERY` characters (a scope's names, climatik.prom.scope) goes as a
+form-encoded POST, which the HTTP API accepts too, so that no proxy's URL limit cuts it.
 
 Projected service-account tokens are rotated by the kubelet (an atomic swap of the mounted file), so a token
 read once at start-up expires within the hour: the token file is checked on every request and read again only
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -41,11 +42,13 @@ from climatik.prom.errors import (
     PromUnavailableError,
 )
 
+#: The longest query sent in a URL; longer ones are POSTed.
+MAX_GET_QUERY = 2048
 # Prometheus' own error types that mean "try again later" rather than "the query is wrong".
 _TRANSIENT_ERROR_TYPES = frozenset({"timeout", "canceled", "unavailable"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     """One series of an instant vector: its labels (`__name__` included when Prometheus kept it), its value
     and the timestamp Prometheus gave it (unix seconds)."""
@@ -131,7 +134,7 @@ def _decode_sample(item: object, query: str) -> Sample:
         value = float(pair[1])
     except (TypeError, ValueError):
         raise PromResponseError(f"sample value does not parse: {_clip(item)}", query=query) from None
-    return Sample(labels=dict(labels), value=value, timestamp=timestamp)
+    return Sample(labels=labels, value=value, timestamp=timestamp)
 
 
 def _error_fields(text: str) -> tuple[str, str]:
@@ -201,42 +204,6 @@ class PromQueryMetrics:
 
     def observe_query(self, name: str, outcome: str, seconds: float) -> None:
         self._duration.labels(query=name, outcome=outcome).observe(seconds)
-
-
-FIELD_LABEL = "climatik_field"
-_VALUE = "value"
-_TIMESTAMP = "timestamp"
-
-
-def with_sample_times(expr: str) -> str:
-    """One query answering each series of `expr` twice: with its value (marked `climatik_field="value"`)
-    and with its scrape time (marked `climatik_field="timestamp"`). The marks keep `or` from merging the
-    two halves, which have the same labels once `timestamp()` drops the metric name."""
-    values = f'label_replace({expr}, "{FIELD_LABEL}", "{_VALUE}", "", "")'
-    times = f'label_replace(timestamp({expr}), "{FIELD_LABEL}", "{_TIMESTAMP}", "", "")'
-    return f"{values} or {times}"
-
-
-def split_sample_times(samples: Sequence[Sample], query: str) -> tuple[Sample, ...]:
-    """The value samples of a `with_sample_times` answer, each carrying its scrape time as timestamp."""
-    values: dict[frozenset[tuple[str, str]], Sample] = {}
-    times: dict[frozenset[tuple[str, str]], float] = {}
-    for sample in samples:
-        field = sample.labels.get(FIELD_LABEL)
-        labels = {k: v for k, v in sample.labels.items() if k != FIELD_LABEL}
-        key = frozenset((k, v) for k, v in labels.items() if k != "__name__")
-        if field == _VALUE:
-            values[key] = Sample(labels=labels, value=sample.value, timestamp=sample.timestamp)
-        elif field == _TIMESTAMP:
-            times[key] = sample.value
-        else:
-            raise PromResponseError(f"series without a {FIELD_LABEL} mark: {sample.labels}", query=query)
-    joined = []
-    for key, sample in values.items():
-        if key not in times:
-            raise PromResponseError(f"series has a value but no timestamp: {sample.labels}", query=query)
-        joined.append(Sample(labels=sample.labels, value=sample.value, timestamp=times[key]))
-    return tuple(joined)
 
 
 @dataclass(frozen=True)
@@ -320,13 +287,6 @@ class PromClient:
         eval_time = samples[0].timestamp if samples else at
         return QueryResult(promql, samples, eval_time, duration, warnings)
 
-    def query_with_sample_times(self, expr: str, *, at: float | None = None, name: str = "query") -> QueryResult:
-        """Like `query`, but each sample's timestamp is when it was scraped rather than the evaluation time,
-        so that the caller can tell a fresh reading from one Prometheus still carries forward."""
-        result = self.query(with_sample_times(expr), at=at, name=name)
-        samples = split_sample_times(result.samples, result.query)
-        return QueryResult(result.query, samples, result.eval_time, result.duration_s, result.warnings)
-
     def close(self) -> None:
         self._session.close()
 
@@ -337,7 +297,12 @@ class PromClient:
         timeout = (self._settings.connect_timeout_s, self._settings.read_timeout_s)
         try:
             # verify is passed per request because requests lets REQUESTS_CA_BUNDLE override a session's own.
-            response = self._session.get(self._query_url, params=params, timeout=timeout, verify=self._session.verify)
+            if len(promql) > MAX_GET_QUERY:
+                response = self._session.post(self._query_url, data=params, timeout=timeout,
+                                              verify=self._session.verify)
+            else:
+                response = self._session.get(self._query_url, params=params, timeout=timeout,
+                                             verify=self._session.verify)
         except requests.Timeout as exc:
             raise PromTimeoutError(f"Prometheus at {self._settings.url} timed out: {exc}", query=promql) from exc
         except requests.ConnectionError as exc:

@@ -176,7 +176,11 @@ def label_list(text: str) -> tuple[str, ...]:
 
 
 def _first(names: Sequence[str], labels: Mapping[str, str]) -> str:
-    return next((labels[name] for name in names if labels.get(name)), "")
+    for name in names:
+        value = labels.get(name)
+        if value:
+            return value
+    return ""
 
 
 def _first_pod(pairs: tuple[PodLabels, ...], labels: Mapping[str, str]) -> PodKey | None:

@@ -1,24 +1,40 @@
-"""One cycle's worth of GPU power readings: the few PromQL queries built from a metric profile, which serve
-every policy at once, and the sampler that runs them and maps the answers into a `GpuSnapshot`.
+"""One cycle's worth of GPU power readings: the few PromQL queries built from a metric profile and a scope, which
+serve every policy at once, and the sampler that runs them and maps the answers into a `GpuSnapshot`.
+
+What a cycle asks, per metric and per chunk of the scope (climatik.prom.scope):
+
+* the values, aggregated by Prometheus onto the labels the profile reads (`max by (UUID, pod, ...)`): one series
+  per GPU, pod and scrape target, without the labels nothing here reads (driver version, PCI bus, container,
+  job, service discovery's labels), which are most of the bytes of an answer;
+* the scrape times, one per scrape target: `count_values by (instance) (..., timestamp(...))`. Every series of
+  one scrape carries the scrape's time, so a target normally answers with a single time. A target whose series
+  disagree (explicit timestamps, a deduplicated HA pair) gets one more query for the time of each of its series,
+  aggregated onto the same labels as the values.
+
+Each value then carries the time it was scraped, exactly as `timestamp()` gives it, without asking for every
+series twice; the snapshot's rules judge it (climatik.prom.snapshot). An instant query stamps every sample with
+the evaluation time, however old the scrape behind it is (Prometheus carries a sample forward for up to its
+lookback delta, five minutes by default), so the scrape time is what tells a fresh reading from a stuck one.
 """
 
 from __future__ import annotations
 
-from climatik.prom.client import PromClient, QueryResult
-from climatik.prom.errors import PromError, PromNoDataError
-from climatik.prom.profiles import MetricProfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from climatik.prom.client import PromClient, QueryResult, Sample
+from climatik.prom.errors import PromError, PromNoDataError, PromResponseError
+from climatik.prom.profiles import MetricProfile, PodLabels
+from climatik.prom.scope import EVERYTHING, Scope, SelectorGroup, match, selector, selector_groups
 from climatik.prom.snapshot import GpuSnapshot, Judge, Series, build_snapshot
 
-
-def selector(metric: str, matchers: str = "") -> str:
-    """An instant vector selector: `metric{matchers}`, or the bare metric name without matchers."""
-    matchers = matchers.strip().strip(",")
-    return f"{metric}{{{matchers}}}" if matchers else metric
+#: The label `count_values` puts each distinct scrape time in.
+SCRAPE_TIME_LABEL = "climatik_scrape_time"
 
 
 def power_query(profile: MetricProfile) -> str:
-    """Every GPU power series, allocated or not: unallocated GPUs are kept out of pod attribution later,
-    in Python, because which label names the pod depends on how Prometheus scraped the exporter."""
+    """Every GPU power series, allocated or not."""
     return selector(profile.power_metric, profile.power_matchers)
 
 
@@ -36,6 +52,63 @@ def cpu_power_query(profile: MetricProfile) -> str | None:
     return selector(profile.cpu_power_metric, profile.cpu_power_matchers)
 
 
+def power_labels(profile: MetricProfile) -> tuple[str, ...]:
+    """Every label the snapshot reads on a GPU power series: the GPU, its MIG instance, its node, its pods, and
+    the scrape target (which tells two exporters of one GPU apart)."""
+    names = [*profile.uuid_labels, profile.gpu_instance_label, profile.gpu_instance_profile_label,
+             profile.index_label, profile.model_label, *profile.hostname_labels, profile.instance_label]
+    names += [label for pair in profile.pod_labels for label in (pair.pod, pair.namespace)]
+    return tuple(dict.fromkeys(name for name in names if name))
+
+
+def clock_labels(profile: MetricProfile) -> tuple[str, ...]:
+    """Every label the snapshot reads on an SM clock series: the clock is kept per GPU."""
+    names = [*profile.uuid_labels, profile.gpu_instance_label, profile.instance_label]
+    return tuple(dict.fromkeys(name for name in names if name))
+
+
+def values_query(selectors: Sequence[str], by: Sequence[str] | None) -> str:
+    """The values of the series `selectors` read, aggregated onto the labels `by` (None: every label kept)."""
+    union = " or ".join(selectors)
+    return union if by is None else f"max by ({', '.join(by)}) ({union})"
+
+
+def scrape_times_query(selectors: Sequence[str], instance_label: str) -> str:
+    """The distinct scrape times of each scrape target's series (one series per target and time)."""
+    by = f"by ({instance_label}) " if instance_label else ""
+    return f'count_values {by}("{SCRAPE_TIME_LABEL}", {_times(selectors)})'
+
+
+def series_times_query(selectors: Sequence[str], by: Sequence[str] | None) -> str:
+    """The scrape time of each series, aggregated as `values_query` aggregates the values (the freshest wins)."""
+    return _times(selectors) if by is None else f"max by ({', '.join(by)}) ({_times(selectors)})"
+
+
+def _times(selectors: Sequence[str]) -> str:
+    # timestamp() gives a sample's own time only when its argument is a selector, hence one call per selector.
+    return " or ".join(f"timestamp({s})" for s in selectors)
+
+
+@dataclass(frozen=True)
+class _Metric:
+    """One metric a cycle reads: its name and matchers, the label pairs naming its pods, the labels its values
+    are aggregated onto (None: none dropped) and the name its queries are timed under."""
+
+    name: str
+    metric: str
+    matchers: str
+    pairs: tuple[PodLabels, ...]
+    by: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class _Read:
+    samples: tuple[Sample, ...]
+    eval_time: float | None
+    duration_s: float
+    warnings: tuple[str, ...]
+
+
 #: What Kepler exports instead of dcgm-exporter's GPU power: per-pod GPU power from 0.11.4 with its experimental
 #: GPU flag, per-container GPU energy in 0.7; and 0.7's per-container CPU energy.
 KEPLER_POD_GPU = "kepler_pod_gpu_watts"
@@ -44,62 +117,130 @@ KEPLER_07_CPU = "kepler_container_package_joules_total"
 
 
 class GpuSampler:
-    """Reads all GPU power (and SM clock, and optionally per-pod CPU power) series in one query each, never
-    one query per pod, and maps them into a `GpuSnapshot` shared by all policies of the cycle.
+    """Reads the GPU power (and SM clock, and optionally per-pod CPU power) of a scope's pods in a few queries,
+    never one per pod or per policy, and maps them into a `GpuSnapshot` shared by all policies of the cycle.
 
     A sample older than `max_sample_age_s` at the query time is stale. The default allows for
-    dcgm-exporter's 30 s collect interval plus a scrape interval.
+    dcgm-exporter's 30 s collect interval plus a scrape interval. `wall` gives the time of a snapshot that asked
+    nothing (an empty scope).
     """
 
-    def __init__(self, client: PromClient, profile: MetricProfile, *, max_sample_age_s: float = 60.0) -> None:
+    def __init__(self, client: PromClient, profile: MetricProfile, *, max_sample_age_s: float = 60.0,
+                 wall: Callable[[], float] = time.time) -> None:
         if max_sample_age_s <= 0:
             raise ValueError("max_sample_age_s must be positive")
         self._client = client
         self._profile = profile
         self._max_age = max_sample_age_s
+        self._wall = wall
 
     @property
     def profile(self) -> MetricProfile:
         return self._profile
 
-    def fetch_gpu_samples(self, now: float | None = None) -> GpuSnapshot:
-        """The snapshot at unix time `now` (Prometheus' own time when None).
+    def fetch_gpu_samples(self, now: float | None = None, scope: Scope = EVERYTHING) -> GpuSnapshot:
+        """The snapshot of `scope`'s pods at unix time `now` (Prometheus' own time when None).
 
         Raises `PromError` when any query fails, and `PromNoDataError` when no power series exists at all, which
         means the exporter is not scraped or the profile names the wrong metric.
         """
         profile = self._profile
-        power = self._query(power_query(profile), now, "gpu_power")
-        if not power.samples:
-            raise PromNoDataError(f"no {profile.power_metric} series in Prometheus{self._gpu_hint(now)}",
-                                  query=power.query)
-        # The clock and CPU queries are pinned to the power query's time so that all readings agree.
+        if scope.empty:
+            return GpuSnapshot(query_time=now if now is not None else self._wall(), gpus={}, pod_gpus={},
+                               cpu_queried=bool(profile.cpu_power_metric), scope=scope)
+        power = self._read(_Metric("gpu_power", profile.power_metric, profile.power_matchers, profile.pod_labels,
+                                   power_labels(profile)), now, scope)
         at = now if now is not None else power.eval_time
+        warnings = power.warnings
+        if not power.samples:
+            # Narrowed to pods that have no series (yet): say so, unless the metric is missing altogether.
+            at, hint = self._no_power(at, scope)
+            warnings += (hint,)
         if at is None:
-            raise PromNoDataError("Prometheus gave no evaluation time", query=power.query)
-        results = {"gpu_power": power}
-        sm_query = sm_clock_query(profile)
-        if sm_query is not None:
-            results["sm_clock"] = self._query(sm_query, at, "sm_clock")
-        cpu_query = cpu_power_query(profile)
-        if cpu_query is not None:
-            results["cpu_power"] = self._query(cpu_query, at, "cpu_power")
-        warnings = tuple(w for r in results.values() for w in r.warnings)
-        cpu = results.get("cpu_power")
+            raise PromNoDataError("Prometheus gave no evaluation time", query=power_query(profile))
+        reads = {"gpu_power": power}
+        if profile.sm_clock_metric:
+            reads["sm_clock"] = self._read(_Metric("sm_clock", profile.sm_clock_metric, profile.sm_clock_matchers,
+                                                   profile.pod_labels, clock_labels(profile)), at, scope)
+        if profile.cpu_power_metric:
+            reads["cpu_power"] = self._read(_Metric("cpu_power", profile.cpu_power_metric,
+                                                    profile.cpu_power_matchers, profile.cpu_pod_labels, None),
+                                            at, scope)
+        warnings += tuple(w for name, r in reads.items() if name != "gpu_power" for w in r.warnings)
+        cpu = reads.get("cpu_power")
         if cpu is not None and not cpu.samples:
             warnings += (f"no {profile.cpu_power_metric} series in Prometheus{self._cpu_hint(at)}",)
         return build_snapshot(
             profile,
             Judge(query_time=at, max_age_s=self._max_age),
             power=Series(profile.power_metric, power.samples),
-            sm_clock=_series(profile.sm_clock_metric, results.get("sm_clock")),
-            cpu_power=_series(profile.cpu_power_metric, results.get("cpu_power")),
-            durations={name: r.duration_s for name, r in results.items()},
+            sm_clock=_series(profile.sm_clock_metric, reads.get("sm_clock")),
+            cpu_power=_series(profile.cpu_power_metric, reads.get("cpu_power")),
+            durations={name: r.duration_s for name, r in reads.items()},
             warnings=warnings,
+            scope=scope,
         )
 
+    def _read(self, metric: _Metric, at: float | None, scope: Scope) -> _Read:
+        """Every series of `metric` in `scope`, each stamped with its scrape time."""
+        samples: list[Sample] = []
+        duration = 0.0
+        warnings: tuple[str, ...] = ()
+        for group in selector_groups(metric.metric, metric.matchers, metric.pairs, scope):
+            values = self._query(values_query(group.selectors(), metric.by), at, metric.name)
+            at = at if at is not None else values.eval_time
+            duration += values.duration_s
+            warnings += values.warnings
+            if not values.samples:
+                continue
+            stamped, took = self._stamp(metric, group, values, at)
+            samples += stamped
+            duration += took
+        return _Read(tuple(samples), at, duration, warnings)
+
+    def _stamp(self, metric: _Metric, group: SelectorGroup, values: QueryResult,
+               at: float | None) -> tuple[list[Sample], float]:
+        """The values, each with its scrape time; and the time the scrape-time queries took."""
+        instance = self._profile.instance_label
+        times = self._query(scrape_times_query(group.selectors(), instance), at, metric.name)
+        per_target: dict[str, set[float]] = {}
+        for sample in times.samples:
+            per_target.setdefault(sample.labels.get(instance, ""), set()).add(_scrape_time(sample, times.query))
+        took = times.duration_s
+        mixed = sorted(target for target, found in per_target.items() if len(found) > 1)
+        exact: dict[frozenset[tuple[str, str]], float] = {}
+        if mixed:
+            extra = match(instance, mixed) if instance else ""
+            series = self._query(series_times_query(group.selectors(extra), metric.by), at, metric.name)
+            exact = {_identity(s.labels): s.value for s in series.samples}
+            took += series.duration_s
+        single = {target: next(iter(found)) for target, found in per_target.items() if len(found) == 1}
+        stamped = []
+        for sample in values.samples:
+            scraped = single.get(sample.labels.get(instance, ""))
+            if scraped is None:
+                scraped = exact.get(_identity(sample.labels))
+            if scraped is None:
+                raise PromResponseError(f"series has a value but no scrape time: {sample.labels}", query=values.query)
+            stamped.append(Sample(labels=sample.labels, value=sample.value, timestamp=scraped))
+        return stamped, took
+
     def _query(self, expr: str, at: float | None, name: str) -> QueryResult:
-        return self._client.query_with_sample_times(expr, at=at, name=name)
+        return self._client.query(expr, at=at, name=name)
+
+    def _no_power(self, at: float | None, scope: Scope) -> tuple[float, str]:
+        """The evaluation time and a warning when the scope's pods have no power series; raises
+        `PromNoDataError` when Prometheus has no power series at all."""
+        profile = self._profile
+        present = None if scope.everything else self._count(power_query(profile), at)
+        if present is None or not present.samples:
+            raise PromNoDataError(f"no {profile.power_metric} series in Prometheus{self._gpu_hint(at)}",
+                                  query=power_query(profile))
+        when = at if at is not None else present.eval_time
+        if when is None:
+            raise PromNoDataError("Prometheus gave no evaluation time", query=present.query)
+        return when, (f"no {profile.power_metric} series in Prometheus names the selected pods: do the series "
+                      "carry the workload's pod and namespace (the exporter's pod labels, honor_labels)?")
 
     def _gpu_hint(self, at: float | None) -> str:
         """Why there may be no GPU power, when Prometheus holds Kepler's GPU series instead (asked only then)."""
@@ -116,11 +257,28 @@ class GpuSampler:
         return ": is Kepler running and scraped?"
 
     def _present(self, metric: str, at: float | None) -> bool:
+        result = self._count(metric, at)
+        return result is not None and bool(result.samples)
+
+    def _count(self, expr: str, at: float | None) -> QueryResult | None:
         try:
-            return bool(self._client.query(f"count({metric})", at=at, name="hint").samples)
+            return self._client.query(f"count({expr})", at=at, name="hint")
         except PromError:
-            return False
+            return None
 
 
-def _series(metric: str, result: QueryResult | None) -> Series | None:
-    return None if result is None else Series(metric, result.samples)
+def _scrape_time(sample: Sample, query: str) -> float:
+    try:
+        return float(sample.labels[SCRAPE_TIME_LABEL])
+    except (KeyError, ValueError):
+        raise PromResponseError(f"scrape time series without a readable {SCRAPE_TIME_LABEL}: {sample.labels}",
+                                query=query) from None
+
+
+def _identity(labels: dict[str, str]) -> frozenset[tuple[str, str]]:
+    """A series' labels without its metric name, which timestamp() drops."""
+    return frozenset((k, v) for k, v in labels.items() if k != "__name__")
+
+
+def _series(metric: str, read: _Read | None) -> Series | None:
+    return None if read is None else Series(metric, read.samples)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from climatik.prom.client import Sample
 from climatik.prom.profiles import MetricProfile, PodKey
+from climatik.prom.scope import EVERYTHING, Scope
 
 
 class ProblemKind(enum.StrEnum):
@@ -60,7 +61,7 @@ class SampleProblem:
     pod: PodKey | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GpuReading:
     """The latest valid power reading of one GPU, or of one MIG instance of it.
 
@@ -113,7 +114,8 @@ class GpuSnapshot:
     `gpus` holds valid readings by key. `pod_gpus` maps each pod to the keys of every GPU seen attributed
     to it, valid reading or not, so that a GPU whose reading was set aside still shows up as missing rather
     than vanishing from a policy's total. `cpu_watts` is per pod; `cpu_queried` says whether CPU power was
-    asked for at all. `durations` are per-query latencies in seconds.
+    asked for at all. `durations` are per-query latencies in seconds. `scope` is what was read: a pod outside it
+    had no chance to show up.
     """
 
     query_time: float
@@ -124,6 +126,7 @@ class GpuSnapshot:
     problems: tuple[SampleProblem, ...] = ()
     durations: Mapping[str, float] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    scope: Scope = EVERYTHING
 
     def gpus_of(self, pods: Iterable[PodKey]) -> frozenset[str]:
         """The keys of every GPU any of `pods` uses (each once)."""
@@ -191,8 +194,9 @@ def build_snapshot(
     cpu_power: Series | None = None,
     durations: Mapping[str, float] | None = None,
     warnings: tuple[str, ...] = (),
+    scope: Scope = EVERYTHING,
 ) -> GpuSnapshot:
-    """The snapshot for one cycle from the answers of its power, SM clock and CPU power queries."""
+    """The snapshot for one cycle from the answers of its power, SM clock and CPU power queries over `scope`."""
     problems: list[SampleProblem] = []
     clocks = _sm_clocks(profile, judge, sm_clock, problems) if sm_clock is not None else {}
     gpus, pod_gpus = _gpus(profile, judge, power, clocks, problems)
@@ -210,6 +214,7 @@ def build_snapshot(
         problems=tuple(problems),
         durations=dict(durations or {}),
         warnings=warnings,
+        scope=scope,
     )
 
 
@@ -223,10 +228,15 @@ def _gpus(
     by_key, pod_gpus = _group_by_gpu(profile, power, problems)
     gpus: dict[str, GpuReading] = {}
     for key, series in by_key.items():
-        pods = frozenset(p for p in (profile.pod_of(s.labels) for s in series) if p is not None)
+        if len(series) == 1:  # the common case, without time-slicing or a second exporter
+            latest = series[0]
+            pod = profile.pod_of(latest.labels)
+            pods = frozenset() if pod is None else frozenset((pod,))
+        else:
+            latest = _freshest(series)
+            pods = frozenset(p for p in (profile.pod_of(s.labels) for s in series) if p is not None)
         for pod in pods:
             pod_gpus[pod].add(key)
-        latest = _freshest(series)
         if _rejected(judge, power.metric, latest, problems, key=key):
             continue
         labels = latest.labels
@@ -282,7 +292,7 @@ def _sm_clocks(
     clocks: dict[str, float] = {}
     by_key, _ = _group_by_gpu(profile, sm_clock, problems)
     for key, series in by_key.items():
-        latest = _freshest(series)
+        latest = series[0] if len(series) == 1 else _freshest(series)
         # A MIG instance runs at its GPU's clock: the clock is kept per GPU.
         if not _rejected(judge, sm_clock.metric, latest, problems, key=key):
             clocks[profile.uuid_of(latest.labels)] = latest.value

@@ -34,8 +34,14 @@ from climatik.prom import (
     dcgm_profile,
     kepler_profile,
 )
-from climatik.prom.client import with_sample_times
-from climatik.prom.sampler import cpu_power_query, power_query, sm_clock_query
+from climatik.prom.sampler import (
+    clock_labels,
+    power_labels,
+    scrape_times_query,
+    series_times_query,
+    values_query,
+)
+from climatik.prom.scope import EVERYTHING, Scope, selector_groups
 
 pytestmark = pytest.mark.integration
 
@@ -180,13 +186,17 @@ def client(prometheus: RealPrometheus) -> Iterator[PromClient]:
 def test_every_query_the_profiles_build_is_valid_promql(tmp_path):
     promtool = _binary("promtool")
     profiles = [dcgm_profile(power_matchers='job="dcgm"').with_cpu_power(), kepler_profile().with_cpu_power()]
-    exprs = [
-        q
-        for p in profiles
-        for q in (power_query(p), sm_clock_query(p), cpu_power_query(p))
-        if q is not None
-    ]
-    rules = [{"alert": f"Check{i}", "expr": with_sample_times(e)} for i, e in enumerate(exprs)]
+    scopes = [EVERYTHING, Scope({"ml": frozenset({"train-0", "a.b"}), "web": None})]
+    exprs = []
+    for p in profiles:
+        for metric, matchers, pairs, by in ((p.power_metric, p.power_matchers, p.pod_labels, power_labels(p)),
+                                            (p.sm_clock_metric, p.sm_clock_matchers, p.pod_labels, clock_labels(p)),
+                                            (p.cpu_power_metric, p.cpu_power_matchers, p.cpu_pod_labels, None)):
+            for scope in scopes:
+                for group in selector_groups(metric, matchers, pairs, scope):
+                    exprs += [values_query(group.selectors(), by), scrape_times_query(group.selectors(), "instance"),
+                              series_times_query(group.selectors('instance=~"10\\\\.0\\\\.0\\\\.1:9400"'), by)]
+    rules = [{"alert": f"Check{i}", "expr": e} for i, e in enumerate(exprs)]
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "climatik-queries", "rules": rules}]}))
 

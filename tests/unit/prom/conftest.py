@@ -1,13 +1,21 @@
 """A stub Prometheus for the prom tests: a real HTTP server on 127.0.0.1 answering canned JSON.
 
 Answers are chosen by a substring of the query, so that one server can answer a power query and an SM clock
-query differently. Every request is recorded (path, query parameters, headers) for the tests to inspect.
+query differently. Every request (GET, or a POSTed form) is recorded (path, query parameters, headers) for the
+tests to inspect.
+
+`answer_series` stores a metric's series as a scrape left them and answers the query shapes the sampler sends
+(climatik.prom.sampler) the way Prometheus evaluates them: values aggregated with `max by (...)`, the distinct
+scrape times per target from `count_values`, the scrape time of each series from `timestamp()`, restricted to
+the targets an `instance` matcher names. Other matchers (a scope's namespaces and pods) are not applied: the
+real Prometheus in the integration tests checks those.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import ssl
 import subprocess
@@ -52,7 +60,7 @@ class StubPrometheus:
 
     url: str = ""
     eval_time: float = EVAL_TIME
-    routes: list[tuple[str, Canned]] = field(default_factory=list)
+    routes: list[tuple[str, Canned | Emulated]] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
     released: threading.Event = field(default_factory=threading.Event)
 
@@ -67,13 +75,13 @@ class StubPrometheus:
         self.answer(vector(samples, self.eval_time), when=when)
 
     def answer_series(self, metric: str, rows: Sequence[Row]) -> None:
-        """Answer queries for `metric` as Prometheus answers a value-and-scrape-time query over `rows`."""
-        self.answer(sampled_vector(metric, rows, self.eval_time), when=metric)
+        """Answer the sampler's queries for `metric` as Prometheus would over the series `rows`."""
+        self.routes.insert(0, (metric, Emulated(metric, list(rows), self.eval_time)))
 
     def pick(self, query: str) -> Canned:
         for when, canned in self.routes:
             if when in query:
-                return canned
+                return canned.evaluate(query) if isinstance(canned, Emulated) else canned
         return Canned(404, b'{"status":"error","errorType":"not_found","error":"no canned answer"}')
 
     def queries(self) -> list[str]:
@@ -86,15 +94,68 @@ def vector(samples: Sequence[tuple[Mapping[str, str], float | str]], eval_time: 
     return {"status": "success", "data": {"resultType": "vector", "result": result}}
 
 
-def sampled_vector(metric: str, rows: Sequence[Row], eval_time: float = EVAL_TIME) -> dict[str, Any]:
-    """The answer Prometheus gives to `with_sample_times(metric)`: each row once with its value (metric name
-    kept) and once with its scrape time (metric name dropped by timestamp())."""
-    samples: list[tuple[Mapping[str, str], float | str]] = []
-    for labels, value, *_ in rows:
-        samples.append(({"__name__": metric, **labels, "climatik_field": "value"}, value))
-    for labels, _, *age in rows:
-        samples.append(({**labels, "climatik_field": "timestamp"}, eval_time - (age[0] if age else 5.0)))
-    return vector(samples, eval_time)
+@dataclass
+class Emulated:
+    """A metric's series, answering the sampler's query shapes as Prometheus evaluates them."""
+
+    metric: str
+    rows: list[Row]
+    eval_time: float
+
+    def evaluate(self, query: str) -> Canned:
+        series = [(dict(labels), value, self.eval_time - (age[0] if age else 5.0))
+                  for labels, value, *age in self.rows]
+        series = [s for s in series if _instance_matches(query, s[0])]
+        if query.startswith("count("):
+            samples: Answer = [({}, float(len(series)))] if series else []
+        elif query.startswith("count_values"):
+            samples = _count_times(query, series)
+        elif "timestamp(" in query:
+            samples = _aggregate(query, [(labels, scraped) for labels, _, scraped in series])
+        else:
+            named = [({"__name__": self.metric, **labels}, value) for labels, value, _ in series]
+            samples = _aggregate(query, named)
+        return Canned(200, json.dumps(vector(samples, self.eval_time)).encode())
+
+
+def _instance_matches(query: str, labels: Mapping[str, str]) -> bool:
+    found = re.search(r'instance(=~|=)"((?:[^"\\]|\\.)*)"', query)
+    if found is None:
+        return True
+    values = [v.replace("\\\\", "") for v in found.group(2).split("|")]
+    return labels.get("instance", "") in values
+
+
+def _by(query: str, aggregation: str) -> list[str] | None:
+    found = re.match(rf"{aggregation} by \(([^)]*)\)", query)
+    return None if found is None else [name.strip() for name in found.group(1).split(",") if name.strip()]
+
+
+#: Samples of an answer: labels and value.
+Answer = list[tuple[Mapping[str, str], float | str]]
+
+
+def _aggregate(query: str, series: list[tuple[dict[str, str], float | str]]) -> Answer:
+    by = _by(query, "max")
+    if by is None:
+        return [(labels, value) for labels, value in series]
+    groups: dict[tuple[tuple[str, str], ...], float] = {}
+    for labels, value in series:
+        key = tuple(sorted((k, v) for k, v in labels.items() if k in by and v))
+        number = float(value)
+        # Prometheus' max: a NaN gives way to any number, and stays only when the group has nothing else.
+        if key not in groups or groups[key] < number or math.isnan(groups[key]):
+            groups[key] = number
+    return [(dict(key), value) for key, value in groups.items()]
+
+
+def _count_times(query: str, series: list[tuple[dict[str, str], float | str, float]]) -> Answer:
+    by = _by(query, "count_values") or []
+    counts: dict[tuple[tuple[tuple[str, str], ...], float], int] = {}
+    for labels, _, scraped in series:
+        key = (tuple(sorted((k, v) for k, v in labels.items() if k in by and v)), scraped)
+        counts[key] = counts.get(key, 0) + 1
+    return [({**dict(key), "climatik_scrape_time": repr(scraped)}, float(n)) for (key, scraped), n in counts.items()]
 
 
 def _fmt(value: float | str) -> str:
@@ -111,8 +172,14 @@ def _handler(stub: StubPrometheus) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
-            params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-            stub.requests.append(Recorded(parts.path, params, dict(self.headers.items())))
+            self._answer(parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()})
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            self._answer(urlsplit(self.path).path, {k: v[-1] for k, v in parse_qs(body).items()})
+
+        def _answer(self, path: str, params: dict[str, str]) -> None:
+            stub.requests.append(Recorded(path, params, dict(self.headers.items())))
             canned = stub.pick(params.get("query", ""))
             if canned.delay_s:
                 stub.released.wait(canned.delay_s)

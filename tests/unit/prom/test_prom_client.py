@@ -253,22 +253,18 @@ def test_failed_queries_are_observed_with_the_error_reason(prom):
     assert registry.get_sample_value("climatik_prom_query_duration_seconds_count", labels) == 1
 
 
-def test_sample_times_query_gives_each_sample_its_scrape_time(prom, client):
-    prom.answer_series("DCGM_FI_DEV_POWER_USAGE", [({"UUID": "GPU-a"}, 250.0, 7), ({"UUID": "GPU-b"}, 120.0, 2)])
+def test_a_short_query_goes_in_the_url_and_a_long_one_in_a_form(prom, client):
+    prom.answer_vector([({"UUID": "GPU-a"}, 250.0)])
+    names = "|".join(f"svc-{i}" for i in range(400))
+    long = f'DCGM_FI_DEV_POWER_USAGE{{pod=~"{names}"}}'
 
-    result = client.query_with_sample_times("DCGM_FI_DEV_POWER_USAGE", at=prom.eval_time)
+    client.query("DCGM_FI_DEV_POWER_USAGE", at=prom.eval_time)
+    result = client.query(long, at=prom.eval_time)
 
-    got = {s.labels["UUID"]: (s.value, prom.eval_time - s.timestamp) for s in result.samples}
-    assert got == {"GPU-a": (250.0, 7.0), "GPU-b": (120.0, 2.0)}
-    assert all("climatik_field" not in s.labels for s in result.samples)
-    assert "timestamp(DCGM_FI_DEV_POWER_USAGE)" in prom.requests[0].params["query"]
-
-
-def test_a_value_without_its_scrape_time_is_a_bad_response(prom, client):
-    prom.answer_vector([({"__name__": "m", "UUID": "GPU-a", "climatik_field": "value"}, "1")])
-
-    with pytest.raises(PromResponseError, match="no timestamp"):
-        client.query_with_sample_times("m")
+    assert [len(r.params["query"]) for r in prom.requests] == [len("DCGM_FI_DEV_POWER_USAGE"), len(long)]
+    assert prom.requests[1].headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert prom.requests[1].params["time"] == f"{prom.eval_time:.3f}"
+    assert [s.labels["UUID"] for s in result.samples] == ["GPU-a"]
 
 
 @pytest.mark.parametrize(

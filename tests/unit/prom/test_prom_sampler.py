@@ -1,0 +1,107 @@
+"""What the sampler asks Prometheus (served by a stub that evaluates the sampler's query shapes): the scope's
+series only, aggregated onto the labels the profile reads, with one scrape time per target, and a closer look
+only at a target whose series disagree."""
+
+from __future__ import annotations
+
+import pytest
+
+from climatik.prom import GpuSampler, PodKey, PromNoDataError, PromResponseError, dcgm_profile
+from climatik.prom.scope import Scope
+
+POWER = "DCGM_FI_DEV_POWER_USAGE"
+CLOCK = "DCGM_FI_DEV_SM_CLOCK"
+TRAIN = PodKey("ml", "train-0")
+SERVE = PodKey("ml", "serve-0")
+NODE_A = "10.0.0.1:9400"
+NODE_B = "10.0.0.2:9400"
+
+
+def gpu(uuid: str, pod: PodKey, instance: str = NODE_A) -> dict[str, str]:
+    """A dcgm-exporter series as Prometheus stores it, with the labels nothing in Climatik reads."""
+    return {"UUID": uuid, "gpu": "0", "modelName": "NVIDIA H100 80GB HBM3", "Hostname": "node-a",
+            "DCGM_FI_DRIVER_VERSION": "550.90.07", "pci_bus_id": "00000000:1B:00.0", "device": "nvidia0",
+            "instance": instance, "job": "dcgm-exporter", "pod": pod.name, "namespace": pod.namespace,
+            "container": "main"}
+
+
+@pytest.fixture
+def sampler(client):
+    return GpuSampler(client, dcgm_profile(), max_sample_age_s=30, wall=lambda: 1_234.5)
+
+
+def test_a_steady_fleet_costs_two_queries_per_metric_and_brings_back_only_labels_that_are_read(prom, client,
+                                                                                              sampler):
+    prom.answer_series(POWER, [(gpu("GPU-a", TRAIN), 300.0, 2), (gpu("GPU-b", SERVE, NODE_B), 200.0, 4)])
+    prom.answer_series(CLOCK, [(gpu("GPU-a", TRAIN), 1980.0, 2), (gpu("GPU-b", SERVE, NODE_B), 1410.0, 4)])
+
+    snap = sampler.fetch_gpu_samples(prom.eval_time)
+
+    values, times, clock_values, clock_times = prom.queries()
+    assert values.startswith("max by (") and clock_values.startswith("max by (")
+    assert times.startswith("count_values by (instance)") and clock_times.startswith("count_values by (instance)")
+    assert (snap.gpus["GPU-a"].timestamp, snap.gpus["GPU-b"].timestamp) == (prom.eval_time - 2, prom.eval_time - 4)
+    assert snap.total_for([TRAIN, SERVE]).watts == 500.0
+    assert snap.gpus["GPU-b"].sm_clock_mhz == 1410.0
+    # The bytes Prometheus sends and the monitor decodes: no driver version, PCI bus, container or job.
+    stale = GpuSampler(client, dcgm_profile(sm_clock_metric=""), max_sample_age_s=3).fetch_gpu_samples(prom.eval_time)
+    [problem] = stale.problems
+    assert set(problem.labels) == {"UUID", "gpu", "modelName", "Hostname", "instance", "pod", "namespace"}
+
+
+def test_only_a_target_whose_series_disagree_on_their_time_gets_a_closer_look(prom, sampler):
+    # Node A's exporter stamps its own samples (one of them stuck); node B is scraped as usual.
+    prom.answer_series(POWER, [(gpu("GPU-a", TRAIN), 300.0, 2), (gpu("GPU-s", TRAIN), 280.0, 90),
+                               (gpu("GPU-b", SERVE, NODE_B), 200.0, 4)])
+    prom.answer_series(CLOCK, [(gpu("GPU-a", TRAIN), 1980.0, 2), (gpu("GPU-b", SERVE, NODE_B), 1410.0, 4)])
+
+    snap = sampler.fetch_gpu_samples(prom.eval_time)
+
+    closer = [q for q in prom.queries() if q.startswith("max by (") and "timestamp(" in q]
+    assert len(closer) == 1 and 'instance=~"10\\\\.0\\\\.0\\\\.1:9400"' in closer[0]
+    assert snap.gpus["GPU-a"].timestamp == prom.eval_time - 2
+    assert "GPU-s" not in snap.gpus, "stuck 90 s ago: stale"
+    assert snap.total_for([TRAIN]).missing_gpus == {"GPU-s"}
+
+
+def test_the_queries_read_only_the_scope(prom, sampler):
+    prom.answer_series(POWER, [(gpu("GPU-a", TRAIN), 300.0)])
+    prom.answer_series(CLOCK, [(gpu("GPU-a", TRAIN), 1980.0)])
+
+    snap = sampler.fetch_gpu_samples(prom.eval_time, Scope({"ml": frozenset({"train-0"})}))
+
+    assert all('namespace="ml",pod="train-0"' in q for q in prom.queries())
+    assert snap.scope.covers(TRAIN) and not snap.scope.covers(SERVE)
+
+
+def test_an_empty_scope_asks_nothing(prom, sampler):
+    snap = sampler.fetch_gpu_samples(scope=Scope())
+
+    assert prom.requests == []
+    assert (snap.gpus, snap.query_time) == ({}, 1_234.5)
+
+
+def test_pods_without_series_in_a_narrow_scope_are_missing_not_an_outage(prom, sampler):
+    prom.answer_series(POWER, [])
+    prom.answer_series(CLOCK, [])
+    prom.answer_vector([({}, "64")], when=f"count({POWER})")
+
+    snap = sampler.fetch_gpu_samples(prom.eval_time, Scope({"ml": frozenset({"train-0"})}))
+
+    assert snap.pod_gpus == {}
+    assert any("names the selected pods" in w for w in snap.warnings)
+
+
+def test_no_power_series_at_all_is_no_data_whatever_the_scope(prom, sampler):
+    prom.answer_series(POWER, [])
+
+    with pytest.raises(PromNoDataError, match="is dcgm-exporter running"):
+        sampler.fetch_gpu_samples(prom.eval_time, Scope({"ml": None}))
+
+
+def test_a_value_without_a_scrape_time_is_a_bad_answer(prom, sampler):
+    prom.answer_vector([({"UUID": "GPU-a", "instance": NODE_A}, 300.0)], when="max by")
+    prom.answer_vector([({"instance": NODE_B, "climatik_scrape_time": "1749999999"}, 1.0)], when="count_values")
+
+    with pytest.raises(PromResponseError, match="no scrape time"):
+        sampler.fetch_gpu_samples(prom.eval_time)
