@@ -53,6 +53,8 @@ MONITOR = (grants("", ["pods"], READ) | grants("climatik.io", ["powercappingpoli
 RECOMMEND = (grants("climatik.io", ["powercappingpolicies"], (*READ, "update", "patch"))
              | grants("climatik.io", ["powercappingpolicies/status"], WRITE_STATUS)
              | grants("climatik.io", ["nodefrequencies"], (*READ, "create", "update", "patch", "delete"))
+             | grants("climatik.io", ["powerdomains"], READ)
+             | grants("climatik.io", ["powerdomains/status"], WRITE_STATUS)
              | grants("", ["nodes"], READ) | events())
 TUNE = (grants("climatik.io", ["nodefrequencies"], READ)
         | grants("climatik.io", ["nodefrequencies/status"], WRITE_STATUS)
@@ -104,6 +106,8 @@ ALLOWED = [
     ("recommend", "update nodefrequencies.climatik.io/gpu-node-1"),
     ("recommend", "delete nodefrequencies.climatik.io/gpu-node-1"),
     ("recommend", "watch nodes"),
+    ("recommend", "watch powerdomains.climatik.io"),
+    ("recommend", "patch powerdomains.climatik.io/rack-1 --subresource=status"),
     ("recommend", "create events -n team-a"),
     ("recommend", "update leases.coordination.k8s.io/climatik-recommend -n climatik-system"),
     ("tune", "watch nodefrequencies.climatik.io"),
@@ -131,6 +135,7 @@ FORBIDDEN = [
     ("recommend", "create powercappingpolicies.climatik.io -n team-a"),
     ("recommend", "delete powercappingpolicies.climatik.io -n team-a"),
     ("recommend", "update nodes/gpu-node-1"),
+    ("recommend", "update powerdomains.climatik.io/rack-1"),
     ("recommend", "list secrets --all-namespaces"),
     ("recommend", "update leases.coordination.k8s.io/climatik-monitor -n climatik-system"),
     ("tune", "update nodefrequencies.climatik.io/gpu-node-1"),
