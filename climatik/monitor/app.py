@@ -1,4 +1,6 @@
-"""Wiring of `climatik monitor`: pod and policy informers, the Prometheus sampler, the policy reconciler."""
+"""Wiring of `climatik monitor`: pod and policy informers, the Prometheus sampler, the policy reconciler.
+
+The pod cache keeps only what the monitor reads of each pod (climatik.monitor.pods)."""
 
 from __future__ import annotations
 
@@ -10,18 +12,22 @@ from climatik.api.constants import DEFAULT_RELEASE_BAND
 from climatik.clock import Clock
 from climatik.kube.client import PODS, POLICIES
 from climatik.kube.events import EventRecorder
-from climatik.kube.informer import enqueue_own_key
+from climatik.kube.informer import Informer, enqueue_own_key
+from climatik.kube.listwatch import ClientListerWatcher
 from climatik.kube.process import CommonSettings, ProcessShell, Wiring
 from climatik.kube.store import POD_INDEXES
 from climatik.monitor.core import Rules
+from climatik.monitor.pods import PodTrimmer
 from climatik.monitor.reconciler import (
     BY_LABEL,
     SAMPLE_KEY,
+    DecodedPolicies,
     LatestSample,
     MonitorMetrics,
     MonitorReconciler,
     Sampler,
     index_by_label,
+    sampling_scope,
 )
 from climatik.prom import GpuSampler, PromClient, PromQueryMetrics, PromSettings, make_session, profile_named
 
@@ -49,20 +55,24 @@ def build(settings: MonitorSettings, common: CommonSettings, *, clock: Clock) ->
         profile = profile.with_cpu_power(settings.cpu_power_metric)
     prom = PromClient(settings.prometheus, session=make_session(settings.prometheus),
                       observer=PromQueryMetrics(wiring.registry), clock=clock)
-    sampler_source = GpuSampler(prom, profile, max_sample_age_s=settings.max_sample_age)
+    sampler_source = GpuSampler(prom, profile, max_sample_age_s=settings.max_sample_age,
+                                wall=lambda: clock.wall().timestamp())
     policies = wiring.informer(POLICIES, name="powercappingpolicies")
-    pods = wiring.informer(PODS, name="pods", indexers={**POD_INDEXES, BY_LABEL: index_by_label})
+    pods = Informer(ClientListerWatcher(wiring.client, PODS), name="pods", clock=clock, metrics=wiring.metrics,
+                    indexers={**POD_INDEXES, BY_LABEL: index_by_label}, transform=PodTrimmer())
+    decoded = DecodedPolicies(policies.store)
     latest = LatestSample()
     policy_queue = wiring.queue("monitor")
     sample_queue = wiring.queue("monitor-sampler")
     reconciler = MonitorReconciler(
-        policies=policies.store, pods=pods.store, api=wiring.client.policies, latest=latest,
+        policies=decoded, pods=pods.store, api=wiring.client.policies, latest=latest,
         events=EventRecorder(wiring.client, component="climatik-monitor", clock=clock), clock=clock,
         metrics=MonitorMetrics(wiring.registry),
         rules=Rules.for_period(settings.interval, release_band=settings.release_band,
                                heartbeat=settings.heartbeat),
     )
-    sampler = Sampler(fetch=sampler_source.fetch_gpu_samples, latest=latest, clock=clock,
+    sampler = Sampler(fetch=lambda scope: sampler_source.fetch_gpu_samples(scope=scope),
+                      scope=lambda: sampling_scope(decoded, pods.store), latest=latest, clock=clock,
                       policy_keys=policies.store.keys, enqueue=policy_queue.add, interval=settings.interval)
     policies.add_handler(enqueue_own_key(policy_queue))
     sample_queue.add(SAMPLE_KEY)

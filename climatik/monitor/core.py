@@ -63,11 +63,18 @@ class SelectedPod:
 
 @dataclass(frozen=True)
 class SampleOutcome:
-    """The latest Prometheus sample: a snapshot, or the error that prevented one, and when it was taken (UNIX s)."""
+    """The latest Prometheus sample: a snapshot, or the error that prevented one, and when it was taken (UNIX s).
+    `policies` are the keys of the policies whose pods it read (None: every policy)."""
 
     snapshot: GpuSnapshot | None
     error: PromError | None
     taken_at: float
+    policies: frozenset[str] | None = None
+
+    def serves(self, key: str) -> bool:
+        """Whether this sample can judge the policy `key`: it read the policy's pods, or it failed (which no
+        policy can be measured through)."""
+        return self.policies is None or self.snapshot is None or key in self.policies
 
 
 @dataclass(frozen=True)
@@ -119,12 +126,13 @@ def holds_gpus(pod: Mapping[str, Any]) -> bool:
     for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
         limits = (container.get("resources") or {}).get("limits") or {}
         for name, amount in limits.items():
-            if _is_gpu_resource(str(name)) and str(amount) not in ("0", ""):
+            if is_gpu_resource(str(name)) and str(amount) not in ("0", ""):
                 return True
     return False
 
 
-def _is_gpu_resource(name: str) -> bool:
+def is_gpu_resource(name: str) -> bool:
+    """`<vendor>/gpu`, `<vendor>/gpu.<shared>`, `<vendor>/gpu-<model>` or `<vendor>/mig-<profile>`."""
     vendor, _, resource = name.partition("/")
     return bool(vendor) and (resource == "gpu" or resource.startswith(("gpu.", "gpu-", "mig-")))
 
@@ -346,28 +354,31 @@ def desired_status(current: Mapping[str, Any] | None, verdict: Verdict, *, limit
     """The whole new status (the recommender's fields kept), or None when no write is due.
 
     Without a measurement (no data this cycle) the last observation stays as it was, so that its age tells
-    readers how old it is; the conditions say why nothing newer is there.
+    readers how old it is; the conditions say why nothing newer is there. The per-node observations are encoded
+    only once a write is due: most cycles of a steady policy write nothing.
     """
     current = dict(current or {})
     candidate = {**current, "cappingActionRequired": verdict.capping.required, "observedGeneration": generation}
-    if verdict.measurement is not None:
+    measurement = verdict.measurement
+    if measurement is not None:
         candidate = {k: v for k, v in candidate.items() if k != "podsWithoutMetrics"}
-        candidate.update(_observation_fields(verdict.measurement, now))
+        candidate.update(_observation_fields(measurement, now))
     candidate["conditions"] = _conditions(current.get("conditions"), verdict, generation, now)
-    if verdict.urgent and candidate.get("lastUpdated") != current.get("lastUpdated"):
-        return candidate
-    if not _worth_writing(current, candidate, limit=limit, now=now, rules=rules):
+    due = verdict.urgent and candidate.get("lastUpdated") != current.get("lastUpdated")
+    if not due and not _worth_writing(current, candidate, measurement, limit=limit, now=now, rules=rules):
         return None
+    if measurement is not None:
+        candidate["nodes"] = [to_dict(node) for node in measurement.nodes]
     return candidate
 
 
 def _observation_fields(measurement: Measurement, now: dt.datetime) -> dict[str, Any]:
+    """The observation's fields but its nodes."""
     observed = dt.datetime.fromtimestamp(measurement.sample_time, dt.UTC)
     fields: dict[str, Any] = {
         "lastUpdated": format_precise_time(min(observed, now)),
         "currentPower": measurement.power,
         "gpuCount": measurement.gpu_count,
-        "nodes": [to_dict(node) for node in measurement.nodes],
         "truncated": measurement.truncated,
     }
     if measurement.pods_without_metrics:
@@ -385,20 +396,20 @@ def _conditions(existing: Any, verdict: Verdict, generation: int | None, now: dt
                          observed_generation=generation, now=now)
 
 
-def _worth_writing(old: Mapping[str, Any], new: Mapping[str, Any], *, limit: int, now: dt.datetime,
-                   rules: Rules) -> bool:
+def _worth_writing(old: Mapping[str, Any], new: Mapping[str, Any], measurement: Measurement | None, *, limit: int,
+                   now: dt.datetime, rules: Rules) -> bool:
     for key in ("cappingActionRequired", "observedGeneration", "gpuCount", "podsWithoutMetrics", "truncated"):
         if old.get(key) != new.get(key):
             return True
-    if _condition_states(old) != _condition_states(new) or _layout(old) != _layout(new):
+    if _condition_states(old) != _condition_states(new):
         return True
-    if "currentPower" in new:
-        if "currentPower" not in old:
+    if measurement is not None:
+        if _layout(old) != _measured_layout(measurement) or "currentPower" not in old:
             return True
         threshold = max(rules.power_delta_watts, limit * rules.power_delta_percent / 100.0)
-        if abs(float(new["currentPower"]) - float(old["currentPower"])) >= threshold:
+        if abs(measurement.power - float(old["currentPower"])) >= threshold:
             return True
-        if _clock_moved(old, new, rules.clock_delta_mhz):
+        if _clock_moved(old, measurement, rules.clock_delta_mhz):
             return True
     last = old.get("lastUpdated")
     return last is None or (now - parse_time(str(last))).total_seconds() >= rules.heartbeat
@@ -418,10 +429,14 @@ def _layout(status: Mapping[str, Any]) -> list[tuple[str, str, tuple[str, ...]]]
             for node in status.get("nodes") or [] for gpu in node.get("gpus") or []]
 
 
-def _clock_moved(old: Mapping[str, Any], new: Mapping[str, Any], delta: int) -> bool:
-    def clocks(status: Mapping[str, Any]) -> dict[str, int]:
-        return {gpu["uuid"]: gpu["smClock"] for node in status.get("nodes") or [] for gpu in node.get("gpus") or []
-                if gpu.get("smClock") is not None}
+def _measured_layout(measurement: Measurement) -> list[tuple[str, str, tuple[str, ...]]]:
+    """`_layout` of the status `measurement` would write."""
+    return [(node.name, gpu.uuid, tuple(gpu.pods or [])) for node in measurement.nodes for gpu in node.gpus or []]
 
-    before, after = clocks(old), clocks(new)
+
+def _clock_moved(old: Mapping[str, Any], measurement: Measurement, delta: int) -> bool:
+    before = {gpu["uuid"]: gpu["smClock"] for node in old.get("nodes") or [] for gpu in node.get("gpus") or []
+              if gpu.get("smClock") is not None}
+    after = {gpu.uuid: gpu.sm_clock for node in measurement.nodes for gpu in node.gpus or []
+             if gpu.sm_clock is not None}
     return any(abs(after[uuid] - before.get(uuid, after[uuid])) >= delta for uuid in after)

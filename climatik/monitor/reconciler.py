@@ -1,6 +1,11 @@
 """The monitor's two reconcilers, I/O around its core: the sampler, which queries Prometheus once per cycle
 for every policy, and the policy reconciler, which reads a policy and its pods from the caches, asks the core
-(climatik.monitor.core) for the verdict and the status, writes it, and tells (Events, metrics, log lines)."""
+(climatik.monitor.core) for the verdict and the status, writes it, and tells (Events, metrics, log lines).
+
+The sampler reads only the series of the pods some policy selects (`sampling_scope`, climatik.prom.scope). A
+policy created after a sample was taken is measured from the next one: the last sample did not read its pods.
+Policies are decoded once per resourceVersion (`DecodedPolicies`), and a status is built for writing only when
+the core says a write is due, so that a steady cycle costs little more than the reading."""
 
 from __future__ import annotations
 
@@ -19,9 +24,18 @@ from climatik.kube.client import ResourceClient
 from climatik.kube.controller import Result
 from climatik.kube.events import EventRecorder
 from climatik.kube.status import update_status
-from climatik.kube.store import BY_NAMESPACE, CacheReader
-from climatik.monitor.core import Rules, SampleOutcome, Verdict, desired_status, evaluate, select_pods
+from climatik.kube.store import BY_NAMESPACE, CacheReader, resource_version_of
+from climatik.monitor.core import (
+    Rules,
+    SampleOutcome,
+    Verdict,
+    desired_status,
+    evaluate,
+    is_running_on_a_node,
+    select_pods,
+)
 from climatik.prom.errors import PromError
+from climatik.prom.scope import Scope
 from climatik.prom.snapshot import GpuSnapshot
 
 log = structlog.get_logger(__name__)
@@ -51,6 +65,57 @@ def candidate_pods(pods: CacheReader, namespace: str, selector: LabelSelector) -
     return pods.by_index(BY_NAMESPACE, namespace)
 
 
+class DecodedPolicies:
+    """The cached policies, each decoded once per resourceVersion (decoding a policy with its status is most of a
+    steady reconcile's cost). Thread-safe: a race decodes twice, harmlessly."""
+
+    def __init__(self, policies: CacheReader) -> None:
+        self._policies = policies
+        self._decoded: dict[str, tuple[str, PowerCappingPolicy | DecodeError]] = {}
+
+    def policy_keys(self) -> list[str]:
+        return self._policies.keys()
+
+    def get(self, key: str) -> tuple[Mapping[str, Any], PowerCappingPolicy | DecodeError] | None:
+        """The cached object and its decoding (or why it does not decode); None once the policy is gone."""
+        obj = self._policies.get(key)
+        if obj is None:
+            self._decoded.pop(key, None)
+            return None
+        version = resource_version_of(obj)
+        found = self._decoded.get(key)
+        if found is not None and version and found[0] == version:
+            return obj, found[1]
+        try:
+            policy: PowerCappingPolicy | DecodeError = PowerCappingPolicy.from_api(obj)
+        except DecodeError as exc:
+            policy = exc
+        self._decoded[key] = (version, policy)
+        return obj, policy
+
+
+def sampling_scope(policies: DecodedPolicies, pods: CacheReader) -> tuple[Scope, frozenset[str]]:
+    """What the next sample reads (the running pods each policy selects, by namespace) and the policies it
+    serves."""
+    selected: dict[str, set[str]] = {}
+    keys = []
+    for key in policies.policy_keys():
+        found = policies.get(key)
+        if found is None or isinstance(found[1], DecodeError):
+            continue
+        keys.append(key)
+        policy = found[1]
+        namespace, selector = policy.metadata.namespace or "", policy.spec.selector
+        if selector.problems():
+            continue
+        names = selected.setdefault(namespace, set())
+        names.update(pod.key.name for pod in select_pods(selector, candidate_pods(pods, namespace, selector)))
+    running = {namespace: sum(1 for pod in pods.by_index(BY_NAMESPACE, namespace) if is_running_on_a_node(pod))
+               for namespace, names in selected.items() if names}
+    scope = Scope.of({namespace: names for namespace, names in selected.items() if names}, running)
+    return scope, frozenset(keys)
+
+
 class LatestSample:
     """Holds the newest sample outcome for the policy reconcilers. Thread-safe."""
 
@@ -72,10 +137,11 @@ class Sampler:
     back after `interval` seconds. Running it through the controller runner gives it the runner's lifecycle
     (it starts only while leading and stops with the process)."""
 
-    def __init__(self, *, fetch: Callable[[], GpuSnapshot], latest: LatestSample, clock: Clock,
-                 policy_keys: Callable[[], Iterable[str]], enqueue: Callable[[str], None],
-                 interval: float) -> None:
+    def __init__(self, *, fetch: Callable[[Scope], GpuSnapshot], scope: Callable[[], tuple[Scope, frozenset[str]]],
+                 latest: LatestSample, clock: Clock, policy_keys: Callable[[], Iterable[str]],
+                 enqueue: Callable[[str], None], interval: float) -> None:
         self._fetch = fetch
+        self._scope = scope
         self._latest = latest
         self._clock = clock
         self._policy_keys = policy_keys
@@ -86,8 +152,9 @@ class Sampler:
     def __call__(self, key: str) -> Result:
         started = self._clock.now()
         taken_at = self._clock.wall().timestamp()
+        scope, served = self._scope()
         try:
-            outcome = SampleOutcome(self._fetch(), None, taken_at)
+            outcome = SampleOutcome(self._fetch(scope), None, taken_at, policies=served)
             if self._failing:
                 log.info("prometheus_recovered", controller="monitor")
             self._failing = False
@@ -141,10 +208,10 @@ class MonitorMetrics:
 class MonitorReconciler:
     """Reconciles one PowerCappingPolicy key against the latest Prometheus sample."""
 
-    def __init__(self, *, policies: CacheReader, pods: CacheReader, api: ResourceClient, latest: LatestSample,
-                 events: EventRecorder | None, clock: Clock, metrics: MonitorMetrics | None = None,
-                 rules: Rules | None = None) -> None:
-        self._policies = policies
+    def __init__(self, *, policies: CacheReader | DecodedPolicies, pods: CacheReader, api: ResourceClient,
+                 latest: LatestSample, events: EventRecorder | None, clock: Clock,
+                 metrics: MonitorMetrics | None = None, rules: Rules | None = None) -> None:
+        self._policies = policies if isinstance(policies, DecodedPolicies) else DecodedPolicies(policies)
         self._pods = pods
         self._api = api
         self._latest = latest
@@ -154,21 +221,21 @@ class MonitorReconciler:
         self._rules = rules or Rules()
 
     def __call__(self, key: str) -> Result:
-        obj = self._policies.get(key)
-        if obj is None:
+        found = self._policies.get(key)
+        if found is None:
             if self._metrics is not None:
                 self._metrics.forget(key)
             return Result()
-        try:
-            policy = PowerCappingPolicy.from_api(obj)
-        except DecodeError as exc:
+        obj, policy = found
+        if isinstance(policy, DecodeError):
             # The recommender, the one writer of InvalidSpec, reports it; measuring needs a spec.
-            log.warning("invalid_spec", controller="monitor", key=key, problems=[str(exc)])
+            log.warning("invalid_spec", controller="monitor", key=key, problems=[str(policy)])
             return Result()
         outcome = self._latest.get()
-        if outcome is None:
-            # Nothing measured yet (just started, or just became the leader): the status in the API server is the
-            # best knowledge there is, so it stays as it is; the first sample queues every policy.
+        if outcome is None or not outcome.serves(key):
+            # Nothing measured yet (just started, or just became the leader), or not for this policy (created since
+            # the last sample, which did not read its pods): the status in the API server is the best knowledge
+            # there is, so it stays as it is; the next sample queues every policy.
             return Result()
         namespace = policy.metadata.namespace or ""
         selector = policy.spec.selector
@@ -179,14 +246,17 @@ class MonitorReconciler:
             self._metrics.observe(key, policy.spec, verdict)
         return Result()
 
-    def _write(self, obj: dict[str, Any], policy: PowerCappingPolicy, verdict: Verdict) -> None:
+    def _write(self, obj: Mapping[str, Any], policy: PowerCappingPolicy, verdict: Verdict) -> None:
         generation = policy.metadata.generation
         limit = policy.spec.power_cap_limit
 
-        def mutate(current: dict[str, Any]) -> dict[str, Any] | None:
+        def mutate(current: Mapping[str, Any]) -> dict[str, Any] | None:
             return desired_status(current.get("status"), verdict, limit=limit, generation=generation,
                                   now=self._clock.wall(), rules=self._rules)
 
+        # Asked of the cached object first: most cycles write nothing, and copying an object to edit it costs.
+        if mutate(obj) is None:
+            return
         result = update_status(self._api, policy.key, mutate, current=obj)
         if not result.written:
             return
@@ -194,7 +264,7 @@ class MonitorReconciler:
                  and verdict.measurement.power, capping=verdict.capping.required, reason=verdict.capping.reason)
         self._tell(obj, policy, verdict)
 
-    def _tell(self, obj: dict[str, Any], policy: PowerCappingPolicy, verdict: Verdict) -> None:
+    def _tell(self, obj: Mapping[str, Any], policy: PowerCappingPolicy, verdict: Verdict) -> None:
         if self._events is None:
             return
         was = bool(policy.status and policy.status.capping_action_required)

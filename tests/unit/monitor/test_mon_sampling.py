@@ -1,0 +1,109 @@
+"""What each monitor cycle reads from Prometheus: the pods the policies select (few by name, many by their
+namespace), never the rest of the fleet; and a policy is judged only from a sample that read its pods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from support.clock import FakeClock
+from support.kube import FakeCluster, FakeKubeClient
+from support.livecache import LiveCache
+
+from climatik.kube.client import PODS, POLICIES
+from climatik.kube.store import POD_INDEXES
+from climatik.monitor.core import Rules, SampleOutcome
+from climatik.monitor.reconciler import (
+    BY_LABEL,
+    SAMPLE_KEY,
+    DecodedPolicies,
+    LatestSample,
+    MonitorReconciler,
+    Sampler,
+    index_by_label,
+    sampling_scope,
+)
+from climatik.prom.profiles import PodKey
+from climatik.prom.scope import Scope
+from climatik.prom.snapshot import GpuReading, GpuSnapshot
+
+
+class Cluster:
+    """Policies and running pods in a fake API server, read through caches as the monitor reads them."""
+
+    def __init__(self) -> None:
+        self.cluster = FakeCluster()
+        self.client = FakeKubeClient(self.cluster)
+        self.clock = FakeClock()
+        self.pods = LiveCache(self.cluster, PODS, {**POD_INDEXES, BY_LABEL: index_by_label})
+        self.policies = DecodedPolicies(LiveCache(self.cluster, POLICIES))
+
+    def policy(self, name: str, namespace: str, selector: dict[str, Any]) -> None:
+        self.client.policies.create({"metadata": {"name": name, "namespace": namespace},
+                                     "spec": {"powerCapLimit": 1000, "selector": selector}})
+
+    def pods_of(self, app: str, namespace: str, count: int, *, node: str = "n1") -> None:
+        for i in range(count):
+            self.client.pods.create({"metadata": {"name": f"{app}-{i}", "namespace": namespace,
+                                                  "labels": {"app": app}},
+                                     "spec": {"nodeName": node, "containers": []}})
+            self.cluster.patch(PODS, namespace, f"{app}-{i}", {"status": {"phase": "Running"}},
+                               subresource="status")
+
+
+def test_a_small_workload_among_many_is_read_by_name_and_a_namespace_it_fills_is_read_whole() -> None:
+    world = Cluster()
+    world.pods_of("llm", "ml", 2)
+    world.pods_of("batch", "ml", 30)
+    world.pods_of("web", "web", 5)
+    world.policy("llm", "ml", {"matchLabels": {"app": "llm"}})
+    world.policy("web", "web", {"matchLabels": {"app": "web"}})
+    world.policy("idle", "quiet", {"matchLabels": {"app": "none"}})
+
+    scope, served = sampling_scope(world.policies, world.pods)
+
+    assert scope.namespaces == {"ml": {"llm-0", "llm-1"}, "web": None}
+    assert served == {"ml/llm", "web/web", "quiet/idle"}, "a policy that selects nothing is still measured: 0 W"
+
+
+def test_the_sampler_reads_the_scope_of_the_moment_and_says_which_policies_it_serves() -> None:
+    world = Cluster()
+    world.pods_of("llm", "ml", 2)
+    world.policy("llm", "ml", {"matchLabels": {"app": "llm"}})
+    asked: list[Scope] = []
+    latest = LatestSample()
+    queued: list[str] = []
+
+    def fetch(scope: Scope) -> GpuSnapshot:
+        asked.append(scope)
+        return GpuSnapshot(query_time=world.clock.wall().timestamp(), gpus={}, pod_gpus={}, scope=scope)
+
+    sampler = Sampler(fetch=fetch, scope=lambda: sampling_scope(world.policies, world.pods), latest=latest,
+                      clock=world.clock, policy_keys=world.pods.keys, enqueue=queued.append, interval=5.0)
+    sampler(SAMPLE_KEY)
+
+    assert asked == [Scope({"ml": None})]
+    outcome = latest.get()
+    assert outcome is not None and outcome.policies == {"ml/llm"}
+    assert outcome.serves("ml/llm") and not outcome.serves("ml/newer")
+
+
+def test_a_policy_newer_than_the_sample_waits_for_the_next_one_instead_of_reporting_its_pods_missing() -> None:
+    world = Cluster()
+    world.pods_of("llm", "ml", 1)
+    world.policy("llm", "ml", {"matchLabels": {"app": "llm"}})
+    latest = LatestSample()
+    reconciler = MonitorReconciler(policies=world.policies, pods=world.pods, api=world.client.policies,
+                                   latest=latest, events=None, clock=world.clock, rules=Rules.for_period(5.0))
+    now = world.clock.wall().timestamp()
+    reading = GpuReading(key="GPU-a", uuid="GPU-a", index="0", model="H100", hostname="n1", power_watts=300.0,
+                         sm_clock_mhz=1980.0, timestamp=now - 1, pods=frozenset({PodKey("ml", "llm-0")}))
+    snapshot = GpuSnapshot(query_time=now, gpus={"GPU-a": reading}, pod_gpus={PodKey("ml", "llm-0"): {"GPU-a"}},
+                           scope=Scope({"ml": None}))
+
+    latest.set(SampleOutcome(snapshot, None, now, policies=frozenset()))
+    reconciler("ml/llm")
+    assert not (world.client.policies.get("llm", namespace="ml").get("status") or {})
+
+    latest.set(SampleOutcome(snapshot, None, now, policies=frozenset({"ml/llm"})))
+    reconciler("ml/llm")
+    assert world.client.policies.get("llm", namespace="ml")["status"]["currentPower"] == 300.0
