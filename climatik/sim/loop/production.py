@@ -77,7 +77,8 @@ from climatik.sim.loop.scenario import PolicyPlan, World
 from climatik.sim.node import SimNode
 from climatik.tune.applier import Applier, desired_status
 from climatik.tune.backends.base import DeviceResult, GpuBackend, fit_to_steps
-from climatik.tune.guard import BudgetReports, CappedGpus, NodeGuard, PowerLimitError, PowerState
+from climatik.tune.guard import BudgetReports, NodeGuard
+from climatik.tune.levers import CappedGpus, PowerLimitError, PowerState
 from climatik.tune.state import StateStore
 
 T = TypeVar("T")

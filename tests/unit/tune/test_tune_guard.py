@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import random
 
-from climatik.tune.guard import GpuReading, GuardState, step
+from climatik.tune.budget import GpuReading, GuardState, step
 
 H100_CLOCKS = tuple(range(210, 1981, 15))
 

@@ -9,7 +9,8 @@ import pytest
 
 from climatik.api.nodefrequencies import APPLIED, BudgetStatus, GpuInventory, PowerBudget
 from climatik.tune.backends.base import DeviceResult
-from climatik.tune.guard import BudgetReports, CappedGpus, NodeGuard, PowerLimitError, PowerState
+from climatik.tune.guard import BudgetReports, NodeGuard
+from climatik.tune.levers import CappedGpus, PowerLimitError, PowerState
 
 CLOCKS = list(range(210, 1981, 15))
 
