@@ -296,8 +296,9 @@ class SimGpu:
     def _allowed_mhz(self, load: Load) -> int:
         """The highest clock at which `load` fits the power limit (the firmware's destination); cached, since a
         load and a limit usually stay the same for many steps."""
-        if self._fit is not None and self._fit[1] == self._power_limit_w and self._fit[0] == load:
-            return self._fit[2]
+        fit = self._fit
+        if fit is not None and fit[1] == self._power_limit_w and (fit[0] is load or fit[0] == load):
+            return fit[2]
         allowed = firmware_clock_mhz(self.profile, self.profile.max_sm_mhz, load, self._power_limit_w)
         self._fit = (load, self._power_limit_w, allowed)
         return allowed

@@ -127,18 +127,21 @@ class TrainingTrace:
     def __init__(self, params: TrainingParams, rng: random.Random) -> None:
         self._params = params
         self._rng = rng
-        self._utilisations: list[float] = []
+        # One Load per bucket, built once: the simulator asks every step.
+        self._loads: list[Load] = []
+        self._mix = PhaseMix.only(Phase.TRAINING)
+        self._checkpoint = Load(params.checkpoint_utilisation, self._mix)
 
     def at(self, t_s: float) -> Load:
         params = self._params
         every = params.checkpoint_every_s
         if every is not None and every > 0 and t_s >= every and (t_s % every) < params.checkpoint_s:
-            return Load(params.checkpoint_utilisation, PhaseMix.only(Phase.TRAINING))
+            return self._checkpoint
         bucket = max(0, int(t_s // params.bucket_s))
-        while len(self._utilisations) <= bucket:
+        while len(self._loads) <= bucket:
             drawn = self._rng.gauss(params.utilisation, params.jitter)
-            self._utilisations.append(min(1.0, max(0.0, drawn)))
-        return Load(self._utilisations[bucket], PhaseMix.only(Phase.TRAINING))
+            self._loads.append(Load(min(1.0, max(0.0, drawn)), self._mix))
+        return self._loads[bucket]
 
 
 @dataclass(frozen=True)
