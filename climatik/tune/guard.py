@@ -144,12 +144,16 @@ class NodeGuard:
                 if limits.get(uuid) is None:
                     self._originals.pop(uuid, None)
                 continue
-            if uuid not in self._originals and power.limit is not None:
+            # Recorded before the first change, so that a crash in between still gives it back.
+            recorded = uuid not in self._originals and power.limit is not None
+            if recorded and power.limit is not None:
                 self._originals[uuid] = power.limit
             try:
                 self._power.set_power_limit(uuid, wanted)
             except PowerLimitError as error:
                 self._refused[uuid] = str(error)
+                if recorded:
+                    self._originals.pop(uuid, None)  # nothing changed: nothing to give back
                 continue
             writes += 1
             if limits.get(uuid) is None:

@@ -1,4 +1,5 @@
-"""NVML backend: bounds each GPU's SM clock with a locked clock range, through nvidia-ml-py.
+"""NVML backend: bounds each GPU's SM clock with a locked clock range, and reads and limits its power for the node
+guard (climatik.tune.backends.nvmlpower), through nvidia-ml-py.
 
 A target becomes the upper end of the range `nvmlDeviceSetGpuLockedClocks(handle, lowest step, target)`, so the
 GPU may still drop below it when idle or power-limited but never runs above it. The tuner owns the SM locked
@@ -14,7 +15,9 @@ every MIG instance, so a cap asked for one tenant would throttle all of them.
 
 NVML's session comes and goes (climatik.tune.backends.nvmlsession): after driver trouble it is started afresh
 and the call retried once; between reconciles it is closed where every GPU is in persistence mode, so that the
-tuner does not keep the driver loaded or the GPUs busy for a driver upgrade, a reset or a MIG change.
+tuner does not keep the driver loaded or the GPUs busy for a driver upgrade, a reset or a MIG change. While the
+node guard keeps a budget it holds the session instead (climatik.tune.levers.CappedGpus.hold): it reads every
+tick, and without persistence mode the limits it set would go with the last session.
 NOT_SUPPORTED becomes Unsupported; every other NVML error is Failed with NVML's message. Handles are found by
 enumerating devices rather than by UUID, whose expected type changed across nvidia-ml-py releases.
 """
@@ -40,7 +43,9 @@ from climatik.tune.backends.base import (
     fit_to_steps,
     join_notes,
 )
+from climatik.tune.backends.nvmlpower import NvmlPower
 from climatik.tune.backends.nvmlsession import NvmlSession, error_code, nvml_text
+from climatik.tune.levers import PowerLimitError, PowerState
 
 T = TypeVar("T")
 
@@ -65,6 +70,7 @@ class NvmlGpuBackend:
         self._persistent = False
         self._visible: int | None = None
         self._unreadable: dict[int, str] = {}
+        self._power = NvmlPower()
         self._log = structlog.get_logger(__name__).bind(backend=self.name)
 
     # ------------------------------------------------------------------------------------------ GpuBackend
@@ -98,6 +104,34 @@ class NvmlGpuBackend:
     def close(self) -> None:
         self._handles.clear()
         self._session.close(reason="tuner stopping")
+
+    # ------------------------------------------------------------------------------------------ PowerDevices
+
+    def power_states(self) -> Mapping[str, PowerState]:
+        """Every GPU's power in one pass; BackendUnavailableError when NVML cannot start or count the GPUs."""
+
+        def read(nvml: Any) -> dict[str, PowerState]:
+            handles = self._handles or {uuid: handle for uuid, (_, handle) in self._enumerate(nvml).items()}
+            return self._power.states(nvml, handles, gone=self._session.gone)
+
+        try:
+            return self._run(read)
+        except self._session.lib().NVMLError as error:
+            raise BackendUnavailableError(f"NVML cannot read the GPUs' power: {error}") from error
+
+    def set_power_limit(self, uuid: str, watts: float) -> None:
+        """Set a GPU's power limit; PowerLimitError when it refuses, BackendUnavailableError on passing trouble."""
+
+        def call(nvml: Any) -> None:
+            handle = self._handle(nvml, uuid)
+            if handle is None:
+                raise PowerLimitError(f"no GPU {uuid} on this node")
+            self._power.set_limit(nvml, uuid, handle, watts)
+
+        try:
+            self._run(call)
+        except self._session.lib().NVMLError as error:
+            raise BackendUnavailableError(f"NVML could not set the power limit of GPU {uuid}: {error}") from error
 
     # --------------------------------------------------------------------------------------- GpuBackendExtras
 
@@ -207,6 +241,7 @@ class NvmlGpuBackend:
                 continue
             persistent.append(nvmlfacts.persistence_mode(nvml, handle) is True)
         self._handles = {uuid: handle for uuid, (_, handle) in found.items()}
+        self._power.forget()
         self._persistent = all(persistent)
         self._visible = len(found)
         self._unreadable = unreadable

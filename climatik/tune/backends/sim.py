@@ -1,7 +1,9 @@
 """Simulated-GPU backend: drives a simulated node's GPUs through its JSON control API over HTTP.
 
 The backend talks to the simulator with its own small client (the simulator's code is never loaded by the
-tuner): GET /sim/gpus lists the GPUs, POST and DELETE /sim/gpus/<uuid>/locked-clock lock and unlock a clock.
+tuner): GET /sim/gpus lists the GPUs, POST and DELETE /sim/gpus/<uuid>/locked-clock lock and unlock a clock, POST
+/sim/gpus/<uuid>/power-limit sets a board power limit. The node guard's tick (`power_states`) is one GET for every
+GPU: the instantaneous power, the limit in force and its range, and the clock.
 The simulator snaps a locked clock to its own steps; targets are fitted here first, with the same rule as for
 NVML, so that results carry the same messages whichever backend runs. With a `baseline` range, a released GPU
 is locked at the baseline's maximum (the simulator locks an upper bound only) instead of unlocked, as on NVML.
@@ -30,6 +32,7 @@ from climatik.tune.backends.base import (
     fit_to_steps,
     join_notes,
 )
+from climatik.tune.levers import PowerLimitError, PowerState
 
 _ANSWER_ERRORS = (requests.RequestException, ValueError, KeyError, TypeError)
 
@@ -50,10 +53,16 @@ class SimGpu:
     locked_clock_mhz: int | None = None
     mem_clock_mhz: int | None = None
     power_w: float | None = None
+    instant_power_w: float | None = None
+    min_power_limit_w: float | None = None
+    max_power_limit_w: float | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SimGpu:
         locked, memory, power = data.get("locked_clock_mhz"), data.get("mem_clock_mhz"), data.get("power_w")
+        instant = data.get("instant_power_w", power)
+        # A simulator without limit ranges answers 0 (or nothing): its GPUs take no limits.
+        low, high = (float(data.get(key) or 0.0) or None for key in ("min_power_limit_w", "max_power_limit_w"))
         return cls(uuid=str(data["uuid"]), index=int(data["index"]), model=str(data["model"]),
                    min_clock_mhz=int(data["min_clock_mhz"]), max_clock_mhz=int(data["max_clock_mhz"]),
                    default_clock_mhz=int(data["default_clock_mhz"]),
@@ -61,7 +70,9 @@ class SimGpu:
                    power_limit_w=float(data["power_limit_w"]), current_clock_mhz=int(data["current_clock_mhz"]),
                    locked_clock_mhz=None if locked is None else int(locked),
                    mem_clock_mhz=None if memory is None else int(memory),
-                   power_w=None if power is None else float(power))
+                   power_w=None if power is None else float(power),
+                   instant_power_w=None if instant is None else float(instant),
+                   min_power_limit_w=low, max_power_limit_w=high)
 
 
 class SimNodeClient:
@@ -86,6 +97,12 @@ class SimNodeClient:
 
     def reset_locked_clock(self, uuid: str) -> None:
         answer = self._session.delete(f"{self._base}/sim/gpus/{uuid}/locked-clock", timeout=self._timeout_s)
+        answer.raise_for_status()
+
+    def set_power_limit(self, uuid: str, watts: float) -> None:
+        """Set a GPU's board power limit (the simulator answers 400 outside the board's range)."""
+        answer = self._session.post(f"{self._base}/sim/gpus/{uuid}/power-limit", json={"watts": watts},
+                                    timeout=self._timeout_s)
         answer.raise_for_status()
 
 
@@ -144,6 +161,30 @@ class SimGpuBackend:
             return None
         return next((gpu.current_clock_mhz for gpu in gpus if gpu.uuid == uuid), None)
 
+    def power_states(self) -> Mapping[str, PowerState]:
+        """Every GPU's power in one GET; BackendUnavailableError when the simulator does not answer."""
+        gpus = self._list()
+        return {gpu.uuid: PowerState(power=gpu.instant_power_w if gpu.instant_power_w is not None else
+                                     gpu.power_w or 0.0, limit=gpu.power_limit_w, min_limit=gpu.min_power_limit_w,
+                                     max_limit=gpu.max_power_limit_w, clock_mhz=gpu.current_clock_mhz)
+                for gpu in gpus}
+
+    def set_power_limit(self, uuid: str, watts: float) -> None:
+        """PowerLimitError when the simulator refuses the limit (unknown GPU, out of range), BackendUnavailableError
+        when it does not answer."""
+        try:
+            self._client.set_power_limit(uuid, watts)
+        except requests.HTTPError as error:
+            status = error.response.status_code if error.response is not None else None
+            if status in (400, 404):
+                raise PowerLimitError(f"simulator refused a power limit of {watts:g} W on GPU {uuid}: "
+                                      f"{_reason(error)}") from error
+            raise BackendUnavailableError(f"simulator could not set the power limit of GPU {uuid}: "
+                                          f"{_reason(error)}") from error
+        except _ANSWER_ERRORS as error:
+            self._unreachable = f"simulator at {self._base_url} does not answer: {_reason(error)}"
+            raise BackendUnavailableError(self._unreachable) from error
+
     def close(self) -> None:
         """The session belongs to the caller, who closes it."""
 
@@ -171,7 +212,9 @@ class SimGpuBackend:
                      steps=len(gpu.supported_clocks_mhz), step_mhz=_step(gpu.supported_clocks_mhz),
                      default_clock_mhz=gpu.default_clock_mhz, sm_clock_mhz=gpu.current_clock_mhz,
                      memory_clock_mhz=gpu.mem_clock_mhz, locked_clock_mhz=gpu.locked_clock_mhz,
-                     power_limit_w=gpu.power_limit_w, power_w=gpu.power_w, lockable=True,
+                     power_limit_w=gpu.power_limit_w, min_power_limit_w=gpu.min_power_limit_w,
+                     max_power_limit_w=gpu.max_power_limit_w, power_w=gpu.power_w,
+                     instant_power_w=gpu.instant_power_w, lockable=True,
                      lock_note=f"the simulator locks an upper bound on the SM clock, {release} on release")
             for gpu in gpus])
 
@@ -210,6 +253,8 @@ def _inventory(gpu: SimGpu) -> GpuInventory:
         default_frequency=gpu.default_clock_mhz,
         supported_frequencies=sorted(gpu.supported_clocks_mhz),
         power_limit=round(gpu.power_limit_w),
+        min_power_limit=None if gpu.min_power_limit_w is None else round(gpu.min_power_limit_w),
+        max_power_limit=None if gpu.max_power_limit_w is None else round(gpu.max_power_limit_w),
     )
 
 

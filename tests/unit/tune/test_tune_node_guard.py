@@ -199,3 +199,13 @@ def test_the_node_power_counts_every_gpu_budgeted_or_not_and_is_written_when_it_
     board.draws["c"] = 600.0
     large = guard.tick([PowerBudget(policy="ml/infer", watts=1000, gpu_ids=["a"])], now=12.0)
     assert reports.due(large.budgets, 12.0, power=large.power, scale=large.scale)
+
+
+def test_a_refused_limit_leaves_no_original_behind() -> None:
+    board = Board({"a": 700.0, "b": 700.0}, refusing=frozenset({"b"}))
+    guard, _, originals = guard_of(board)
+
+    guard.tick([PowerBudget(policy="ml/train", watts=1000, gpu_ids=["a", "b"])], now=0.0)
+
+    assert "b" not in originals, "nothing was changed on b, so a restart must not try to give anything back"
+    assert originals == {"a": 700.0}
