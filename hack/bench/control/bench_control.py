@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import pickle
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cases import (
@@ -50,72 +52,117 @@ PLANT_KEYS = ("default", "alpha2", "alpha3.5", "boards", "noise")
 QUICK_SEEDS = [0, 1]
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a benchmark run covers."""
+
+    seeds: list[int]
+    plants: list[Plant]
+    telemetry: list[TelemetrySetting]
+    rows: list[Config]
+    scenarios: list[str]
+
+    @property
+    def feasible(self) -> list[tuple[str, str]]:
+        """Every (scenario, policy) whose caps can be met."""
+        return [pair for group in self.grouped for pair in group]
+
+    @property
+    def grouped(self) -> list[list[tuple[str, str]]]:
+        return [[(name, policy.name) for policy in SCENARIOS[name]().policies]
+                for name in self.scenarios if name != INFEASIBLE]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     # The tuners in the loop log every change at info; the benchmark prints tables.
     configure_logging("warning", json_lines=False, stream=sys.stderr)
     started = time.monotonic()
     every_plant = dict(zip(PLANT_KEYS, plants(), strict=True))
-    chosen_plants = [every_plant[key] for key in args.plants]
-    telemetry = [setting for setting in TELEMETRY if setting.name in args.telemetry]
-    algorithms = sorted(builtin_factories())
-    rows = configs(algorithms, TUNED if args.tuned else [])
+    chosen = [every_plant[key] for key in args.plants]
+    if args.firmware_tau is not None:
+        chosen = [replace(plant, firmware_tau_s=args.firmware_tau) for plant in chosen]
+    plan = Plan(seeds=args.seeds, plants=chosen, scenarios=args.scenarios,
+                telemetry=[setting for setting in TELEMETRY if setting.name in args.telemetry],
+                rows=configs(sorted(builtin_factories()), TUNED if args.tuned else []))
     plot_seed = None if args.no_plots else args.seeds[0]
-    jobs = matrix(scenarios=args.scenarios, seeds=args.seeds, plants=chosen_plants, telemetry=telemetry, rows=rows,
-                  duration_s=args.duration, plot_seed=plot_seed)
-    outcomes = list(_run_all(jobs, args.jobs))
-    results = Results(outcomes)
-    feasible = [(name, policy.name) for name in args.scenarios if name != INFEASIBLE
-                for policy in SCENARIOS[name]().policies]
-    grouped = [[(name, policy.name) for policy in SCENARIOS[name]().policies]
-               for name in args.scenarios if name != INFEASIBLE]
-
-    mode = "quick" if args.quick else "full"
-    print(f"Control-quality benchmark ({mode}: seeds {','.join(map(str, args.seeds))}; "
-          f"{len(chosen_plants)} plant(s); {len(telemetry)} telemetry setting(s); GPUs: "
-          f"{scenario_of(jobs[0]).profile.model_name}; step 0.05 s)")
-    for setting in telemetry:
-        print(f"Telemetry {setting.name}: {setting.datapath().describe()}")
-    for name in args.scenarios:
-        scenario = SCENARIOS[name]()
-        caps = ", ".join(f"{p.name} cap " + " -> ".join(f"{c.watts} W" for c in p.caps) for p in scenario.policies)
-        print(f"  {name}: {scenario.title}; {caps}")
-    print("Plants: " + "; ".join(_plant(plant) for plant in chosen_plants)
-          + " (tuned configurations run on the first plant only)")
-    if not two_level_available():
-        print("Two-level loop: not available (ProductionLoop has no node_budgets argument yet); its rows are "
-              "missing and the cluster loop is the default path.")
-    print()
-    tuned = sorted({row.capping_threshold for row in rows if row.capping_threshold is not None})
-    thresholds: list[int | None] = [None, *tuned]
-    for plant in chosen_plants:
-        print("\n".join(baseline_table(results, scenarios=grouped, plant=plant, thresholds=thresholds,
-                                       seeds=args.seeds)))
-    for setting in telemetry:
-        for plant in chosen_plants:
-            print("\n".join(loop_table(results, scenarios=grouped, rows=rows, telemetry=setting, plant=plant,
-                                       seeds=args.seeds)))
-    print(LEGEND)
-    print()
-    if INFEASIBLE in args.scenarios:
-        for plant in chosen_plants:
-            print("\n".join(infeasible_table(results, rows=rows, telemetry=telemetry, plant=plant,
-                                             seeds=args.seeds)))
-            print()
-    print(f"Longest violation of each loop (plant: {chosen_plants[0].name}; start -> shown in Prometheus -> span):")
-    print("\n".join(anatomy(results, rows=rows, telemetry=telemetry, plant=chosen_plants[0], feasible=feasible)))
-    print()
-    print("Targets (worst over seeds and scenarios; PASS or MISS):")
-    print("\n".join(targets(results, rows=rows, telemetry=telemetry, plants=chosen_plants, feasible=feasible)))
-    for failed in results.errors:
-        print(f"ERROR {failed.job.label} on {failed.job.scenario} seed {failed.job.seed} "
-              f"({failed.job.plant.name}): {failed.error}")
+    jobs = matrix(scenarios=plan.scenarios, seeds=plan.seeds, plants=plan.plants, telemetry=plan.telemetry,
+                  rows=plan.rows, grid=args.grid, duration_s=args.duration, plot_seed=plot_seed)
+    outcomes = _outcomes(args, jobs)
+    _header(args, plan)
+    _report(Results(outcomes), plan)
     if plot_seed is not None:
-        _plots(outcomes, telemetry[0], args.out)
+        _plots(outcomes, plan.telemetry[0], args.out)
     cpu = sum(outcome.seconds for outcome in outcomes)
     print(f"Ran {len(jobs)} runs in {time.monotonic() - started:.0f} s on {args.jobs} process(es) "
           f"({cpu:.0f} s of simulation)")
     return 0
+
+
+def _outcomes(args: argparse.Namespace, jobs: list[Job]) -> list[Outcome]:
+    if args.load is not None:
+        # Render a saved matrix again (report changes without a re-run); the arguments must describe it.
+        with args.load.open("rb") as saved:
+            outcomes: list[Outcome] = pickle.load(saved)
+    else:
+        outcomes = list(_run_all(jobs, args.jobs))
+    if args.save is not None:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        with args.save.open("wb") as out:
+            pickle.dump(outcomes, out)
+    return outcomes
+
+
+def _header(args: argparse.Namespace, plan: Plan) -> None:
+    mode = "quick" if args.quick else "full"
+    print(f"Control-quality benchmark ({mode}: seeds {','.join(map(str, plan.seeds))}; {len(plan.plants)} plant(s); "
+          f"{len(plan.telemetry)} telemetry setting(s); GPUs: {SCENARIOS[plan.scenarios[0]]().profile.model_name}; "
+          "step 0.05 s)")
+    for setting in plan.telemetry:
+        print(f"Telemetry {setting.name}: {setting.datapath().describe()}")
+    for name in plan.scenarios:
+        scenario = SCENARIOS[name]()
+        caps = ", ".join(f"{p.name} cap " + " -> ".join(f"{c.watts} W" for c in p.caps) for p in scenario.policies)
+        print(f"  {name}: {scenario.title}; {caps}")
+    print("Plants: " + "; ".join(_plant(plant) for plant in plan.plants))
+    print("The first plant runs at every telemetry setting, the others at the first one"
+          + (" as well as at every other (--grid)" if args.grid else " (--grid for every pair)")
+          + "; tuned configurations run on the first plant only.")
+    if not two_level_available():
+        print("Two-level loop: not available (ProductionLoop has no node_budgets argument yet); its rows are "
+              "missing and the cluster loop is the default path.")
+    print()
+
+
+def _report(results: Results, plan: Plan) -> None:
+    tuned = sorted({row.capping_threshold for row in plan.rows if row.capping_threshold is not None})
+    thresholds: list[int | None] = [None, *tuned]
+    for plant in plan.plants:
+        print("\n".join(baseline_table(results, scenarios=plan.grouped, plant=plant, thresholds=thresholds,
+                                       seeds=plan.seeds)))
+    for setting in plan.telemetry:
+        for plant in plan.plants:
+            if results.ran(setting, plant):
+                print("\n".join(loop_table(results, scenarios=plan.grouped, rows=plan.rows, telemetry=setting,
+                                           plant=plant, seeds=plan.seeds)))
+    print(LEGEND)
+    print()
+    if INFEASIBLE in plan.scenarios:
+        for plant in plan.plants:
+            print("\n".join(infeasible_table(results, rows=plan.rows, telemetry=plan.telemetry, plant=plant,
+                                             seeds=plan.seeds)))
+            print()
+    default = plan.plants[0]
+    print(f"Longest violation of each loop (plant: {default.name}; start -> shown in Prometheus -> span):")
+    print("\n".join(anatomy(results, rows=plan.rows, telemetry=plan.telemetry, plant=default,
+                            feasible=plan.feasible)))
+    print()
+    print("Targets (worst over seeds and scenarios; PASS or MISS):")
+    print("\n".join(targets(results, rows=plan.rows, telemetry=plan.telemetry, plants=plan.plants,
+                            feasible=plan.feasible)))
+    for failed in results.errors:
+        print(f"ERROR {failed.job.label} on {failed.job.scenario} seed {failed.job.seed} "
+              f"({failed.job.plant.name}): {failed.error}")
 
 
 def _run_all(jobs: list[Job], processes: int) -> Iterator[Outcome]:
@@ -131,7 +178,8 @@ def _plant(plant: Plant) -> str:
     changes = [f"power exponent {plant.alpha:g}" if plant.alpha is not None else "",
                f"boards +-{100 * plant.p_max_spread:g} % in above-idle power" if plant.p_max_spread else "",
                f"readings with {100 * plant.noise:g} % noise (sigma)" if plant.noise else ""]
-    return f"{plant.name} ({', '.join(c for c in changes if c) or 'the profile, read exactly'})"
+    described = ", ".join(c for c in changes if c) or "the profile, read exactly"
+    return f"{plant.name} ({described}; firmware power-limit response {1000 * plant.firmware_tau_s:g} ms)"
 
 
 def _plots(outcomes: list[Outcome], setting: TelemetrySetting, out: Path) -> None:
@@ -171,11 +219,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help=f"telemetry settings of {','.join(s.name for s in TELEMETRY)} (default all)")
     parser.add_argument("--scenarios", type=lambda text: text.split(","), default=list(SCENARIOS),
                         help=f"scenarios of {','.join(SCENARIOS)} (default all)")
+    parser.add_argument("--grid", action="store_true",
+                        help="run every plant at every telemetry setting (default: the other plants at the first)")
+    parser.add_argument("--firmware-tau", type=float,
+                        help="the boards' power-limit response time constant in s (default 0.05, an assumption)")
     parser.add_argument("--jobs", type=int, default=2, help="processes to run the matrix on (default 2)")
     parser.add_argument("--tuned", action=argparse.BooleanOptionalAction, default=None,
                         help="run the tuned configurations too (default: in the full matrix, not with --quick)")
     parser.add_argument("--duration", type=float, help="shorten every scenario to this many seconds (smoke tests)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "control", help="where plots go")
+    parser.add_argument("--save", type=Path, help="write the runs' results to this file (pickle)")
+    parser.add_argument("--load", type=Path, help="print the results saved by --save instead of running")
     parser.add_argument("--no-plots", action="store_true", help="print the tables only")
     args = parser.parse_args(argv)
     args.seeds = args.seeds or (QUICK_SEEDS if args.quick else list(range(16)))

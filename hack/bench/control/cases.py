@@ -192,13 +192,16 @@ def configs(algorithms: list[str], tuned: list[Config]) -> list[Config]:
 
 
 def matrix(*, scenarios: list[str], seeds: list[int], plants: list[Plant], telemetry: list[TelemetrySetting],
-           rows: list[Config], duration_s: float | None = None, plot_seed: int | None = None) -> list[Job]:
+           rows: list[Config], grid: bool = False, duration_s: float | None = None,
+           plot_seed: int | None = None) -> list[Job]:
     """Every job of the benchmark: the shipped rows on every plant, the tuned rows on the first (default) plant
-    only, each at every telemetry setting; the baselines once per scenario, seed, plant and threshold in use.
-    `plot_seed`'s runs on the first plant and the first telemetry setting keep their recordings."""
+    only; on the first plant at every telemetry setting, on the others at the first setting only unless `grid`
+    asks for every pair; the baselines once per scenario, seed, plant and threshold in use. `plot_seed`'s runs
+    on the first plant and the first telemetry setting keep their recordings."""
     jobs: list[Job] = []
     for plant_index, plant in enumerate(plants):
         used = [row for row in rows if plant_index == 0 or not row.tuned]
+        settings = telemetry if grid or plant_index == 0 else telemetry[:1]
         thresholds = sorted({row.capping_threshold for row in used if row.capping_threshold is not None})
         for name in scenarios:
             for seed in seeds:
@@ -208,7 +211,7 @@ def matrix(*, scenarios: list[str], seeds: list[int], plants: list[Plant], telem
                 jobs += [replace(base, baseline=b, threshold=t)
                          for t in thresholds for b in (ORACLE_AT_THRESHOLD, STATIC_AT_THRESHOLD)]
                 jobs += [replace(base, config=row, telemetry=setting, threshold=row.capping_threshold,
-                                 keep=keep and setting == telemetry[0]) for row in used for setting in telemetry]
+                                 keep=keep and setting == telemetry[0]) for row in used for setting in settings]
     return sorted(jobs, key=lambda job: -job.cost())
 
 

@@ -76,6 +76,10 @@ class Results:
             telemetry = job.telemetry.name if job.telemetry is not None else "-"
             self.by_key[_Key(job.label, telemetry, job.plant.name, job.scenario, job.threshold)][job.seed] = outcome
 
+    def ran(self, telemetry: TelemetrySetting, plant: Plant) -> bool:
+        """Whether any loop ran at `telemetry` on `plant`."""
+        return any(key.telemetry == telemetry.name and key.plant == plant.name for key in self.by_key)
+
     def runs(self, label: str, telemetry: str, plant: str, scenario: str, threshold: int | None) -> dict[int, Outcome]:
         return self.by_key.get(_Key(label, telemetry, plant, scenario, threshold), {})
 
