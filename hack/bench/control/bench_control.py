@@ -166,12 +166,22 @@ def _report(results: Results, plan: Plan) -> None:
 
 
 def _run_all(jobs: list[Job], processes: int) -> Iterator[Outcome]:
+    """Every job's outcome, in the order they finish; progress goes to stderr every tenth of the matrix."""
+    started, step = time.monotonic(), max(1, len(jobs) // 10)
     if processes <= 1:
-        yield from map(run_safely, jobs)
+        done: Iterator[Outcome] = map(run_safely, jobs)
+        yield from _progress(done, len(jobs), step, started)
         return
     # Fork: the workers inherit the loaded modules and the logging set-up; each job builds its own world.
     with multiprocessing.get_context("fork").Pool(processes) as pool:
-        yield from pool.imap_unordered(run_safely, jobs, chunksize=1)
+        yield from _progress(pool.imap_unordered(run_safely, jobs, chunksize=1), len(jobs), step, started)
+
+
+def _progress(outcomes: Iterator[Outcome], total: int, step: int, started: float) -> Iterator[Outcome]:
+    for count, outcome in enumerate(outcomes, start=1):
+        if count % step == 0 and count < total:
+            print(f"{count}/{total} runs in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+        yield outcome
 
 
 def _plant(plant: Plant) -> str:
