@@ -53,9 +53,18 @@ def created(control_plane, recommender: ClimatikProcess) -> Iterator[dict[str, s
     yield made
     for namespace in sorted(made["namespaces"]):
         run_kubectl(control_plane, "delete", "pcp", "--all", "-n", namespace, "--wait=false")
+    def tuners_acknowledge() -> None:
+        for node in sorted(made["nodes"]):
+            obj = run_kubectl(control_plane, "get", "nf", node, "-o", "json")
+            if obj.returncode == 0:
+                generation = json.loads(obj.stdout)["metadata"]["generation"]
+                run_kubectl(control_plane, "patch", "nf", node, "--subresource=status", "--type=merge",
+                            "-p", json.dumps({"status": {"observedGeneration": generation}}))
+
     for namespace in sorted(made["namespaces"]):
-        wait_for(lambda ns=namespace: not json.loads(run_kubectl(control_plane, "get", "pcp", "-n", ns, "-o",  # type: ignore[misc]
-                                                                 "json").stdout)["items"],
+        # A deleted policy waits for the tuners to remove its caps: they acknowledge, as tuners do.
+        wait_for(lambda ns=namespace: tuners_acknowledge() or not json.loads(run_kubectl(  # type: ignore[misc]
+            control_plane, "get", "pcp", "-n", ns, "-o", "json").stdout)["items"],
                  what=f"the policies of {namespace} gone", diagnostics=recommender.output)
     for node in sorted(made["nodes"]):
         run_kubectl(control_plane, "delete", "nf", node, "--ignore-not-found")
@@ -90,6 +99,19 @@ class Cluster:
             for i, uuid in enumerate(gpus)]}
         self.ok("patch", "nf", node, "--subresource=status", "--type=merge",
                 "-p", json.dumps({"status": {"gpuCount": len(gpus), "inventory": inventory}}))
+
+    def tuner_applies(self, node: str) -> None:
+        """What a node's tuner does once it applied its spec: every entry Applied and the spec's generation
+        acknowledged, each budget reported as kept."""
+        obj = self.node(node)
+        spec, generation = obj["spec"], obj["metadata"]["generation"]
+        entries = [{"gpuId": e["gpuId"], "status": "Applied", "targetFrequency": e["targetFrequency"],
+                    "currentFrequency": e["targetFrequency"]} for e in spec.get("gpuFrequencies") or []]
+        budgets = [{"policy": b["policy"], "watts": b["watts"], "powerMean": 0.8 * b["watts"],
+                    "powerMax": 0.9 * b["watts"], "lever": "PowerLimit", "met": True}
+                   for b in spec.get("powerBudgets") or []]
+        self.ok("patch", "nf", node, "--subresource=status", "--type=merge", "-p", json.dumps(
+            {"status": {"observedGeneration": generation, "gpuFrequencies": entries, "budgets": budgets}}))
 
     def policy(self, name: str, *, limit: int = 1000, algorithm: dict[str, Any] | None = None,
                **spec: Any) -> None:
@@ -156,8 +178,15 @@ def test_a_policy_over_its_threshold_gets_entries_on_each_of_its_nodes(  # type:
     wait_for(lambda: cluster.entries("rec-cap-b"), what="entries on rec-cap-b", diagnostics=recommender.output)
     assert cluster.entries("rec-cap-a") == [(a0, 990, "rec-cap/llm")], "only the policy's GPU, cut in half"
     assert cluster.entries("rec-cap-b") == [(b0, 990, "rec-cap/llm")]
-    actuated = wait_for(lambda: (c := cluster.condition("llm", "Actuated")).get("status") == "True" and c,
-                        what="Actuated=True", diagnostics=recommender.output)
+    assert cluster.condition("llm", "Actuated").get("reason") == "Applying", "written is not applied"
+
+    def applied() -> dict[str, Any] | bool:
+        for node in ("rec-cap-a", "rec-cap-b"):  # the tuners apply whatever spec they find
+            cluster.tuner_applies(node)
+        condition = cluster.condition("llm", "Actuated")
+        return condition.get("status") == "True" and condition
+
+    actuated = wait_for(applied, what="Actuated=True", diagnostics=recommender.output)
     assert actuated["reason"] == "TargetsWritten"
     policy = cluster.policy_object("llm")
     assert policy["metadata"]["finalizers"] == ["climatik.io/node-frequencies"]
@@ -202,8 +231,8 @@ def test_a_second_policy_on_the_same_node_merges_and_deleting_one_removes_only_i
     assert kubectl("delete", "pcp", "-n", "rec-merge", "inference", "--wait=false").returncode == 0
     wait_for(lambda: [e[2] for e in cluster.entries("rec-merge-a")] == ["rec-merge/training"],
              what="the deleted policy's entry removed", diagnostics=recommender.output)
-    wait_for(lambda: not cluster.policy_object("inference"), what="the finalizer let the policy go",
-             diagnostics=recommender.output)
+    wait_for(lambda: cluster.tuner_applies("rec-merge-a") or not cluster.policy_object("inference"),
+             what="the finalizer let the policy go once the tuner removed its caps", diagnostics=recommender.output)
 
 
 def test_two_policies_observing_one_gpu_both_report_the_conflict(  # type: ignore[no-untyped-def]
@@ -275,9 +304,10 @@ def test_an_observed_node_without_an_object_gets_an_empty_one_then_targets_once_
     cluster.policy("fresh", algorithm=HALVING)
     cluster.monitor_reports("fresh", {"rec-new-a": [g0]}, power=1400, capping=True)
 
-    empty = wait_for(lambda: cluster.node("rec-new-a"), what="an empty NodeFrequencies",
+    empty = wait_for(lambda: cluster.node("rec-new-a"), what="a NodeFrequencies object",
                      diagnostics=recommender.output)
-    assert empty["spec"] == {"nodeName": "rec-new-a"}
+    assert empty["spec"]["nodeName"] == "rec-new-a"
+    assert not empty["spec"].get("gpuFrequencies"), "no clock target before the tuner reports the GPU's clocks"
     wait_for(lambda: cluster.condition("fresh", "Actuated").get("reason") == "WaitingForInventory",
              what="Actuated=False WaitingForInventory", diagnostics=recommender.output)
 
