@@ -223,12 +223,16 @@ def _labels(kwargs: dict[str, Any]) -> dict[str, Any]:
 @click.option("--resync", type=Duration(), default="5m", show_default=True,
               help="How often every policy is reconciled even without a change.")
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--domain-interval", type=Duration(), default="1s", show_default=True,
+              help="Power domains are split over their policies at most this often.")
 def recommend(**kwargs: Any) -> None:
-    """Action Recommender: turn each policy's state into target clocks per node."""
+    """Action Recommender: turn each policy's state into target clocks and node budgets per node, and share the
+    power domains."""
     common = common_settings(kwargs)
     settings = recommend_app.RecommendSettings(release_band=kwargs["release_band"],
                                                max_observation_age=kwargs["max_observation_age"],
-                                               resync=kwargs["resync"], workers=kwargs["workers"])
+                                               resync=kwargs["resync"], workers=kwargs["workers"],
+                                               domain_interval=kwargs["domain_interval"])
     sys.exit(recommend_app.build(settings, common, clock=SystemClock()).run())
 
 
