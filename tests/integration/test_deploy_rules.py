@@ -130,3 +130,17 @@ def test_a_tuner_that_does_not_apply_its_targets_alerts_after_two_minutes(promto
         firing("ClimatikTunerNotResponding", "5m", {"policy": "ml/llm", "severity": "warning"}),
     ])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_power_domain_over_its_budget_alerts_after_two_minutes(promtool: str, rules_file: Path) -> None:
+    series = [
+        {"series": 'climatik_domain_power_watts{domain="rack-b07",pod="r-1"}', "values": "15000 18000x10"},
+        {"series": 'climatik_domain_budget_watts{domain="rack-b07",pod="r-1"}', "values": "17000x11"},
+        {"series": 'climatik_domain_power_watts{domain="rack-b08",pod="r-1"}', "values": "16000x11"},
+        {"series": 'climatik_domain_budget_watts{domain="rack-b08",pod="r-1"}', "values": "17000x11"},
+    ]
+    result = run_rule_tests(promtool, rules_file, series, [
+        firing("ClimatikPowerDomainOverBudget", "2m", None),
+        firing("ClimatikPowerDomainOverBudget", "4m", {"domain": "rack-b07", "severity": "critical"}),
+    ])
+    assert result.returncode == 0, result.stdout + result.stderr

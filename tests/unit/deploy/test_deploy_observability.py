@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from climatik.kube.metrics import RuntimeMetrics
 from climatik.monitor.reconciler import MonitorMetrics
 from climatik.prom import PromQueryMetrics
+from climatik.recommend.domainstatus import DomainMetrics
 from climatik.recommend.reconciler import RecommendMetrics
 from climatik.tune.reconciler import TuneMetrics
 
@@ -23,6 +24,7 @@ def exported() -> set[str]:
     PromQueryMetrics(registry)
     MonitorMetrics(registry)
     RecommendMetrics(registry)
+    DomainMetrics(registry)
     TuneMetrics(registry, "node")
     # A counter's family drops its _total; queries name the sample.
     return {family.name + ("_total" if family.type == "counter" else "") for family in registry.collect()}
@@ -65,6 +67,8 @@ def test_dashboard_shows_power_against_cap_clocks_and_actions(dashboard: dict[st
     shown = set().union(*per_panel)
     assert {"climatik_tune_gpu_applied_mhz", "climatik_recommend_policy_gpu_target_mhz",
             "climatik_recommend_actions_total", "climatik_leader_election_is_leader"} <= shown
+    assert any({"climatik_domain_power_watts", "climatik_domain_budget_watts"} <= panel for panel in per_panel)
+    assert [panel.get("repeat") for panel in dashboard["panels"] if panel["type"] == "row"].count("domain") == 1
 
 
 def test_dashboard_variables_are_defined_and_use_the_chosen_datasource(dashboard: dict[str, Any]) -> None:
