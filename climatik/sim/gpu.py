@@ -13,7 +13,8 @@ clock; it does not do so at once. ASSUMED (no public measurement of the response
 pages say only that the PMU samples board power "at high frequency" and that a limit "takes effect
 immediately"): the highest clock the limit allows is reached as a first-order response with a 50 ms time
 constant (95 % within 150 ms), whether the limit or the load moved. So a board held at a limit overshoots it
-briefly when a burst starts, as real boards do, and a lowered limit bites within a few tenths of a second.
+briefly when a burst starts (a feedback controller acts only on what it has measured), and a lowered limit
+bites within a few tenths of a second. A clock lock, by contrast, holds from the moment it takes effect.
 Within a step the clock is taken at the response's mean over the step.
 """
 

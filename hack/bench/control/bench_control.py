@@ -62,6 +62,11 @@ class Plan:
     rows: list[Config]
     scenarios: list[str]
 
+    def covers(self, job: Job) -> bool:
+        """Whether `job` belongs to this plan (to select part of a saved matrix)."""
+        return (job.seed in self.seeds and job.plant in self.plants and job.scenario in self.scenarios
+                and (job.config is None or (job.config in self.rows and job.telemetry in self.telemetry)))
+
     @property
     def feasible(self) -> list[tuple[str, str]]:
         """Every (scenario, policy) whose caps can be met."""
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_seed = None if args.no_plots else args.seeds[0]
     jobs = matrix(scenarios=plan.scenarios, seeds=plan.seeds, plants=plan.plants, telemetry=plan.telemetry,
                   rows=plan.rows, grid=args.grid, duration_s=args.duration, plot_seed=plot_seed)
-    outcomes = _outcomes(args, jobs)
+    outcomes = _outcomes(args, jobs, plan)
     _header(args, plan)
     _report(Results(outcomes), plan)
     if plot_seed is not None:
@@ -99,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _outcomes(args: argparse.Namespace, jobs: list[Job]) -> list[Outcome]:
+def _outcomes(args: argparse.Namespace, jobs: list[Job], plan: Plan) -> list[Outcome]:
     if args.load is not None:
-        # Render a saved matrix again (report changes without a re-run); the arguments must describe it.
+        # Print a saved matrix again (report changes without a re-run), or the part of it the arguments select.
         with args.load.open("rb") as saved:
-            outcomes: list[Outcome] = pickle.load(saved)
+            outcomes: list[Outcome] = [outcome for outcome in pickle.load(saved) if plan.covers(outcome.job)]
     else:
         outcomes = list(_run_all(jobs, args.jobs))
     if args.save is not None:
