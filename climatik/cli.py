@@ -271,6 +271,11 @@ def _clock_range(_ctx: click.Context, _param: click.Parameter, value: str | None
 @click.option("--cpu-restore-to", type=click.Choice(["hardware", "found"]), default="hardware", show_default=True,
               help="What a CPU's limit returns to: cpuinfo_max_freq, or the scaling_max_freq found before the first "
                    "change (which may be a passing thermal or firmware cap).")
+@click.option("--guard-interval", type=Duration(), default=0.1, show_default=True,
+              help="Time between two ticks of the node guard, which keeps the node's power budgets from the GPUs' "
+                   "own readings (e.g. 100ms).")
+@click.option("--guard-idle-interval", type=Duration(), default=1.0, show_default=True,
+              help="Time between two readings of the node's GPU power while the node has no budget.")
 @click.option("--probe", is_flag=True,
               help="Print what the tuner would see on this node (GPUs, clocks, power, MIG, cpufreq policies) and exit; "
                    "changes nothing and needs no Kubernetes access.")
@@ -283,7 +288,11 @@ def tune(**kwargs: Any) -> None:
         node_name=kwargs["node_name"] or "", gpu_backend=kwargs["gpu_backend"], sim_url=kwargs["sim_url"],
         cpufreq=kwargs["cpufreq"], sysfs_root=kwargs["sysfs_root"], state_file=kwargs["state_file"],
         dry_run=kwargs["dry_run"], resync=kwargs["resync"], gpu_baseline=kwargs["gpu_baseline_clocks"],
-        cpu_original=kwargs["cpu_restore_to"])
+        cpu_original=kwargs["cpu_restore_to"], guard_interval=kwargs["guard_interval"],
+        guard_idle_interval=kwargs["guard_idle_interval"])
+    for option in ("guard_interval", "guard_idle_interval"):
+        if kwargs[option] <= 0:
+            raise click.BadParameter("must be more than zero", param_hint="--" + option.replace("_", "-"))
     if kwargs["probe"]:
         # Logs go to stderr so that stdout holds the description alone (e.g. for `--output json | jq`).
         parent = click.get_current_context().find_root().params

@@ -1,5 +1,7 @@
-"""Wiring of `climatik tune`: this node's NodeFrequencies informer, the applier and its backends, the probes that
-follow the GPU library's health, and `--probe`, which prints what the tuner would see and changes nothing."""
+"""Wiring of `climatik tune`: this node's NodeFrequencies informer, the applier and its backends, the node guard that
+keeps the node's power budgets (a controller of its own that ticks every `guard_interval`, in front of the same
+GPU backend), the probes that follow the GPU library's health, and `--probe`, which prints what the tuner would
+see and changes nothing."""
 
 from __future__ import annotations
 
@@ -23,8 +25,11 @@ from climatik.tune.backends.cpufreq import CpufreqBackend
 from climatik.tune.backends.nvml import NvmlGpuBackend
 from climatik.tune.backends.sim import SimGpuBackend
 from climatik.tune.devices import GPU_COUNT_LABEL
-from climatik.tune.reconciler import TuneMetrics, TuneReconciler
-from climatik.tune.state import StateStore
+from climatik.tune.guard import NodeGuard
+from climatik.tune.guardloop import GUARD_KEY, GuardLoop, GuardMetrics
+from climatik.tune.levers import CappedGpus
+from climatik.tune.reconciler import REPORT_KEY, TuneMetrics, TuneReconciler
+from climatik.tune.state import PowerLimitOriginals, StateStore
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +53,8 @@ class TuneSettings:
     resync: float = 30.0
     gpu_baseline: tuple[int, int] | None = None
     cpu_original: str = "hardware"
+    guard_interval: float = 0.1
+    guard_idle_interval: float = 1.0
 
 
 def gpu_backend(settings: TuneSettings, *, clock: Clock) -> GpuBackend | None:
@@ -96,20 +103,36 @@ def build(settings: TuneSettings, common: CommonSettings, *, clock: Clock) -> Pr
     node = settings.node_name
     informer = wiring.informer(NODE_FREQUENCIES, name="nodefrequencies", field_selector=f"metadata.name={node}")
     cpu = cpu_backend(settings)
-    gpu = gpu_backend(settings, clock=clock)
-    applier = Applier(state=StateStore(settings.state_file), clock=clock, gpu_backend=gpu, cpu_backend=cpu,
+    raw_gpu = gpu_backend(settings, clock=clock)
+    state = StateStore(settings.state_file)
+    # The applier and the guard reach the GPUs through one door, which locks the lower of target and cap.
+    gpu = CappedGpus(raw_gpu, state=state) if raw_gpu is not None else None
+    applier = Applier(state=state, clock=clock, gpu_backend=gpu, cpu_backend=cpu,
                       gpu_expected_count=node_gpu_count(wiring.client.nodes, node, clock=clock))
+    queue = wiring.queue("tune")
+    guard_queue = wiring.queue("tune-guard")
+    # A dry run changes nothing, so it keeps no budget either.
+    guard = None if gpu is None or settings.dry_run else GuardLoop(
+        guard=NodeGuard(gpu, gpu, originals=PowerLimitOriginals(state)), devices=gpu, clock=clock, node=node,
+        request_report=lambda: queue.add(REPORT_KEY), interval=settings.guard_interval,
+        idle_interval=settings.guard_idle_interval, metrics=GuardMetrics(wiring.registry, node))
     reconciler = TuneReconciler(
         node_name=node, cache=informer.store, api=wiring.client.node_frequencies, applier=applier,
         events=EventRecorder(wiring.client, component="climatik-tune", host=node, clock=clock), clock=clock,
-        metrics=TuneMetrics(wiring.registry, node), dry_run=settings.dry_run, resync=settings.resync,
+        metrics=TuneMetrics(wiring.registry, node), dry_run=settings.dry_run, resync=settings.resync, guard=guard,
     )
-    queue = wiring.queue("tune")
     informer.add_handler(enqueue_own_key(queue))
     # Reconcile once even if the object does not exist, so that a restart restores what a crash left behind.
     queue.add(node)
+    controllers = [wiring.controller("tune", reconciler, queue)]
+    if guard is not None:
+        guard_queue.add(GUARD_KEY)
+        controllers.append(wiring.controller("tune-guard", guard, guard_queue))
 
     def restore() -> None:
+        # The guard first: a cap still in force would hold a clock the applier restores.
+        if guard is not None:
+            guard.release()
         if not settings.dry_run:
             restored = applier.restore_all()
             log.info("defaults_restored", controller="tune", key=node, devices=[r.key for r in restored])
@@ -117,12 +140,11 @@ def build(settings: TuneSettings, common: CommonSettings, *, clock: Clock) -> Pr
             if backend is not None:
                 backend.close()
 
-    ready, live = probes(gpu)
+    ready, live = probes(raw_gpu)
     return ProcessShell(
-        name="climatik-tune", registry=wiring.registry, informers=[informer],
-        controllers=[wiring.controller("tune", reconciler, queue)], host=common.metrics_host,
-        port=common.metrics_port, grace_period=common.grace_period, shutdown_hooks=[restore],
-        ready_check=ready, live=live,
+        name="climatik-tune", registry=wiring.registry, informers=[informer], controllers=controllers,
+        host=common.metrics_host, port=common.metrics_port, grace_period=common.grace_period,
+        shutdown_hooks=[restore], ready_check=ready, live=live,
     )
 
 

@@ -4,6 +4,9 @@
   `PowerState` in one batch, and `set_power_limit`, which raises `PowerLimitError` when a GPU refuses).
 * Clock caps: `CappedGpus` stands in front of the GPU backend the applier drives and locks each GPU at the lower
   of the algorithm's target and the guard's cap, so the guard only ever lowers below the recommender's clocks.
+  A GPU whose lock the cap holds is recorded in the state file first (kind "gpuClockCap") and forgotten once the
+  cap lets go, so that a tuner started after a crash gives back the caps no budget asks for any more
+  (`restore_leftovers`).
 
 In the tuner, the applier's reconcile worker and the guard's thread share the backend; `CappedGpus` serialises
 every call to it (NVML's session and handles are not meant for two threads at once) and forwards what the
@@ -29,6 +32,7 @@ from climatik.tune.backends.base import (
     GpuNodeFacts,
     join_notes,
 )
+from climatik.tune.state import CLOCK_CAP_KIND, StateStore
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,9 @@ class CappedGpus:
     algorithm's target (set through `apply`, removed through `reset`) and the guard's cap (set through `cap`).
     Thread-safe: every call reaches the backend under one lock."""
 
-    def __init__(self, inner: GpuBackend) -> None:
+    def __init__(self, inner: GpuBackend, *, state: StateStore | None = None) -> None:
         self.inner = inner
+        self._state = state
         self._extras = inner if isinstance(inner, GpuBackendExtras) else None
         self._power = inner if isinstance(inner, PowerDevices) else None
         self._lock = threading.RLock()
@@ -92,7 +97,8 @@ class CappedGpus:
             self._targets[uuid] = max_mhz
             cap = self._caps.get(uuid)
             if cap is None or cap >= max_mhz:
-                return self.inner.apply(uuid, max_mhz)
+                return self._settled(uuid, self.inner.apply(uuid, max_mhz))
+            self._record(uuid)
             result = self.inner.apply(uuid, cap)
             return DeviceResult(result.status, requested_mhz=max_mhz, applied_mhz=result.applied_mhz,
                                 current_mhz=result.current_mhz,
@@ -102,7 +108,10 @@ class CappedGpus:
         with self._lock:
             self._targets.pop(uuid, None)
             cap = self._caps.get(uuid)
-            return self.inner.reset(uuid) if cap is None else self.inner.apply(uuid, cap)
+            if cap is None:
+                return self._settled(uuid, self.inner.reset(uuid))
+            self._record(uuid)
+            return self.inner.apply(uuid, cap)
 
     def current_clock(self, uuid: str) -> int | None:
         with self._lock:
@@ -174,10 +183,49 @@ class CappedGpus:
             else:
                 self._caps[uuid] = mhz
             after = self._lock_of(uuid)
+            if self._capping(uuid):
+                self._record(uuid)
             if after == before:
+                self._settle(uuid, ok=True)
                 return None
-            return self.inner.reset(uuid) if after is None else self.inner.apply(uuid, after)
+            return self._settled(uuid, self.inner.reset(uuid) if after is None else self.inner.apply(uuid, after))
+
+    def restore_leftovers(self) -> list[str]:
+        """Give back the caps an earlier run left (recorded in the state file) that no budget holds now: the GPU
+        returns to the algorithm's target, or is released. Returns their UUIDs."""
+        with self._lock:
+            if self._state is None:
+                return []
+            restored = []
+            for uuid in sorted(self._state.entries(CLOCK_CAP_KIND)):
+                if self._capping(uuid):
+                    continue
+                target = self._targets.get(uuid)
+                result = self.inner.reset(uuid) if target is None else self.inner.apply(uuid, target)
+                if result.ok:
+                    self._state.forget(CLOCK_CAP_KIND, uuid)
+                    restored.append(uuid)
+            return restored
 
     def _lock_of(self, uuid: str) -> int | None:
         bounds = [mhz for mhz in (self._targets.get(uuid), self._caps.get(uuid)) if mhz is not None]
         return min(bounds) if bounds else None
+
+    def _capping(self, uuid: str) -> bool:
+        """Whether the guard's cap, not the algorithm's target, sets the GPU's lock."""
+        cap, target = self._caps.get(uuid), self._targets.get(uuid)
+        return cap is not None and (target is None or cap < target)
+
+    def _record(self, uuid: str) -> None:
+        # Before the lock changes: a crash in between must still find the GPU in the file.
+        if self._state is not None:
+            self._state.record(CLOCK_CAP_KIND, uuid, None)
+
+    def _settled(self, uuid: str, result: DeviceResult) -> DeviceResult:
+        self._settle(uuid, ok=result.ok)
+        return result
+
+    def _settle(self, uuid: str, *, ok: bool) -> None:
+        """Forget the GPU's record once the cap no longer holds its lock and the lock is where it should be."""
+        if self._state is not None and ok and not self._capping(uuid) and self._state.has(CLOCK_CAP_KIND, uuid):
+            self._state.forget(CLOCK_CAP_KIND, uuid)

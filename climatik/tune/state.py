@@ -4,17 +4,21 @@ A device is recorded BEFORE its setting is changed and forgotten only once its d
 always lists every device that may be off its default. The file is JSON, replaced atomically (written to a
 temporary file, synced, renamed over the old one, and the directory synced so that the new name is durable):
 
-    {"version": 1, "bootId": "5d3c0e5e-...", "devices": {"gpu": {"GPU-5fd4...": null}, "cpu": {"3": 3500000}}}
+    {"version": 1, "bootId": "5d3c0e5e-...",
+     "devices": {"gpu": {"GPU-5fd4...": null}, "cpu": {"3": 3500000}, "gpuPowerLimit": {"GPU-5fd4...": 700000}}}
 
-Each value is the original setting to restore (kHz for CPUs; a CPU key is the first CPU of a cpufreq policy);
-null means "the hardware default" (for GPUs, the node's baseline or the reset of the locked clocks). Keys must
-name devices: CPU keys are CPU numbers, GPU keys NVML UUIDs ("GPU-" and a UUID), kinds "gpu" and "cpu".
+Each value is the original setting to restore (kHz for CPUs; a CPU key is the first CPU of a cpufreq policy;
+milliwatts for a GPU's power limit, which the node guard changes); null means "the hardware default" (for GPUs'
+clocks, the node's baseline or the reset of the locked clocks). "gpuClockCap" lists the GPUs whose lock the node
+guard's clock cap holds below the algorithm's target (always null). Keys must name devices: CPU keys are CPU
+numbers, GPU keys NVML UUIDs ("GPU-" and a UUID). `PowerLimitOriginals` is the guard's view of its kind: a
+mapping of UUID to watts that writes through to the file.
 
-The boot id (/proc/sys/kernel/random/boot_id) says which boot the entries belong to. Locked GPU clocks and
-cpufreq limits do not survive a reboot, so entries from another boot are dropped: restoring them would undo what
-a boot script set since (e.g. `nvidia-smi -lgc`). A file that cannot be read or parsed, or names no device, is
-set aside as <path>.corrupt and the store starts empty with `recovered` set, so that the tuner can fall back to
-restoring every device it sees.
+The boot id (/proc/sys/kernel/random/boot_id) says which boot the entries belong to. Locked GPU clocks, power
+limits set through NVML and cpufreq limits do not survive a reboot, so entries from another boot are dropped:
+restoring them would undo what a boot script set since (e.g. `nvidia-smi -lgc` or `-pl`). A file that cannot be
+read or parsed, or names no device, is set aside as <path>.corrupt and the store starts empty with `recovered`
+set, so that the tuner can fall back to restoring every device it sees.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import json
 import os
 import re
 import tempfile
+import threading
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +36,11 @@ import structlog
 
 STATE_VERSION = 1
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
-KINDS = ("gpu", "cpu")
-_KEYS = {
-    "cpu": re.compile(r"0|[1-9][0-9]*"),
-    "gpu": re.compile(r"GPU-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"),
-}
+POWER_LIMIT_KIND = "gpuPowerLimit"
+CLOCK_CAP_KIND = "gpuClockCap"
+KINDS = ("gpu", "cpu", POWER_LIMIT_KIND, CLOCK_CAP_KIND)
+_GPU_UUID = re.compile(r"GPU-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_KEYS = {"cpu": re.compile(r"0|[1-9][0-9]*"), "gpu": _GPU_UUID, POWER_LIMIT_KIND: _GPU_UUID, CLOCK_CAP_KIND: _GPU_UUID}
 
 
 class StateError(Exception):
@@ -45,7 +51,7 @@ class StateStore:
     """Devices changed by the tuner, per kind ("gpu", "cpu"), with their original settings.
 
     With `path=None` the store lives in memory only (simulated nodes, tests). `boot_id_path` is where this boot's
-    id is read (tests point it at a file of their own). Not thread-safe: the applier serialises access.
+    id is read (tests point it at a file of their own). Thread-safe: the applier and the node guard share it.
     """
 
     def __init__(self, path: Path | None, *, boot_id_path: Path = BOOT_ID_PATH) -> None:
@@ -54,6 +60,7 @@ class StateStore:
         self._boot_id: str | None = None
         self._devices: dict[str, dict[str, int | None]] | None = None
         self._recovered = False
+        self._lock = threading.RLock()
         self._log = structlog.get_logger(__name__).bind(path=str(path))
 
     @property
@@ -63,36 +70,41 @@ class StateStore:
     @property
     def recovered(self) -> bool:
         """True when the file on disk was unusable and the store started from nothing."""
-        self._loaded()
-        return self._recovered
+        with self._lock:
+            self._loaded()
+            return self._recovered
 
     def entries(self, kind: str) -> dict[str, int | None]:
         """A copy of the devices of `kind` recorded as changed, each with its original setting."""
-        return dict(self._loaded().get(kind, {}))
+        with self._lock:
+            return dict(self._loaded().get(kind, {}))
 
     def has(self, kind: str, key: str) -> bool:
         """Whether `key` is recorded as changed."""
-        return key in self._loaded().get(kind, {})
+        with self._lock:
+            return key in self._loaded().get(kind, {})
 
     def record(self, kind: str, key: str, original: int | None) -> None:
         """Remember that `key` is about to change; keeps the first original if it is already recorded."""
-        devices = self._loaded()
-        if key in devices.get(kind, {}):
-            return
-        devices.setdefault(kind, {})[key] = original
-        try:
-            self._save()
-        except StateError:
-            del devices[kind][key]
-            raise
+        with self._lock:
+            devices = self._loaded()
+            if key in devices.get(kind, {}):
+                return
+            devices.setdefault(kind, {})[key] = original
+            try:
+                self._save()
+            except StateError:
+                del devices[kind][key]
+                raise
 
     def forget(self, kind: str, key: str) -> None:
         """Drop `key` once its original is back. If the write fails, the file still lists it, which only
         means it is restored once more later."""
-        entries = self._loaded().get(kind, {})
-        if key in entries:
-            del entries[key]
-            self._save()
+        with self._lock:
+            entries = self._loaded().get(kind, {})
+            if key in entries:
+                del entries[key]
+                self._save()
 
     def _loaded(self) -> dict[str, dict[str, int | None]]:
         if self._devices is None:
@@ -157,6 +169,35 @@ class StateStore:
             _sync_directory(self._path.parent)
         except OSError as error:
             raise StateError(f"cannot write the tuner state file {self._path}: {error}") from error
+
+
+class PowerLimitOriginals(MutableMapping[str, float]):
+    """The GPUs' power limits from before the node guard first changed them (UUID -> W), kept in the state file:
+    an entry is written before the change it guards (setting one already there keeps the first), and dropped
+    once the original is back."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    def __getitem__(self, uuid: str) -> float:
+        milliwatts = self._store.entries(POWER_LIMIT_KIND)[uuid]
+        if milliwatts is None:
+            raise KeyError(uuid)
+        return milliwatts / 1000
+
+    def __setitem__(self, uuid: str, watts: float) -> None:
+        self._store.record(POWER_LIMIT_KIND, uuid, round(watts * 1000))
+
+    def __delitem__(self, uuid: str) -> None:
+        if not self._store.has(POWER_LIMIT_KIND, uuid):
+            raise KeyError(uuid)
+        self._store.forget(POWER_LIMIT_KIND, uuid)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._store.entries(POWER_LIMIT_KIND))
+
+    def __len__(self) -> int:
+        return len(self._store.entries(POWER_LIMIT_KIND))
 
 
 def _parse(data: Any) -> dict[str, dict[str, int | None]]:

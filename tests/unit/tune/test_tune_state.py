@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from climatik.tune.state import StateError, StateStore
+from climatik.tune.state import PowerLimitOriginals, StateError, StateStore
 
 GPU_A = "GPU-5fd4c8a1-0000-4000-8000-00000000000a"
 GPU_B = "GPU-5fd4c8a1-0000-4000-8000-00000000000b"
@@ -169,3 +169,25 @@ def test_keys_that_name_no_device_set_the_file_aside(path: Path, devices: dict[s
 
     assert store.recovered
     assert store.entries("cpu") == {} and store.entries("gpu") == {}
+
+
+def test_original_power_limits_survive_a_new_store_in_watts(path: Path) -> None:
+    originals = PowerLimitOriginals(StateStore(path))
+    originals[GPU_A] = 700.0
+    originals[GPU_B] = 312.5
+    originals[GPU_A] = 400.0  # by then the limit is the guard's, not the original
+    del originals[GPU_B]
+
+    reopened = PowerLimitOriginals(StateStore(path))
+
+    assert dict(reopened) == {GPU_A: 700.0}
+    assert json.loads(path.read_text())["devices"]["gpuPowerLimit"] == {GPU_A: 700_000}
+
+
+def test_original_power_limits_of_another_boot_are_dropped(path: Path, tmp_path: Path) -> None:
+    boot = tmp_path / "boot_id"
+    boot.write_text("first-boot\n")
+    PowerLimitOriginals(StateStore(path, boot_id_path=boot))[GPU_A] = 700.0
+    boot.write_text("second-boot\n")
+
+    assert dict(PowerLimitOriginals(StateStore(path, boot_id_path=boot))) == {}, "a reboot reset every limit"

@@ -12,6 +12,7 @@ from typing import Any
 from climatik.api import CpuInventory, GpuInventory
 from climatik.api.nodefrequencies import APPLIED, UNSUPPORTED
 from climatik.tune.backends.base import BackendUnavailableError, DeviceResult, fit_to_steps
+from climatik.tune.levers import PowerLimitError, PowerState
 
 H100_STEPS = list(range(210, 1981, 15))
 GPU_A = "GPU-5fd4c8a1-0000-4000-8000-00000000000a"
@@ -106,3 +107,32 @@ class FakeGpuBackend:
 def cpu_inventory(cpu_id: int) -> CpuInventory:
     return CpuInventory(cpu_id=cpu_id, min_frequency=800, max_frequency=3500, driver="intel_pstate",
                         governor="powersave")
+
+
+class PoweredGpus(FakeGpuBackend):
+    """FakeGpuBackend GPUs that also draw power and take power limits (200..700 W, 700 W at first), as the node
+    guard reads and limits them: a GPU draws what the test demands, held under its limit and, when its clock is
+    locked, scaled down with the clock above what it draws idle."""
+
+    def __init__(self, uuids: list[str], *, demand: float = 650.0, idle: float = 60.0) -> None:
+        super().__init__(uuids)
+        self.idle = idle
+        self.demand = dict.fromkeys(uuids, demand)
+        self.limits = dict.fromkeys(uuids, 700.0)
+        self.refusing: dict[str, str] = {}
+
+    def draw(self, uuid: str) -> float:
+        scale = (self.clock(uuid) / self.default_mhz) ** 2.7
+        return min(self.idle + max(self.demand[uuid] - self.idle, 0.0) * scale, self.limits[uuid])
+
+    def power_states(self) -> dict[str, PowerState]:
+        if self.unavailable:
+            raise BackendUnavailableError(self.unavailable)
+        return {uuid: PowerState(power=self.draw(uuid), limit=self.limits[uuid], min_limit=200.0, max_limit=700.0,
+                                 clock_mhz=self.clock(uuid)) for uuid in self.locked}
+
+    def set_power_limit(self, uuid: str, watts: float) -> None:
+        if uuid in self.refusing:
+            raise PowerLimitError(self.refusing[uuid])
+        self.calls.append(("set_power_limit", (uuid, watts)))
+        self.limits[uuid] = watts
