@@ -19,6 +19,7 @@ import time
 import typing
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 HACK = Path(__file__).resolve().parent
@@ -45,8 +46,83 @@ class ControlPlaneError(RuntimeError):
     """The control plane could not be started or did not become ready."""
 
 
+class ApiServer:
+    """One kube-apiserver process of a control plane; several may serve the same etcd, each on its own port,
+    with its own serving certificate and kubeconfig (the admin token and service-account key are shared)."""
+
+    def __init__(self, plane: ControlPlane, name: str, port: int) -> None:
+        self.plane = plane
+        self.name = name
+        self.port = port
+        self.server = f"https://127.0.0.1:{port}"
+        suffix = "" if name == "apiserver" else f"-{name}"
+        # The first one keeps the historical paths (certs/, kube-apiserver.log, kubeconfig) others rely on.
+        self.cert_dir = plane.workdir / f"certs{suffix}"
+        self.logname = f"kube-apiserver{suffix}.log"
+        self.kubeconfig = plane.workdir / f"kubeconfig{suffix}"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, *, wait: bool = True) -> None:
+        """Start the process against the running etcd; with `wait`, return once /readyz answers ok."""
+        self.plane.write_kubeconfig(self.kubeconfig, self.server, self.cert_dir / "apiserver.crt")
+        with (self.plane.workdir / self.logname).open("ab") as log:
+            self._proc = subprocess.Popen(self._args(), stdout=log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        assert self._proc is not None, "not started"
+        self.plane.wait_ready(self._proc, self.ready, self.name, self.logname, timeout)
+
+    def ready(self) -> bool:
+        """True when /readyz answers ok to the admin identity."""
+        try:
+            request = urllib.request.Request(self.server + "/readyz",
+                                             headers={"Authorization": f"Bearer {self.plane.token}"})
+            with urllib.request.urlopen(request, context=_insecure_tls(), timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies mid-request, as in a crash; etcd keeps all the data."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM and wait (a graceful shutdown), killing it if it takes longer than `timeout`."""
+        _terminate(self._proc, timeout)
+        self._proc = None
+
+    def _args(self) -> list[str]:
+        plane = self.plane
+        key = plane.workdir / "sa.key"
+        return [
+            str(plane.binaries / "kube-apiserver"),
+            f"--etcd-servers={plane.etcd_url}", f"--cert-dir={self.cert_dir}",
+            f"--secure-port={self.port}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none", "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true", "--authorization-mode=RBAC",
+            "--disable-admission-plugins=ServiceAccount",
+            f"--token-auth-file={plane.workdir / 'tokens.csv'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={key}", f"--service-account-signing-key-file={key}",
+            "--v=0",
+        ]
+
+
 class ControlPlane:
-    """etcd plus kube-apiserver with an admin token, RBAC and a kubeconfig, all under one work directory."""
+    """etcd plus kube-apiserver with an admin token, RBAC and a kubeconfig, all under one work directory.
+
+    `add_apiserver()` starts more apiservers on the same etcd (writes through one are seen by watchers of
+    another), so that a test can stop one while the cluster keeps changing.
+    """
 
     def __init__(self, workdir: Path, binaries: Path | None = None, ready_timeout: float = 120.0) -> None:
         self.workdir = workdir.resolve()
@@ -54,13 +130,23 @@ class ControlPlane:
         self.ready_timeout = ready_timeout
         self.etcd_port = free_port()
         self.etcd_peer_port = free_port()
-        self.port = free_port()
         self.etcd_url = f"http://127.0.0.1:{self.etcd_port}"
-        self.server = f"https://127.0.0.1:{self.port}"
-        self.kubeconfig = workdir / "kubeconfig"
         self.token = ADMIN_TOKEN
+        self.apiserver = ApiServer(self, "apiserver", free_port())
+        self.apiservers = [self.apiserver]
         self._etcd: subprocess.Popen[bytes] | None = None
-        self._apiserver: subprocess.Popen[bytes] | None = None
+
+    @property
+    def port(self) -> int:
+        return self.apiserver.port
+
+    @property
+    def server(self) -> str:
+        return self.apiserver.server
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.apiserver.kubeconfig
 
     @property
     def kubectl(self) -> list[str]:
@@ -74,28 +160,25 @@ class ControlPlane:
         self.start_apiserver()
 
     def stop(self) -> None:
-        for proc in (self._apiserver, self._etcd):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        self._apiserver = self._etcd = None
+        for apiserver in self.apiservers:
+            apiserver.stop()
+        _terminate(self._etcd, 15.0)
+        self._etcd = None
+
+    def add_apiserver(self, name: str | None = None, *, wait: bool = True) -> ApiServer:
+        """Start one more apiserver on this control plane's etcd; its kubeconfig is `ApiServer.kubeconfig`."""
+        apiserver = ApiServer(self, name or f"apiserver{len(self.apiservers) + 1}", free_port())
+        self.apiservers.append(apiserver)
+        apiserver.start(wait=wait)
+        return apiserver
 
     def kill_apiserver(self) -> None:
-        """SIGKILL the apiserver only; etcd keeps running with all the data."""
-        if self._apiserver is not None:
-            self._apiserver.kill()
-            self._apiserver.wait()
-            self._apiserver = None
+        """SIGKILL the (first) apiserver only; etcd keeps running with all the data."""
+        self.apiserver.kill()
 
-    def start_apiserver(self) -> None:
-        """Start the apiserver on its port against the running etcd and wait until it is ready."""
-        with (self.workdir / "kube-apiserver.log").open("ab") as log:
-            self._apiserver = subprocess.Popen(self._apiserver_args(), stdout=log, stderr=subprocess.STDOUT)
-        self._wait_ready(self._apiserver, self._apiserver_ready, "kube-apiserver", "kube-apiserver.log")
+    def start_apiserver(self, *, wait: bool = True) -> None:
+        """Start the (first) apiserver on its port against the running etcd and wait until it is ready."""
+        self.apiserver.start(wait=wait)
 
     def compact_etcd(self) -> int:
         """Compact etcd's history at its current revision, so older resourceVersions answer 410 Gone."""
@@ -126,11 +209,31 @@ class ControlPlane:
 
     def get_json(self, path: str) -> dict:  # type: ignore[type-arg]
         request = urllib.request.Request(self.server + path, headers={"Authorization": f"Bearer {self.token}"})
-        with urllib.request.urlopen(request, context=self._tls(), timeout=10) as response:
+        with urllib.request.urlopen(request, context=_insecure_tls(), timeout=10) as response:
             return json.load(response)  # type: ignore[no-any-return]
 
     def version(self) -> str:
         return str(self.get_json("/version")["gitVersion"])
+
+    def write_kubeconfig(self, path: Path, server: str, ca: Path) -> None:
+        """A kubeconfig for the admin identity at `server`, trusting `ca` (written by the apiserver on start)."""
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "testenv",
+            "clusters": [{"name": "testenv", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+            "users": [{"name": "admin", "user": {"token": self.token}}],
+            "contexts": [{"name": "testenv", "context": {"cluster": "testenv", "user": "admin"}}],
+        }, indent=2))
+
+    def wait_ready(self, proc: subprocess.Popen[bytes], probe: Callable[[], bool], name: str, logname: str,
+                   timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (self.ready_timeout if timeout is None else timeout)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ControlPlaneError(f"{name} exited with {proc.returncode}:\n{self._tail(logname)}")
+            if probe():
+                return
+            time.sleep(0.1)
+        raise ControlPlaneError(f"{name} not ready after {self.ready_timeout}s:\n{self._tail(logname)}")
 
     # -- internals -------------------------------------------------------------------------------------------
 
@@ -140,20 +243,11 @@ class ControlPlane:
         if not key.exists():
             subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "testenv",
-            "clusters": [{"name": "testenv", "cluster": {
-                "server": self.server,
-                # The apiserver writes its self-signed serving certificate and CA here on first start.
-                "certificate-authority": str(self.workdir / "certs" / "apiserver.crt")}}],
-            "users": [{"name": "admin", "user": {"token": self.token}}],
-            "contexts": [{"name": "testenv", "context": {"cluster": "testenv", "user": "admin"}}],
-        }, indent=2))
 
     def _start_etcd(self) -> None:
         with (self.workdir / "etcd.log").open("ab") as log:
             self._etcd = self._popen_etcd(log)
-        self._wait_ready(self._etcd, self._etcd_ready, "etcd", "etcd.log")
+        self.wait_ready(self._etcd, self._etcd_ready, "etcd", "etcd.log")
 
     def _popen_etcd(self, log: typing.IO[bytes]) -> subprocess.Popen[bytes]:
         return subprocess.Popen([
@@ -164,31 +258,6 @@ class ControlPlane:
             f"--initial-cluster=testenv=http://127.0.0.1:{self.etcd_peer_port}",
             "--unsafe-no-fsync", "--log-level=warn",
         ], stdout=log, stderr=subprocess.STDOUT)
-
-    def _apiserver_args(self) -> list[str]:
-        key = self.workdir / "sa.key"
-        return [
-            str(self.binaries / "kube-apiserver"),
-            f"--etcd-servers={self.etcd_url}", f"--cert-dir={self.workdir / 'certs'}",
-            f"--secure-port={self.port}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-            "--endpoint-reconciler-type=none", "--service-cluster-ip-range=10.0.0.0/24",
-            "--allow-privileged=true", "--authorization-mode=RBAC",
-            "--disable-admission-plugins=ServiceAccount",
-            f"--token-auth-file={self.workdir / 'tokens.csv'}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={key}", f"--service-account-signing-key-file={key}",
-            "--v=0",
-        ]
-
-    def _wait_ready(self, proc: subprocess.Popen[bytes], probe: object, name: str, logname: str) -> None:
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise ControlPlaneError(f"{name} exited with {proc.returncode}:\n{self._tail(logname)}")
-            if probe():  # type: ignore[operator]
-                return
-            time.sleep(0.25)
-        raise ControlPlaneError(f"{name} not ready after {self.ready_timeout}s:\n{self._tail(logname)}")
 
     def _tail(self, logname: str) -> str:
         lines = (self.workdir / logname).read_text(errors="replace").splitlines()
@@ -201,27 +270,29 @@ class ControlPlane:
         except (OSError, ValueError):
             return False
 
-    def _apiserver_ready(self) -> bool:
-        try:
-            request = urllib.request.Request(self.server + "/readyz",
-                                             headers={"Authorization": f"Bearer {self.token}"})
-            with urllib.request.urlopen(request, context=self._tls(), timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
     def _etcd_post(self, path: str, body: dict) -> dict:  # type: ignore[type-arg]
         request = urllib.request.Request(self.etcd_url + path, data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.load(response)  # type: ignore[no-any-return]
 
-    @staticmethod
-    def _tls() -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
+
+def _insecure_tls() -> ssl.SSLContext:
+    # Readiness probes only: they run before the apiserver has written the CA a kubeconfig would trust.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def start_with_crds(workdir: Path) -> ControlPlane:
