@@ -29,7 +29,7 @@ from climatik.api.constants import (
     POLICY_PLURAL,
     VERSION,
 )
-from climatik.kube.errors import KubeError, UnavailableError, error_for_status
+from climatik.kube.errors import KubeError, UnavailableError, error_for_status, parse_retry_after
 from climatik.kube.listwatch import HttpWatchStream, WatchStream
 
 
@@ -146,8 +146,10 @@ class KubeClient:
 
     # -- verbs ---------------------------------------------------------------------------------------------
 
-    def get(self, resource: Resource, name: str, *, namespace: str | None = None) -> dict[str, Any]:
-        return self.request("GET", resource.path(namespace=namespace, name=name))
+    def get(
+        self, resource: Resource, name: str, *, namespace: str | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        return self.request("GET", resource.path(namespace=namespace, name=name), timeout=timeout)
 
     def list(
         self,
@@ -170,15 +172,20 @@ class KubeClient:
             query["resourceVersion"] = resource_version
         return self.request("GET", resource.path(namespace=namespace), query=query)
 
-    def create(self, resource: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
+    def create(
+        self, resource: Resource, body: Mapping[str, Any], *, timeout: float | None = None
+    ) -> dict[str, Any]:
         """Create `body` (its metadata.namespace says where, for namespaced kinds)."""
-        return self.request("POST", resource.path(namespace=_namespace(resource, body)), body=_typed(resource, body))
+        path = resource.path(namespace=_namespace(resource, body))
+        return self.request("POST", path, body=_typed(resource, body), timeout=timeout)
 
-    def replace(self, resource: Resource, body: Mapping[str, Any], *, subresource: str = "") -> dict[str, Any]:
+    def replace(
+        self, resource: Resource, body: Mapping[str, Any], *, subresource: str = "", timeout: float | None = None
+    ) -> dict[str, Any]:
         """PUT `body`; its metadata.resourceVersion, if set, makes this a compare-and-swap (409 if stale)."""
         name = str(body.get("metadata", {}).get("name", ""))
         path = resource.path(namespace=_namespace(resource, body), name=name, subresource=subresource)
-        return self.request("PUT", path, body=_typed(resource, body))
+        return self.request("PUT", path, body=_typed(resource, body), timeout=timeout)
 
     def replace_status(self, resource: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
         return self.replace(resource, body, subresource="status")
@@ -248,7 +255,8 @@ class KubeClient:
         content_type: str = JSON,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """One call whose answer is a JSON object."""
+        """One call whose answer is a JSON object. `timeout` bounds connecting and each read (default: the
+        client's timeouts)."""
         resp = self._call(
             method, path, query=query, body=body, content_type=content_type,
             read_timeout=timeout or self._timeout,
@@ -291,7 +299,7 @@ class KubeClient:
                 body=payload,
                 headers=headers,
                 preload_content=False,
-                timeout=urllib3.Timeout(connect=self._connect_timeout, read=read_timeout),
+                timeout=urllib3.Timeout(connect=min(self._connect_timeout, read_timeout), read=read_timeout),
             )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise UnavailableError(f"{method} {path}: {exc}") from exc
@@ -303,7 +311,8 @@ class KubeClient:
             data = b""
         finally:
             resp.release_conn()
-        raise error_for_status(resp.status, data, fallback=f"{method} {path}: HTTP {resp.status} {resp.reason}")
+        raise error_for_status(resp.status, data, fallback=f"{method} {path}: HTTP {resp.status} {resp.reason}",
+                               retry_after=parse_retry_after(resp.headers.get("Retry-After")))
 
 
 class ResourceClient:
@@ -313,8 +322,8 @@ class ResourceClient:
         self.client = client
         self.resource = resource
 
-    def get(self, name: str, *, namespace: str | None = None) -> dict[str, Any]:
-        return self.client.get(self.resource, name, namespace=namespace)
+    def get(self, name: str, *, namespace: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+        return self.client.get(self.resource, name, namespace=namespace, timeout=timeout)
 
     def list(self, *, namespace: str | None = None, label_selector: str = "", field_selector: str = "") -> list[
         dict[str, Any]
@@ -336,11 +345,11 @@ class ResourceClient:
             if not token:
                 return items
 
-    def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self.client.create(self.resource, body)
+    def create(self, body: Mapping[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+        return self.client.create(self.resource, body, timeout=timeout)
 
-    def replace(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self.client.replace(self.resource, body)
+    def replace(self, body: Mapping[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+        return self.client.replace(self.resource, body, timeout=timeout)
 
     def replace_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return self.client.replace_status(self.resource, body)
@@ -406,8 +415,12 @@ def connect(
             )
     except ConfigException as exc:
         raise KubeError(f"cannot load Kubernetes credentials: {exc}") from exc
-    # Retry only failed connects: re-sending a request the server may have seen is the caller's decision.
-    configuration.retries = urllib3.Retry(total=3, connect=3, read=0, status=0, other=0, redirect=0)
+    # Retry only failed connects: re-sending a request the server may have seen is the caller's decision. A 429
+    # or 503 must come back as itself (urllib3 would otherwise turn one with a Retry-After header into "too many
+    # error responses", without status or delay): an UnavailableError carrying the server's Retry-After, which
+    # callers honour (the reflector does, within a bound) rather than sleeping through it here, uninterruptibly.
+    configuration.retries = urllib3.Retry(total=3, connect=3, read=0, status=0, other=0, redirect=0,
+                                          respect_retry_after_header=False)
     configuration.connection_pool_maxsize = pool_size
     api_client = k8s_client.ApiClient(configuration)
     return KubeClient(api_client, timeout=timeout, connect_timeout=connect_timeout)

@@ -19,7 +19,7 @@ import structlog
 from climatik.clock import Clock, SystemClock
 from climatik.kube.listwatch import ListerWatcher
 from climatik.kube.metrics import RuntimeMetrics
-from climatik.kube.reflector import Backoff, Reflector, Transform
+from climatik.kube.reflector import DEFAULT_MAX_WATCH_SILENCE, Backoff, Reflector, Transform
 from climatik.kube.store import IndexFunc, Obj, Store, object_key
 
 
@@ -105,8 +105,14 @@ class Informer:
 
     `resync_period` > 0 replays every cached object as an update that often (level-triggered controllers
     use it as a safety net). `transform` edits each object before it is cached (e.g.
-    `climatik.kube.store.strip_managed_fields` to save memory). `start(stop)` runs it in threads;
-    `has_synced()` turns true once the first list is in the store and its events were handed out.
+    `climatik.kube.store.strip_managed_fields` to save memory). `max_watch_silence` is how long a watch may
+    deliver nothing before it is presumed dead and opened again (0: never; see `climatik.kube.reflector`).
+    `start(stop)` runs it in threads; `has_synced()` turns true once the first list is in the store and its
+    events were handed out.
+
+    Handlers see each object's changes in the order the server made them: the reflector writes the store and
+    hands out the change under the same lock a resync or a late handler's replay holds, so a replayed object
+    is never seen before its add, nor twice as an add.
     """
 
     def __init__(
@@ -122,6 +128,7 @@ class Informer:
         metrics: RuntimeMetrics | None = None,
         rng: random.Random | None = None,
         transform: Transform | None = None,
+        max_watch_silence: float = DEFAULT_MAX_WATCH_SILENCE,
     ) -> None:
         self.name = name
         self._clock = clock or SystemClock()
@@ -143,6 +150,8 @@ class Informer:
             metrics=metrics,
             on_listed=self._synced.set,
             transform=transform,
+            lock=self._dispatch_lock,
+            max_watch_silence=max_watch_silence,
         )
 
     @property

@@ -1,7 +1,8 @@
 """The client's HTTP layer against a scripted local server: the traps of real watch streams and error bodies.
 
 A stdlib HTTP server plays the API server: it sends chunked watch bodies with blank keep-alive lines, goes
-silent mid-stream (a hung socket), answers 410 and 409 with Status bodies, and 502 with HTML.
+silent mid-stream (a hung socket), answers 410 and 409 with Status bodies, 502 with HTML, and 429/503 with a
+Retry-After (in the header, or only in the Status body's details, as a starting kube-apiserver does).
 """
 
 from __future__ import annotations
@@ -40,12 +41,21 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._note(b"")
-        if "watch=true" not in self.path:
+        if self.path.startswith("/api/v1/namespaces/starting/"):
+            self._json(503, {"kind": "Status", "code": 503, "reason": "ServiceUnavailable",
+                             "message": "the request has been made before all known HTTP paths have been installed",
+                             "details": {"retryAfterSeconds": 5}})
+        elif "watch=true" not in self.path:
             self._json(200, {"kind": "ConfigMapList", "metadata": {"resourceVersion": "5"}, "items": []})
         elif "resourceVersion=1&" in self.path or self.path.endswith("resourceVersion=1"):
             self._json(410, {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"})
         else:
             self._stream()
+
+    def do_DELETE(self) -> None:
+        self._note(self.rfile.read(int(self.headers["Content-Length"])))
+        self._json(429, {"kind": "Status", "code": 429, "reason": "TooManyRequests", "message": "slow down"},
+                   headers={"Retry-After": "3"})
 
     def do_PUT(self) -> None:
         self._note(self.rfile.read(int(self.headers["Content-Length"])))
@@ -71,9 +81,11 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         self.server.hang.wait(10)  # then say nothing more: a hung connection
 
-    def _json(self, code: int, obj: dict[str, Any]) -> None:
+    def _json(self, code: int, obj: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         body = json.dumps(obj).encode()
         self.send_response(code)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -174,3 +186,15 @@ def test_an_unreachable_server_is_unavailable(tmp_path: Path) -> None:
     with connect(kubeconfig(tmp_path, port), timeout=1, connect_timeout=0.5) as client, \
             pytest.raises(UnavailableError):
         client.config_maps.get("a", namespace="ns")
+
+
+def test_a_retry_after_travels_with_the_error_from_the_header_or_the_status_details(client: KubeClient) -> None:
+    with pytest.raises(UnavailableError, match="slow down") as throttled:
+        client.config_maps.delete("a", namespace="ns")
+    assert throttled.value.retry_after == 3.0
+    with pytest.raises(UnavailableError, match="HTTP paths") as starting:
+        client.list(CONFIG_MAPS, namespace="starting")
+    assert starting.value.retry_after == 5.0
+    with pytest.raises(ConflictError) as conflict:
+        client.config_maps.replace({"metadata": {"name": "a", "namespace": "ns", "resourceVersion": "3"}})
+    assert conflict.value.retry_after is None

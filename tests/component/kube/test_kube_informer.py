@@ -12,102 +12,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
-from support.clock import FakeClock
-from support.kube import FakeCluster, FakeKubeClient, FakeRequest
+from support.kube import FakeRequest
+from support.kube.informing import Harness, Recorder, cm, eventually
 
 from climatik.kube.client import CONFIG_MAPS, NODE_FREQUENCIES, PODS
-from climatik.kube.errors import UnavailableError
-from climatik.kube.informer import Informer
-from climatik.kube.listwatch import ClientListerWatcher, ListResult, WatchEvent
-from climatik.kube.metrics import RuntimeMetrics
+from climatik.kube.errors import ForbiddenError, UnavailableError
+from climatik.kube.listwatch import ListResult, WatchEvent
 from climatik.kube.store import BY_NODE, POD_INDEXES, Obj, object_key, strip_managed_fields
-
-
-def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.002)
-
-
-def cm(name: str, value: str = "1", namespace: str = "ns", **labels: str) -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": namespace, "labels": labels}, "data": {"v": value}}
-
-
-class Recorder:
-    """Records handler calls as (event, key) pairs."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-        self.lock = threading.Lock()
-
-    def on_add(self, obj: Obj) -> None:
-        self._note("add", obj)
-
-    def on_update(self, old: Obj, new: Obj) -> None:
-        self._note("update", new)
-
-    def on_delete(self, obj: Obj) -> None:
-        self._note("delete", obj)
-
-    def _note(self, kind: str, obj: Obj) -> None:
-        with self.lock:
-            self.events.append((kind, object_key(obj)))
-
-    def of(self, kind: str) -> list[str]:
-        with self.lock:
-            return sorted(k for e, k in self.events if e == kind)
-
-
-class Harness:
-    """An informer over config maps in a fake cluster, started in threads with a fake clock."""
-
-    def __init__(self, *, gone_as_event: bool = False, **informer_args: Any) -> None:
-        self.clock = FakeClock()
-        self.cluster = FakeCluster(clock=self.clock)
-        self.client = FakeKubeClient(self.cluster, gone_as_event=gone_as_event)
-        self.api = self.client.config_maps
-        self.registry = CollectorRegistry()
-        self.recorder = Recorder()
-        lw = informer_args.pop("lister_watcher", None) or ClientListerWatcher(
-            self.client, informer_args.pop("resource", CONFIG_MAPS), **informer_args.pop("lw_args", {})
-        )
-        self.informer = Informer(
-            lw, name="cms", clock=self.clock, metrics=RuntimeMetrics(self.registry), **informer_args
-        )
-        self.informer.add_handler(self.recorder)
-        self.stop = threading.Event()
-
-    def start(self) -> None:
-        self.informer.start(self.stop)
-        assert self.informer.wait_for_sync(5)
-
-    def close(self) -> None:
-        self.stop.set()
-        assert self.informer.join(5), "informer threads did not stop"
-
-    def cached(self) -> dict[str, str]:
-        return {object_key(o): o["data"]["v"] for o in self.informer.store.list()}
-
-    def served(self) -> dict[str, str]:
-        return {object_key(o): o["data"]["v"] for o in self.cluster.objects(CONFIG_MAPS)}
-
-    def verbs(self, verb: str) -> int:
-        return sum(1 for r in self.cluster.requests if r.verb == verb)
-
-    def drop_watch(self, *, after: float = 10.0) -> None:
-        """Wait for an open watch, let it run `after` seconds (fake time), then break it."""
-        eventually(self.watching)
-        self.clock.advance(after)
-        self.cluster.drop_watches()
-
-    def watching(self) -> bool:
-        return self.cluster.open_watches() > 0
-
-    def metric(self, name: str, **labels: str) -> float:
-        return self.registry.get_sample_value(name, {"informer": "cms", **labels}) or 0.0
 
 
 @pytest.fixture
@@ -159,7 +70,7 @@ def break_watches_and(harness: Harness, changes: Callable[[], None]) -> None:
 
     harness.cluster.add_reactor(refuse)
     harness.drop_watch()
-    harness.clock.await_waiters(1)  # parked in back-off
+    harness.next_retry(1)  # parked in back-off
     changes()
     harness.cluster.compact()
     outage.set()
@@ -218,12 +129,12 @@ def test_bookmarks_move_the_resume_version_forward(harness: Harness) -> None:
 def test_list_failures_back_off_exponentially_then_sync() -> None:
     harness = Harness()
     try:
-        harness.cluster.fail_next(UnavailableError("down"), count=3, verbs={"list"})
+        harness.cluster.fail_next(ForbiddenError("no RBAC yet", status=403), count=3, verbs={"list"})
         harness.api.create(cm("a"))
         harness.informer.start(harness.stop)
         waits = []
-        for _ in range(3):
-            (pending,) = harness.clock.await_waiters(1)
+        for failures in range(1, 4):
+            pending = harness.next_retry(failures)
             waits.append(pending)
             harness.clock.advance(pending)
         assert harness.informer.wait_for_sync(5)
@@ -276,10 +187,10 @@ def test_watches_that_end_at_once_are_backed_off_not_hammered() -> None:
     harness = Harness(lister_watcher=lw)
     try:
         harness.start()
-        first = harness.clock.await_waiters(1)[0]
+        first = harness.next_retry(1)
         assert lw.watches == 1
         harness.clock.advance(first)
-        second = harness.clock.await_waiters(1)[0]
+        second = harness.next_retry(2)
         assert lw.watches == 2
         assert second > first
     finally:

@@ -4,12 +4,14 @@ Semantics follow the real server where controllers depend on them: a PUT with a 
 409; a write that changes nothing is not a write (no new version, no event); Climatik's CRDs have a status
 subresource, so the main resource ignores status and /status ignores everything else; `generation` moves
 only when the spec does; an object with finalizers is only marked for deletion; a watch from a compacted
-version is a 410. Faults are injected with `compact()`, `drop_watches()`, `fail_next()` and reactors.
+version is a 410. Faults are injected with `compact()`, `drop_watches()`, `silence_watches()` (half-open
+connections), `fail_next()`, `refuse_next()` (429/503 with Retry-After) and reactors.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -26,6 +28,7 @@ from climatik.kube.errors import (
     InvalidError,
     KubeError,
     NotFoundError,
+    error_for_status,
 )
 from climatik.kube.listwatch import ADDED, DELETED, MODIFIED
 from climatik.kube.store import thaw_object
@@ -87,6 +90,24 @@ class FakeCluster:
             for history in self._history.values():
                 history.compact(self._current)
             return self._current
+
+    def refuse_next(
+        self, status: int = 429, *, retry_after: float | None = 1.0, count: int = 1, verbs: Iterable[str] | None = None
+    ) -> None:
+        """Answer the next `count` requests (of the given verbs) with `status` (429 or 5xx) and a Retry-After, as
+        a kube-apiserver does while it starts or sheds load: the error is the one the real client builds."""
+        body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": status,
+                "reason": "TooManyRequests" if status == 429 else "ServiceUnavailable",
+                "message": "the server is starting or busy, please try again"}
+        if retry_after is not None:
+            body["details"] = {"retryAfterSeconds": retry_after}
+        self.fail_next(error_for_status(status, json.dumps(body)), count=count, verbs=verbs)
+
+    def silence_watches(self) -> int:
+        """Make every open watch half-open: it stays open but delivers nothing more, as after a silent network
+        partition. New watches are served normally."""
+        with self.lock:
+            return sum(history.silence_all() for history in self._history.values())
 
     def drop_watches(self) -> int:
         """End every open watch, as a restarting server or a broken connection would."""

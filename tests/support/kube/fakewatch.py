@@ -92,9 +92,19 @@ class History:
             for watch in self._watches:
                 watch.push_error(410, "Expired", "too old resource version")
 
+    def silence_all(self) -> int:
+        with self.cond:
+            for watch in self._watches:
+                watch.silence()
+            return len(self._watches)
+
 
 class FakeWatch:
-    """One open watch. Ends when closed, dropped, after an ERROR event, or when its timeout passes."""
+    """One open watch. Ends when closed, dropped, after an ERROR event, or when its timeout passes.
+
+    A silenced watch is a half-open connection: it stays open and delivers nothing more, whatever happens,
+    until its reader closes it (its timeout never comes: the server's end of it is gone).
+    """
 
     def __init__(self, history: History, cursor: int, wanted: Wanted, clock: Clock, timeout: float) -> None:
         self._history = history
@@ -104,6 +114,7 @@ class FakeWatch:
         self._deadline = clock.now() + timeout
         self._pending: list[WatchEvent] = []
         self._ended = False
+        self._silent = False
 
     def push(self, event: WatchEvent) -> None:
         with self._history.cond:
@@ -119,6 +130,10 @@ class FakeWatch:
         with self._history.cond:
             self._ended = True
             self._history.cond.notify_all()
+
+    def silence(self) -> None:
+        with self._history.cond:
+            self._silent = True
 
     def close(self) -> None:
         self.drop()
@@ -137,6 +152,11 @@ class FakeWatch:
         cond = self._history.cond
         with cond:
             while not self._ended:
+                if self._silent:
+                    # Nothing comes through, and no timeout either: wait (untimed on the fake clock, so
+                    # that only the reader's own liveness check can end this) until closed.
+                    cond.wait(0.01)
+                    continue
                 if self._pending:
                     return self._pending.pop(0)
                 while self._cursor < len(self._history.events):

@@ -17,6 +17,7 @@ from climatik.kube.errors import (
     UnavailableError,
     error_for_status,
     error_for_status_object,
+    parse_retry_after,
 )
 
 
@@ -64,3 +65,20 @@ def test_an_error_event_inside_a_watch_is_a_gone_when_its_code_is_410() -> None:
     error = error_for_status_object({"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"})
     assert isinstance(error, GoneError)
     assert error.message == "too old"
+
+
+def test_a_retry_after_is_kept_only_where_retrying_is_the_answer() -> None:
+    throttled = {"kind": "Status", "code": 429, "reason": "TooManyRequests", "message": "storage is (re)initializing",
+                 "details": {"retryAfterSeconds": 1}}
+    assert error_for_status(429, json.dumps(throttled)).retry_after == 1.0
+    assert error_for_status(503, b"", retry_after=5.0).retry_after == 5.0  # from the Retry-After header
+    assert error_for_status(429, json.dumps(throttled), retry_after=2.0).retry_after == 2.0  # the header wins
+    assert error_for_status(503, b"").retry_after is None
+    assert error_for_status(409, json.dumps({**throttled, "code": 409}), retry_after=1.0).retry_after is None
+    assert error_for_status_object(throttled).retry_after == 1.0  # an ERROR event inside a watch
+
+
+@pytest.mark.parametrize("value", ["1", "0.5", 2, "soon", "-1", None, "nan", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_only_a_sane_number_of_seconds_is_a_retry_after(value: object) -> None:
+    expected = {"1": 1.0, "0.5": 0.5, 2: 2.0}.get(value)  # type: ignore[call-overload]
+    assert parse_retry_after(value) == expected
