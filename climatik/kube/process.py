@@ -17,6 +17,7 @@ controllers and the leader elector), hands its informers and controllers to a `P
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -39,7 +40,8 @@ from climatik.kube.informer import Informer
 from climatik.kube.leader import LeaderElector, LeaseConfig
 from climatik.kube.listwatch import ClientListerWatcher
 from climatik.kube.metrics import RuntimeMetrics
-from climatik.kube.store import IndexFunc
+from climatik.kube.reflector import Transform
+from climatik.kube.store import IndexFunc, strip_managed_fields
 from climatik.kube.workqueue import WorkQueue
 
 
@@ -70,11 +72,15 @@ class Wiring:
         self.metrics = RuntimeMetrics(self.registry)
 
     def informer(self, resource: Resource, *, name: str, field_selector: str = "", label_selector: str = "",
-                 indexers: Mapping[str, IndexFunc] | None = None, resync_period: float = 0.0) -> Informer:
+                 indexers: Mapping[str, IndexFunc] | None = None, resync_period: float = 0.0,
+                 transform: Transform | None = strip_managed_fields) -> Informer:
+        """An informer over `resource`. Its cache holds objects without metadata.managedFields (server-side
+        apply bookkeeping no controller reads, about half of a small object's memory); a PUT of an object
+        without them leaves the server's untouched. `transform=None` caches objects as served."""
         lister_watcher = ClientListerWatcher(self.client, resource, field_selector=field_selector,
                                              label_selector=label_selector)
         return Informer(lister_watcher, name=name, clock=self.clock, indexers=indexers,
-                        resync_period=resync_period, metrics=self.metrics)
+                        resync_period=resync_period, metrics=self.metrics, transform=transform)
 
     def queue(self, name: str) -> WorkQueue:
         return WorkQueue(name=name, clock=self.clock, metrics=self.metrics)
@@ -207,6 +213,7 @@ class ProcessShell:
         self._elector_stop = threading.Event()
         self._lease_lost = threading.Event()
         self._signals = 0
+        self._last_signal = 0
         self._serving = threading.Event()
         self._ready_check = ready_check
         self._probes = ProbeServer(registry=registry, ready=self._probe_ready, live=live or (lambda: (True, "ok")),
@@ -300,6 +307,8 @@ class ProcessShell:
     def _shut_down(self, elector_thread: threading.Thread | None) -> int:
         lost = self._lease_lost.is_set()
         grace = 0.0 if lost else self._grace
+        if self._signals:
+            log.info("stop_requested", process=self.name, signal=self._last_signal)
         log.info("process_stopping", process=self.name, grace_period=grace, lease_lost=lost)
         deadline = time.monotonic() + grace  # one grace period for all controllers together
         for controller in self._controllers:
@@ -323,12 +332,15 @@ class ProcessShell:
     # -- signals -------------------------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # A handler runs between two bytecodes of the main thread, maybe while that thread holds the log's lock:
+        # it must not log (that deadlocks). The first signal is logged by the main thread as it stops.
         self._signals += 1
+        self._last_signal = signum
         if self._signals > 1:
-            log.warning("process_exiting_now", process=self.name, signal=signum)
+            with contextlib.suppress(OSError):
+                os.write(2, f"{self.name}: second signal {signum}, exiting now\n".encode())
             self._exit_now(128 + signum)
             return
-        log.info("stop_requested", process=self.name, signal=signum)
         self.request_stop()
 
     def _install_signals(self) -> dict[int, Any]:

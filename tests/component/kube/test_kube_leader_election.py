@@ -1,9 +1,11 @@
-"""Leader election on a Lease: one leader, takeover after expiry, release on stop, loss on failed renewals."""
+"""Leader election on a Lease: one leader, takeover after expiry, release on stop, a leader that rides out an API
+outage for as long as nobody else can hold its lease, and a restarted process that takes its own lease back."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,6 +25,14 @@ def clock() -> FakeClock:
 @pytest.fixture
 def cluster(clock: FakeClock) -> FakeCluster:
     return FakeCluster(clock=clock)
+
+
+def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.002)
 
 
 def candidate(cluster: FakeCluster, clock: FakeClock, identity: str) -> LeaderElector:
@@ -115,27 +125,127 @@ class Run:
         )
 
 
-def test_a_leader_that_cannot_renew_gives_up_within_the_renew_deadline(cluster: FakeCluster, clock: FakeClock) -> None:
+class LeaseApi:
+    """A reactor that notes the fake time of every lease write it lets through, and refuses every lease
+    request while `down` is set (the API server is unreachable)."""
+
+    def __init__(self, cluster: FakeCluster, clock: FakeClock) -> None:
+        self.clock = clock
+        self.down = threading.Event()
+        self.writes: list[float] = []
+        self.refused = 0
+        cluster.add_reactor(self)
+
+    def __call__(self, request: FakeRequest) -> None:
+        if request.resource != LEASES:
+            return
+        if self.down.is_set():
+            self.refused += 1
+            raise UnavailableError("apiserver unreachable")
+        if request.verb in ("create", "update"):
+            self.writes.append(self.clock.now())
+
+
+def advance_to(clock: FakeClock, target: float, *, parked: int = 2) -> None:
+    """Move the fake clock to `target` one wake-up at a time, each time once `parked` waits are parked again
+    (a leader parks twice: in its renewal loop, and in the timer that watches its lease), so that every wait
+    ends exactly on time and nothing runs while the clock moves."""
+    while clock.now() < target:
+        pending = clock.await_waiters(parked)
+        clock.advance(min(*pending, target - clock.now()))
+
+
+def test_a_leader_cut_off_from_the_api_keeps_leading_until_its_lease_could_have_passed_on(
+    cluster: FakeCluster, clock: FakeClock
+) -> None:
+    api = LeaseApi(cluster, clock)
     run = Run(candidate(cluster, clock, "a"))
     assert run.started.wait(5)
-    outage = threading.Event()
-
-    def refuse(request: FakeRequest) -> None:
-        if outage.is_set():
-            raise UnavailableError("apiserver unreachable")
-
-    cluster.add_reactor(refuse)
-    outage.set()
-    waited = 0.0
-    while not run.stopped.is_set() and waited < 30:
-        (pending,) = clock.await_waiters(1)
-        clock.advance(pending)
-        waited += pending
-        time.sleep(0.01)
+    advance_to(clock, clock.now() + 2.0)  # one renewal
+    eventually(lambda: len(api.writes) == 2)
+    api.down.set()
+    last_renewal = api.writes[-1]
+    advance_to(clock, last_renewal + 14.9)  # far past the renew deadline (10 s): nobody else can hold it yet
+    assert run.elector.is_leader()
+    assert not run.stopped.is_set()
+    assert api.refused >= 6  # it kept trying
+    advance_to(clock, last_renewal + 15.0)
+    assert run.stopped.wait(5)
     run.thread.join(5)
     assert run.result == [False]
     assert not run.elector.is_leader()
-    assert 10 <= waited <= 12
+
+
+def test_an_outage_shorter_than_the_lease_costs_no_leadership(cluster: FakeCluster, clock: FakeClock) -> None:
+    api = LeaseApi(cluster, clock)
+    run = Run(candidate(cluster, clock, "a"))
+    assert run.started.wait(5)
+    api.down.set()
+    advance_to(clock, clock.now() + 12.0)  # renewals fail for longer than the renew deadline
+    api.down.clear()
+    advance_to(clock, clock.now() + 30.0)
+    assert run.elector.is_leader()
+    assert not run.stopped.is_set()
+    assert lease(cluster)["holderIdentity"] == "a"
+    run.stop.set()
+    run.thread.join(5)
+    assert run.result == [True]
+
+
+def test_a_renewal_that_hangs_cannot_stretch_the_lease(cluster: FakeCluster, clock: FakeClock) -> None:
+    api = LeaseApi(cluster, clock)
+    run = Run(candidate(cluster, clock, "a"))
+    assert run.started.wait(5)
+    started = api.writes[-1]
+    hang, hanging = threading.Event(), threading.Event()
+
+    def stall(request: FakeRequest) -> None:
+        if request.resource == LEASES and not hang.is_set():
+            hanging.set()
+            hang.wait(10)  # a connection that says nothing, far longer than the lease
+
+    cluster.add_reactor(stall)
+    try:
+        advance_to(clock, started + 2.0)
+        assert hanging.wait(5)
+        clock.advance(13.0)  # only the lease timer is parked now
+        assert run.stopped.wait(5), "still leading past the lease while a renewal hung"
+        assert not run.elector.is_leader()
+    finally:
+        hang.set()
+    run.thread.join(5)
+    assert run.result == [False]
+
+
+def test_a_leader_that_sees_another_holder_stops_at_once(cluster: FakeCluster, clock: FakeClock) -> None:
+    run = Run(candidate(cluster, clock, "a"))
+    assert run.started.wait(5)
+    current = FakeKubeClient(cluster).leases.get("climatik-monitor", namespace="climatik")
+    current["spec"]["holderIdentity"] = "intruder"
+    FakeKubeClient(cluster).leases.replace(current)
+    advance_to(clock, clock.now() + 2.0)
+    assert run.stopped.wait(5)
+    run.thread.join(5)
+    assert run.result == [False]
+
+
+def test_a_restarted_process_with_the_same_identity_takes_its_lease_back_at_once(
+    cluster: FakeCluster, clock: FakeClock
+) -> None:
+    pod = "climatik-monitor-7d9f6-x2k4p"  # the pod name survives a container restart
+    crashed = candidate(cluster, clock, pod)
+    assert crashed.try_acquire_or_renew()  # then the container dies, without releasing the lease
+    acquired = lease(cluster)["acquireTime"]
+    clock.advance(3.0)
+    assert not candidate(cluster, clock, "climatik-monitor-7d9f6-other").try_acquire_or_renew()
+    restarted = Run(candidate(cluster, clock, pod))
+    assert restarted.started.wait(5)  # no fake time passed: it did not wait for the lease to expire
+    spec = lease(cluster)
+    assert spec["holderIdentity"] == pod
+    assert spec["leaseTransitions"] == 0
+    assert spec["acquireTime"] == acquired
+    restarted.stop.set()
+    restarted.thread.join(5)
 
 
 def test_stopping_the_leader_releases_the_lease(cluster: FakeCluster, clock: FakeClock) -> None:
