@@ -63,11 +63,18 @@ def tuner(control_plane, sim: SimCluster, sysfs: Path, tmp_path: Path) -> Climat
     return ClimatikProcess(tuner_args(control_plane, sim, sysfs, tmp_path), tmp_path / "tune.log").start()
 
 
-def apply_spec(kubectl, gpus: list[dict[str, Any]], cpus: list[dict[str, Any]] | None = None) -> None:  # type: ignore[no-untyped-def]
+def apply_spec(kubectl, gpus: list[dict[str, Any]], cpus: list[dict[str, Any]] | None = None,  # type: ignore[no-untyped-def]
+               budgets: list[dict[str, Any]] | None = None) -> None:
     obj = {"apiVersion": "climatik.io/v1alpha1", "kind": "NodeFrequencies", "metadata": {"name": NODE},
-           "spec": {"nodeName": NODE, "gpuFrequencies": gpus, "cpuFrequencies": cpus or []}}
+           "spec": {"nodeName": NODE, "gpuFrequencies": gpus, "cpuFrequencies": cpus or [],
+                    "powerBudgets": budgets or []}}
     result = kubectl("apply", "-f", "-", stdin=json.dumps(obj))
     assert result.returncode == 0, result.stderr
+
+
+def power_limits(sim: SimCluster) -> dict[str, float]:
+    client = SimControlClient(sim.urls[NODE], session=requests.Session())
+    return {gpu.uuid: gpu.power_limit_w for gpu in client.gpus()}
 
 
 def locked_clocks(sim: SimCluster) -> dict[str, int | None]:
@@ -145,6 +152,41 @@ def test_dry_run_reports_and_touches_nothing(
         entry = reported["gpuFrequencies"][0]
         assert entry["status"] == "Pending" and "dry-run" in entry["message"]
         assert locked_clocks(sim)[gpu0] is None
+    finally:
+        proc.stop_quietly()
+
+
+def test_a_budget_is_held_by_power_limits_reported_and_given_back_on_sigterm(
+    control_plane, kubectl, node_object, sim: SimCluster, sysfs: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    gpu0, gpu1 = sorted(locked_clocks(sim))
+    defaults = power_limits(sim)
+    SimControlClient(sim.urls[NODE], session=requests.Session()).set_load(1.0, {"prefill": 1.0})
+    apply_spec(kubectl, [])
+    proc = tuner(control_plane, sim, sysfs, tmp_path)
+    try:
+        wait_for(lambda: status(kubectl).get("power"), timeout=40, what="the node's power reported",
+                 diagnostics=proc.output)
+
+        apply_spec(kubectl, [], budgets=[{"policy": "default/p", "watts": 800, "gpuIds": [gpu0, gpu1]}])
+        applied = time.monotonic()
+        wait_for(lambda: sum(power_limits(sim).values()) <= 800, timeout=5, interval=0.05,
+                 what="the budget held by power limits", diagnostics=proc.output)
+        held_after = time.monotonic() - applied
+        assert held_after < 1.0, f"the budget took {held_after:.2f} s to be held"
+
+        reported = wait_for(lambda: (s := status(kubectl)).get("budgets") and s, what="the budget's status",
+                            diagnostics=proc.output)
+        budget = reported["budgets"][0]
+        assert (budget["policy"], budget["watts"], budget["lever"]) == ("default/p", 800, "PowerLimit")
+        assert reported["observedGeneration"] == json.loads(kubectl("get", "nf", NODE, "-o", "json").stdout)[
+            "metadata"]["generation"]
+        assert budget["powerMean"] > 0 and reported["power"]["max"] >= reported["power"]["mean"] > 0
+        assert all(200.0 <= limit <= 700.0 for limit in power_limits(sim).values())
+
+        assert proc.terminate() == 0
+        assert power_limits(sim) == defaults == {gpu0: 700.0, gpu1: 700.0}
+        assert json.loads((tmp_path / "state.json").read_text())["devices"].get("gpuPowerLimit") in (None, {})
     finally:
         proc.stop_quietly()
 
