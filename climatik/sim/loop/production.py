@@ -408,6 +408,7 @@ class ProductionLoop:
         self.node_labels = node_labels
         self.domain_changes = list(domain_changes)
         self._domain_pass_at: float | None = None
+        self._recommend_pending: dict[tuple[str, bool], float] = {}
         #: (simulated time, sum of every node budget in the NodeFrequencies specs) after each spec write.
         self.allocated: list[tuple[float, float]] = []
         name = ref.name if ref is not None else algorithm.name
@@ -497,7 +498,7 @@ class ProductionLoop:
         if kind == "policy":
             watch = now_s + self._datapath.monitor_latency_s
             if writer != RECOMMENDER:
-                self._schedule.at(watch, self._recommend_later(key), order=ORDER_RECOMMEND)
+                self._recommend_at(key, watch)
             if writer != MONITOR:
                 self._schedule.at(watch, self._monitor_later(key), order=ORDER_MONITOR)
             return
@@ -517,8 +518,7 @@ class ProductionLoop:
             return
         for policy in policies_of_node(controllers.api.policies)(obj):
             if policy in controllers.plans:
-                self._schedule.at(now_s + self._datapath.recommend_latency_s, self._recommend_later(policy),
-                                  order=ORDER_RECOMMEND)
+                self._recommend_at(policy, now_s + self._datapath.recommend_latency_s)
 
     def _started(self) -> Controllers:
         assert self._controllers is not None, "the loop has not been started"
@@ -532,13 +532,28 @@ class ProductionLoop:
 
         return change
 
-    def _recommend_later(self, key: str) -> Callable[[float], None]:
+    def _recommend_at(self, key: str, when_s: float, *, requeue: bool = False) -> None:
+        """Wake the recommender for `key` at `when_s`, as its work queue would: a key waits once, so events that
+        arrive while it waits cost one reconcile, and of its delayed requeues the earliest is kept."""
+        slot = (key, requeue)
+        pending = self._recommend_pending.get(slot)
+        if pending is not None and pending <= when_s + 1e-9:
+            return
+        self._recommend_pending[slot] = when_s
+        self._schedule.at(when_s, self._recommend_later(slot), order=ORDER_RECOMMEND)
+
+    def _recommend_later(self, slot: tuple[str, bool]) -> Callable[[float], None]:
         def recommend_now(now_s: float) -> None:
+            pending = self._recommend_pending.get(slot)
+            if pending is None or now_s + 1e-9 < pending:
+                return  # superseded by an earlier wake-up of the same kind
+            del self._recommend_pending[slot]
+            key = slot[0]
             done = self._started().recommend(key, now_s)
             for other in sorted(done.moved):
-                self._schedule.at(now_s, self._recommend_later(other), order=ORDER_RECOMMEND)
+                self._recommend_at(other, now_s)
             if done.recheck_after is not None:
-                self._schedule.at(now_s + done.recheck_after, self._recommend_later(key), order=ORDER_RECOMMEND)
+                self._recommend_at(key, now_s + done.recheck_after, requeue=True)
 
         return recommend_now
 
@@ -555,7 +570,7 @@ class ProductionLoop:
         self._domain_pass_at = None
         moved, after = self._started().domains(now_s)
         for key in sorted(moved):
-            self._schedule.at(now_s, self._recommend_later(key), order=ORDER_RECOMMEND)
+            self._recommend_at(key, now_s)
         if after is not None:
             self._domains_at(now_s + after)
 
