@@ -4,6 +4,7 @@ The pod cache keeps only what the monitor reads of each pod (climatik.monitor.po
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,11 @@ from climatik.monitor.reconciler import (
 from climatik.prom import GpuSampler, PromClient, PromQueryMetrics, PromSettings, make_session, profile_named
 
 LEASE_NAME = "climatik-monitor"
+#: Allocations between collections of the youngest generation (Python's default is 700). A cycle allocates a
+#: snapshot's worth of short-lived objects (hundreds of thousands at thousands of GPUs), freed by reference
+#: counting; collecting every 700 of them promoted the snapshot into older generations and rescanned it, about
+#: a quarter of the monitor's CPU time at 8,000 GPUs.
+YOUNG_COLLECTION_EVERY = 20_000
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class MonitorSettings:
 
 
 def build(settings: MonitorSettings, common: CommonSettings, *, clock: Clock) -> ProcessShell:
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, older, oldest)
     wiring = Wiring(common, clock=clock)
     profile = profile_named(settings.metrics_profile, **settings.labels)
     if settings.cpu_power_metric:

@@ -110,8 +110,9 @@ def sampling_scope(policies: DecodedPolicies, pods: CacheReader) -> tuple[Scope,
             continue
         names = selected.setdefault(namespace, set())
         names.update(pod.key.name for pod in select_pods(selector, candidate_pods(pods, namespace, selector)))
-    running = {namespace: sum(1 for pod in pods.by_index(BY_NAMESPACE, namespace) if is_running_on_a_node(pod))
-               for namespace, names in selected.items() if names}
+    def running(namespace: str) -> int:
+        return sum(1 for pod in pods.by_index(BY_NAMESPACE, namespace) if is_running_on_a_node(pod))
+
     scope = Scope.of({namespace: names for namespace, names in selected.items() if names}, running)
     return scope, frozenset(keys)
 

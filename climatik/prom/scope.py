@@ -16,7 +16,7 @@ namespaces with the most names are read whole).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from climatik.prom.profiles import PodKey, PodLabels
@@ -41,12 +41,16 @@ class Scope:
     everything: bool = False
 
     @classmethod
-    def of(cls, selected: Mapping[str, Collection[str]], running: Mapping[str, int]) -> Scope:
-        """The scope for `selected` pod names per namespace, given how many pods run in each namespace: names
-        where they are few enough to be cheaper than the whole namespace, whole namespaces elsewhere."""
+    def of(cls, selected: Mapping[str, Collection[str]],
+           running: Mapping[str, int] | Callable[[str], int]) -> Scope:
+        """The scope for `selected` pod names per namespace, given how many pods run in each namespace (asked
+        only of namespaces whose names could fit in the queries): names where they are few enough to be cheaper
+        than the whole namespace, whole namespaces elsewhere."""
+        count = running.get if isinstance(running, Mapping) else running
         namespaces: dict[str, frozenset[str] | None] = {}
         for namespace, names in selected.items():
-            few = len(names) <= NAME_SHARE * running.get(namespace, 0)
+            fits = _size(names) <= MAX_CHUNKS * MAX_CHUNK_BYTES
+            few = fits and len(names) <= NAME_SHARE * (count(namespace) or 0)
             namespaces[namespace] = frozenset(names) if few else None
         scope = cls(_bounded(namespaces))
         # So many namespaces that even their names do not fit: one query for every series is cheaper.
