@@ -18,11 +18,17 @@ from scrape import MonitorCounters, fetch_text, parse_monitor
 
 
 class CounterPoller:
-    """Reads the monitor's counters every `period` seconds in a thread and keeps every look."""
+    """Reads the monitor's counters every `period` seconds in a thread and keeps every look.
 
-    def __init__(self, url: str, *, period: float = 0.1) -> None:
+    Each look costs the monitor a rendering of its /metrics (tens of milliseconds at hundreds of policies), so
+    with `rest` = (reconciles per cycle, sampling interval) the poller rests once a cycle's reconciles are done
+    until just before the next sample is due: the cycles' ends are still seen to within `period`, and the
+    monitor is disturbed only while a cycle runs."""
+
+    def __init__(self, url: str, *, period: float = 0.1, rest: tuple[int, float] | None = None) -> None:
         self._url = url
         self._period = period
+        self._rest = rest
         self._looks: list[MonitorCounters] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -58,8 +64,10 @@ class CounterPoller:
         raise TimeoutError(f"the monitor did not reach {count:.0f} samples in {timeout:.0f} s")
 
     def _run(self) -> None:
+        cycle: tuple[float, float] | None = None  # (when the cycle's sample began, reconciles before it)
         while not self._stop.is_set():
             started = time.monotonic()
+            pause = self._period
             try:
                 text = fetch_text(self._url)
             except OSError:
@@ -68,8 +76,14 @@ class CounterPoller:
                 self.fetch_seconds.append(time.monotonic() - started)
                 look = parse_monitor(text, started)
                 with self._lock:
+                    before = self._looks[-1] if self._looks else None
                     self._looks.append(look)
-            self._stop.wait(max(0.0, self._period - (time.monotonic() - started)))
+                if before is not None and look.samples > before.samples:
+                    cycle = ((before.at + look.at) / 2, before.reconciles)
+                if self._rest is not None and cycle is not None and look.reconciles - cycle[1] >= self._rest[0]:
+                    pause = max(self._period, cycle[0] + self._rest[1] - 0.5 - started)
+                    cycle = None
+            self._stop.wait(max(0.0, pause - (time.monotonic() - started)))
 
 
 @dataclass(frozen=True)
@@ -105,11 +119,6 @@ def sample_period(looks: list[MonitorCounters], first: int, count: int) -> float
     return (looks[_first_index(looks, first + count)].at - looks[_first_index(looks, first)].at) / count
 
 
-def mean_gap(looks: list[MonitorCounters]) -> float:
-    """Mean seconds between looks: the resolution the cycle ends are known to."""
-    return (looks[-1].at - looks[0].at) / max(1, len(looks) - 1)
-
-
 def _first_index(looks: list[MonitorCounters], samples: int) -> int:
     for index, look in enumerate(looks):
         if look.samples >= samples:
@@ -117,16 +126,19 @@ def _first_index(looks: list[MonitorCounters], samples: int) -> int:
     raise ValueError(f"no look at or after sample {samples}")
 
 
-def query_means(first: MonitorCounters, last: MonitorCounters) -> dict[str, float]:
-    """Mean seconds of each successful query kind between two looks."""
-    means = {}
+def query_seconds(first: MonitorCounters, last: MonitorCounters) -> dict[str, tuple[float, float]]:
+    """Per successful query kind between two looks: (seconds per cycle, queries per cycle), a cycle being one
+    sample."""
+    cycles = last.samples - first.samples
+    found = {}
     for query, seconds in last.query_seconds.items():
-        if not query.endswith("/success"):
+        if not query.endswith("/success") or cycles <= 0:
             continue
         count = last.query_count.get(query, 0.0) - first.query_count.get(query, 0.0)
         if count > 0:
-            means[query.removesuffix("/success")] = (seconds - first.query_seconds.get(query, 0.0)) / count
-    return means
+            found[query.removesuffix("/success")] = ((seconds - first.query_seconds.get(query, 0.0)) / cycles,
+                                                     count / cycles)
+    return found
 
 
 def summary(values: list[float]) -> tuple[float, float]:

@@ -1,4 +1,5 @@
-"""The API objects of the monitor benchmark: Running pods (one per GPU) and one policy per 40 pods.
+"""The API objects of the monitor benchmark: Running pods (one per GPU) and one policy per 40 pods; and what the
+monitor's pod cache holds of them.
 
 There is no scheduler or kubelet, so each pod costs two calls (create, then its Running status); a thread pool
 keeps the setup of thousands of pods within a couple of minutes. What exists already is kept, so a larger
@@ -7,13 +8,17 @@ layout only adds to a smaller one.
 
 from __future__ import annotations
 
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from fleet import Layout
 from simworld import create_running_pod, ensure_namespace
 
 from climatik.kube.client import PODS, POLICIES, KubeClient, Resource
+from climatik.kube.store import freeze
+from climatik.monitor.pods import PodTrimmer
 
 #: Well above the 40 GPUs' draw (at most 16 kW), so no policy needs capping and the cluster stays steady.
 POWER_CAP_LIMIT_W = 24_000
@@ -54,3 +59,38 @@ def create_world(client: KubeClient, layout: Layout, *, threads: int = 8) -> tup
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(lambda p: client.create(POLICIES, policy_body(layout, p)), new_policies))
     return len(missing) + len(new_policies), time.perf_counter() - started
+
+
+def cached_pod_bytes(client: KubeClient, layout: Layout) -> tuple[float, float]:
+    """Memory per pod of the monitor's pod cache, as the old informer held pods (whole, as listed) and as the
+    new one does (climatik.monitor.pods), from one paged list of the layout's namespace as an informer lists."""
+    whole: list[Any] = []
+    trimmed: list[Any] = []
+    trim = PodTrimmer()
+    token = ""
+    while True:
+        page = client.list(PODS, namespace=layout.namespace, limit=500, continue_token=token)
+        for item in page.get("items") or []:
+            trimmed.append(freeze(trim(item)))
+            whole.append(freeze(item))
+        token = (page.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return cached_bytes(whole), cached_bytes(trimmed)
+
+
+def cached_bytes(objects: list[Any]) -> float:
+    """Bytes per object, counting what objects share (interned strings, shared parts) once."""
+    seen: set[int] = set()
+
+    def size(value: Any) -> int:
+        if id(value) in seen:
+            return 0
+        seen.add(id(value))
+        total = sys.getsizeof(value)
+        if isinstance(value, dict):
+            total += sum(size(k) + size(v) for k, v in value.items())
+        elif isinstance(value, list):
+            total += sum(size(v) for v in value)
+        return total
+
+    return sum(size(obj) for obj in objects) / max(1, len(objects))
