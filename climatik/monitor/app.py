@@ -13,8 +13,7 @@ from climatik.api.constants import DEFAULT_RELEASE_BAND
 from climatik.clock import Clock
 from climatik.kube.client import PODS, POLICIES
 from climatik.kube.events import EventRecorder
-from climatik.kube.informer import Informer, enqueue_own_key
-from climatik.kube.listwatch import ClientListerWatcher
+from climatik.kube.informer import enqueue_own_key
 from climatik.kube.process import CommonSettings, ProcessShell, Wiring
 from climatik.kube.store import POD_INDEXES
 from climatik.monitor.core import Rules
@@ -66,8 +65,8 @@ def build(settings: MonitorSettings, common: CommonSettings, *, clock: Clock) ->
     sampler_source = GpuSampler(prom, profile, max_sample_age_s=settings.max_sample_age,
                                 wall=lambda: clock.wall().timestamp())
     policies = wiring.informer(POLICIES, name="powercappingpolicies")
-    pods = Informer(ClientListerWatcher(wiring.client, PODS), name="pods", clock=clock, metrics=wiring.metrics,
-                    indexers={**POD_INDEXES, BY_LABEL: index_by_label}, transform=PodTrimmer())
+    pods = wiring.informer(PODS, name="pods", indexers={**POD_INDEXES, BY_LABEL: index_by_label},
+                           transform=PodTrimmer())
     decoded = DecodedPolicies(policies.store)
     latest = LatestSample()
     policy_queue = wiring.queue("monitor")
