@@ -63,7 +63,11 @@ def gpu_backend(settings: TuneSettings, *, clock: Clock) -> GpuBackend | None:
     if settings.gpu_backend == "sim":
         if not settings.sim_url:
             raise ValueError("--gpu-backend sim needs --sim-url")
-        return SimGpuBackend(base_url=settings.sim_url, session=requests.Session(), baseline=settings.gpu_baseline)
+        session = requests.Session()
+        # The simulated node is reached directly: requests would read the proxy settings of the environment on
+        # every request, which costs more than the guard's tick itself.
+        session.trust_env = False
+        return SimGpuBackend(base_url=settings.sim_url, session=session, baseline=settings.gpu_baseline)
     if settings.gpu_backend == "none":
         return None
     raise ValueError(f"unknown GPU backend {settings.gpu_backend!r}; choose one of {', '.join(GPU_BACKENDS)}")

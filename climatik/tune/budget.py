@@ -95,13 +95,58 @@ class Report:
     message: str = ""
 
 
+class Readings:
+    """Timed readings (W) over the last `span_s` seconds: the highest of them, kept in a queue of the readings
+    no later one exceeds (constant time a reading, where a scan of ten seconds of ticks would not be), and the
+    mean of the most recent."""
+
+    def __init__(self, span_s: float) -> None:
+        self._span_s = span_s
+        self._all: deque[tuple[float, float]] = deque()
+        self._peaks: deque[tuple[float, float]] = deque()
+
+    def add(self, now: float, watts: float) -> float:
+        """Add a reading taken at `now`, forget those older than the span, and return the highest left."""
+        self._all.append((now, watts))
+        while self._peaks and self._peaks[-1][1] <= watts:
+            self._peaks.pop()
+        self._peaks.append((now, watts))
+        horizon = now - self._span_s
+        while self._all[0][0] < horizon:
+            self._all.popleft()
+        while self._peaks[0][0] < horizon:
+            self._peaks.popleft()
+        return self._peaks[0][1]
+
+    @property
+    def highest(self) -> float:
+        return self._peaks[0][1]
+
+    @property
+    def latest(self) -> float:
+        """When the newest reading was taken."""
+        return self._all[-1][0]
+
+    def mean(self, window_s: float) -> float:
+        """The mean of the readings of the last `window_s` before the newest (at least the newest)."""
+        horizon = self.latest - window_s
+        recent: list[float] = []
+        for at, watts in reversed(self._all):
+            if at < horizon and recent:
+                break
+            recent.append(watts)
+        recent.reverse()  # summed oldest first, as they came
+        return sum(recent) / len(recent)
+
+
 @dataclass
 class GuardState:
     """What one budget's guard remembers between ticks."""
 
-    readings: deque[tuple[float, float]] = field(default_factory=deque)
-    #: Each GPU's readings over the last second (UUID -> (time, W)), for its peak.
-    gpu_readings: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
+    #: The budget's total reading over the peak window.
+    readings: Readings = field(default_factory=lambda: Readings(PEAK_WINDOW_S))
+    #: Each GPU's readings over the last second (UUID -> readings), for its peak.
+    gpu_readings: dict[str, Readings] = field(default_factory=dict)
     cap_fraction: float = 1.0
     floor: float | None = None
     #: The clock (fraction of the highest) the GPUs ran at and the power they drew, on the last tick.
@@ -111,9 +156,8 @@ class GuardState:
 def step(watts: float, gpus: Sequence[GpuReading], state: GuardState, now: float) -> Decision:
     """One tick of the guard of a budget of `watts` over `gpus`, at monotonic time `now` (seconds)."""
     total = sum(gpu.power for gpu in gpus)
-    remember(state.readings, total, now, PEAK_WINDOW_S)
-    peaks = {gpu.uuid: remember(state.gpu_readings.setdefault(gpu.uuid, deque()), gpu.power, now, WINDOW_S)
-             for gpu in gpus}
+    state.readings.add(now, total)
+    peaks = {gpu.uuid: _gpu_readings(state, gpu.uuid).add(now, gpu.power) for gpu in gpus}
     for gone in set(state.gpu_readings) - set(peaks):
         del state.gpu_readings[gone]
     lows = [gpu.min_limit or 0.0 for gpu in gpus]
@@ -224,20 +268,17 @@ def _snap(clocks: Sequence[int], mhz: float) -> int:
     return clocks[index - 1] if index else clocks[0]
 
 
-def remember(readings: deque[tuple[float, float]], value: float, now: float, window_s: float) -> float:
-    """Add a reading, forget those older than `window_s`, and return the highest left."""
-    readings.append((now, value))
-    while readings and readings[0][0] < now - window_s:
-        readings.popleft()
-    return max(power for _, power in readings)
+def _gpu_readings(state: GuardState, uuid: str) -> Readings:
+    readings = state.gpu_readings.get(uuid)
+    if readings is None:
+        readings = state.gpu_readings[uuid] = Readings(WINDOW_S)
+    return readings
 
 
 def _decision(watts: float, state: GuardState, lever: str, limits: Mapping[str, float | None], *,
               caps: Mapping[str, int | None], gpus: Sequence[GpuReading], message: str = "") -> Decision:
-    now = state.readings[-1][0]
-    recent = [power for at, power in state.readings if at >= now - WINDOW_S]
-    mean = sum(recent) / len(recent)
-    highest = max(power for _, power in state.readings)
+    mean = state.readings.mean(WINDOW_S)
+    highest = state.readings.highest
     floor = state.floor if lever == CLOCK_CAP else None
     report = Report(watts=watts, lever=lever, power_mean=round(mean, 1), power_max=round(highest, 1),
                     met=mean <= watts * 1.01, floor=None if floor is None else round(floor, 1), message=message)

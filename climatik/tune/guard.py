@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from climatik.api.nodefrequencies import APPLIED, BudgetStatus, NodePower, PowerBudget
-from climatik.tune.budget import PEAK_WINDOW_S, WINDOW_S, GpuReading, GuardState, Report, remember, step
+from climatik.tune.budget import PEAK_WINDOW_S, WINDOW_S, GpuReading, GuardState, Readings, Report, step
 from climatik.tune.levers import CappedGpus, PowerDevices, PowerLimitError, PowerState
 
 N = TypeVar("N", int, float)
@@ -65,7 +65,7 @@ class NodeGuard:
         self._clocks = clocks
         self._originals: MutableMapping[str, float] = {} if originals is None else originals
         self._states: dict[str, GuardState] = {}
-        self._node = GuardState()
+        self._node = Readings(PEAK_WINDOW_S)
         self._refused: dict[str, str] = {}
         self._capped: set[str] = set()
 
@@ -96,10 +96,9 @@ class NodeGuard:
     def _node_power(self, states: Mapping[str, PowerState], now: float) -> NodePower | None:
         if not states:
             return None
-        readings = self._node.readings
-        peak = remember(readings, sum(state.power for state in states.values()), now, PEAK_WINDOW_S)
-        recent = [power for at, power in readings if at >= now - WINDOW_S]
-        return NodePower(mean=round(sum(recent) / len(recent), 1), max=round(peak, 1))
+        readings = self._node
+        peak = readings.add(now, sum(state.power for state in states.values()))
+        return NodePower(mean=round(readings.mean(WINDOW_S), 1), max=round(peak, 1))
 
     def release(self) -> int:
         """Give back every limit and clock cap the guard set (budgets removed, tuner stopping); returns writes."""

@@ -188,6 +188,9 @@ class PowerLimitOriginals(MutableMapping[str, float]):
     def __setitem__(self, uuid: str, watts: float) -> None:
         self._store.record(POWER_LIMIT_KIND, uuid, round(watts * 1000))
 
+    def __contains__(self, uuid: object) -> bool:
+        return isinstance(uuid, str) and self._store.has(POWER_LIMIT_KIND, uuid)
+
     def __delitem__(self, uuid: str) -> None:
         if not self._store.has(POWER_LIMIT_KIND, uuid):
             raise KeyError(uuid)

@@ -143,10 +143,13 @@ def _instant(nvml: Any, handle: Any) -> float | None:
 
 def _field_value(nvml: Any, value: Any) -> float:
     """A field's value by its declared type (the power fields are milliwatts, as an unsigned int today)."""
-    kinds = {nvml.NVML_VALUE_TYPE_DOUBLE: "dVal", nvml.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal",
-             nvml.NVML_VALUE_TYPE_UNSIGNED_LONG: "ulVal", nvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "ullVal",
-             nvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG: "sllVal", nvml.NVML_VALUE_TYPE_SIGNED_INT: "siVal"}
-    return float(getattr(value.value, kinds.get(int(value.valueType), "uiVal")))
+    kind = int(value.valueType)
+    member = ("dVal" if kind == nvml.NVML_VALUE_TYPE_DOUBLE else
+              "ullVal" if kind == nvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG else
+              "ulVal" if kind == nvml.NVML_VALUE_TYPE_UNSIGNED_LONG else
+              "sllVal" if kind == nvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG else
+              "siVal" if kind == nvml.NVML_VALUE_TYPE_SIGNED_INT else "uiVal")
+    return float(getattr(value.value, member))
 
 
 def _codes(nvml: Any, names: tuple[str, ...]) -> set[int]:

@@ -84,9 +84,13 @@ class SimNodeClient:
         self._timeout_s = timeout_s
 
     def gpus(self) -> list[SimGpu]:
+        return [SimGpu.from_json(entry) for entry in self.entries()]
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The GPUs as the simulator lists them, undecoded (the guard reads a few fields every tick)."""
         answer = self._session.get(f"{self._base}/sim/gpus", timeout=self._timeout_s)
         answer.raise_for_status()
-        return [SimGpu.from_json(entry) for entry in answer.json()["gpus"]]
+        return list(answer.json()["gpus"])
 
     def set_locked_clock(self, uuid: str, max_mhz: int) -> int:
         """Lock a GPU's SM clock upper bound; returns the bound as the simulator snapped it."""
@@ -163,11 +167,13 @@ class SimGpuBackend:
 
     def power_states(self) -> Mapping[str, PowerState]:
         """Every GPU's power in one GET; BackendUnavailableError when the simulator does not answer."""
-        gpus = self._list()
-        return {gpu.uuid: PowerState(power=gpu.instant_power_w if gpu.instant_power_w is not None else
-                                     gpu.power_w or 0.0, limit=gpu.power_limit_w, min_limit=gpu.min_power_limit_w,
-                                     max_limit=gpu.max_power_limit_w, clock_mhz=gpu.current_clock_mhz)
-                for gpu in gpus}
+        try:
+            states = {str(entry["uuid"]): _power_state(entry) for entry in self._client.entries()}
+        except _ANSWER_ERRORS as error:
+            self._unreachable = f"simulator at {self._base_url} cannot list its GPUs: {_reason(error)}"
+            raise BackendUnavailableError(self._unreachable) from error
+        self._unreachable = None
+        return states
 
     def set_power_limit(self, uuid: str, watts: float) -> None:
         """PowerLimitError when the simulator refuses the limit (unknown GPU, out of range), BackendUnavailableError
@@ -241,6 +247,13 @@ class SimGpuBackend:
         self._log.warning("sim_call_failed", gpu=uuid, action=action, error=_reason(error))
         return DeviceResult(UNSUPPORTED if unknown else FAILED, requested_mhz=requested,
                             message=f"simulator could not {action} of GPU {uuid}: {_reason(error)}")
+
+
+def _power_state(entry: dict[str, Any]) -> PowerState:
+    gpu = SimGpu.from_json({**entry, "supported_clocks_mhz": ()})  # the clock list is not read on a tick
+    return PowerState(power=gpu.instant_power_w if gpu.instant_power_w is not None else gpu.power_w or 0.0,
+                      limit=gpu.power_limit_w, min_limit=gpu.min_power_limit_w, max_limit=gpu.max_power_limit_w,
+                      clock_mhz=gpu.current_clock_mhz)
 
 
 def _inventory(gpu: SimGpu) -> GpuInventory:
