@@ -1,12 +1,16 @@
-"""Benchmark of `climatik tune`: latency from a NodeFrequencies spec write to the status saying Applied, and the
-tuner's resident memory and idle CPU.
+"""Benchmark of `climatik tune`: latency from a NodeFrequencies spec write to the status saying Applied, the
+tuner's resident memory and idle CPU, and the CPU its node guard costs.
 
 Starts a real kube-apiserver + etcd (hack/testenv.py), one simulated node with 8 H100s (climatik.sim), and the
 real `climatik tune --gpu-backend=sim --no-cpufreq` process for that node. Each change merge-patches the spec
 (alternating each changed GPU between two supported clocks) and waits, on a watch of the object, for the first
 status in which the new generation is observed and every changed entry reports that target as Applied. Two kinds
 of change: one GPU of the eight, and all eight at once (one workload's uniform clock). Then the tuner is left
-alone for 30 s and its CPU time measured.
+alone for 30 s and its CPU time measured. Last, a power budget over the eight loaded GPUs is written into the spec
+and the tuner's CPU time measured while its guard ticks every 100 ms (the whole process, from /proc, with the
+guard's ticks counted on its /metrics); then the guard's cost per tick is measured in process, on the sim backend
+over HTTP and on the NVML backend over the device zoo's fake NVML (guardcost.py), split into the backend's calls
+and the guard's own work.
 
 Run with `make bench`, or `python hack/bench/tune/bench_tune.py --changes 50`.
 Writes out/bench/tune/results.txt and the tuner's log there; everything else lives in a temporary directory.
@@ -15,6 +19,7 @@ Writes out/bench/tune/results.txt and the tuner's log there; everything else liv
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import sys
@@ -30,7 +35,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 sys.path.insert(0, str(REPO / "hack"))
 
+import requests  # noqa: E402
 import structlog  # noqa: E402
+from guardcost import nvml_cost, sim_cost  # noqa: E402
+from guardcost import table as cost_table  # noqa: E402
 from loopenv import ClimatikProcesses  # noqa: E402
 from procusage import ProcessUsage, process_usage  # noqa: E402
 from testenv import start_with_crds  # noqa: E402
@@ -43,12 +51,16 @@ from climatik.kube.client import (  # noqa: E402
     connect,
 )
 from climatik.sim.cluster import ClusterConfig, NodeConfig, SimCluster, start_cluster  # noqa: E402
+from climatik.sim.server import SimControlClient  # noqa: E402
 
 NODE = "tune-bench-node"
 GPUS = 8
 # Two supported H100 clocks (210 + k * 15 MHz), so the tuner applies them exactly as asked.
 CLOCKS = (1410, 1200)
 START_MHZ = 1980
+#: The budget the guard keeps in the last part: 500 W per GPU, under what the loaded H100s draw.
+BUDGET_W = GPUS * 500
+GUARD_INTERVAL_S = 0.1
 OUT = REPO / "out" / "bench" / "tune"
 
 
@@ -65,6 +77,14 @@ class Idle:
     cpu_seconds: float
     status_writes: int
     usage: ProcessUsage
+
+
+@dataclass(frozen=True)
+class Guarded:
+    seconds: float
+    cpu_seconds: float
+    ticks: int
+    status_writes: int
 
 
 class Bench:
@@ -142,6 +162,40 @@ def measure_idle(bench: Bench, pid: int, seconds: float) -> Idle:
     return Idle(seconds, after.cpu_seconds - before.cpu_seconds, bench.status_writes() - writes, after)
 
 
+def measure_guard(bench: Bench, pid: int, seconds: float, timeout: float) -> Guarded:
+    """The tuner's CPU while its guard keeps a budget over every loaded GPU."""
+    assert bench.watcher is not None
+    with requests.Session() as session:
+        SimControlClient(bench.sim.urls[NODE], session=session).set_load(1.0, {"prefill": 0.5, "decode": 0.5})
+    budget = {"policy": "bench/llm", "watts": BUDGET_W, "gpuIds": bench.uuids}
+    written = bench.client.patch(NODE_FREQUENCIES, NODE, {"spec": {"powerBudgets": [budget]}})
+    generation = int(written["metadata"]["generation"])
+    bench.watcher.wait_for(lambda obj: int((obj.get("status") or {}).get("observedGeneration") or 0) >= generation
+                           and bool((obj.get("status") or {}).get("budgets")), timeout)
+    time.sleep(3)  # past the first second of readings, when the split settles
+    bench.tuner.check()
+    port = metrics_port(bench.log)
+    before, ticks, writes = process_usage(pid), guard_ticks(port), bench.status_writes()
+    time.sleep(seconds)
+    bench.tuner.check()
+    after = process_usage(pid)
+    return Guarded(seconds, after.cpu_seconds - before.cpu_seconds, int(guard_ticks(port) - ticks),
+                   bench.status_writes() - writes)
+
+
+def metrics_port(log: Path) -> int:
+    for line in log.read_text(errors="replace").splitlines():
+        if '"process_started"' in line:
+            return int(json.loads(line)["port"])
+    raise RuntimeError(f"the tuner did not say which port it serves /metrics on; see {log}")
+
+
+def guard_ticks(port: int) -> float:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("climatik_tune_guard_ticks_total{"))
+
+
 def start_tuner(stack: ExitStack, workdir: Path, kubeconfig: Path, sim: SimCluster) -> ClimatikProcesses:
     tuner = ClimatikProcesses(workdir, kubeconfig)
     tuner.start("tune", ["tune", f"--node-name={NODE}", "--gpu-backend=sim", f"--sim-url={sim.urls[NODE]}",
@@ -158,7 +212,7 @@ def start_tuner(stack: ExitStack, workdir: Path, kubeconfig: Path, sim: SimClust
     return tuner
 
 
-def run(workdir: Path, args: argparse.Namespace) -> tuple[list[Latencies], Idle]:
+def run(workdir: Path, args: argparse.Namespace) -> tuple[list[Latencies], Idle, Guarded]:
     with ExitStack() as stack:
         plane = start_with_crds(workdir / "control-plane")
         stack.callback(plane.stop)
@@ -177,10 +231,11 @@ def run(workdir: Path, args: argparse.Namespace) -> tuple[list[Latencies], Idle]
             run_changes(bench, "all 8 GPUs", lambda i: bench.uuids, args.changes, args),
         ]
         idle = measure_idle(bench, tuner.procs["tune"].pid, args.idle)
-    return runs, idle
+        guarded = measure_guard(bench, tuner.procs["tune"].pid, args.guard, args.timeout)
+    return runs, idle, guarded
 
 
-def table(runs: list[Latencies], idle: Idle, args: argparse.Namespace) -> list[str]:
+def table(runs: list[Latencies], idle: Idle, guarded: Guarded, args: argparse.Namespace) -> list[str]:
     lines = [f"{'change':<12} | {'changes':>7} | {'p50 ms':>7} | {'p99 ms':>7} | {'max ms':>7} |"
              f" {'spec write p50 ms':>17}"]
     for r in runs:
@@ -194,7 +249,14 @@ def table(runs: list[Latencies], idle: Idle, args: argparse.Namespace) -> list[s
                  f" {idle.cpu_seconds:>16.2f} | {100 * idle.cpu_seconds / idle.seconds:>10.2f} |"
                  f" {idle.status_writes:>24}")
     lines.append("")
-    lines.extend(NOTES.format(pause=args.pause * 1000, idle=idle.seconds).splitlines())
+    per_tick = 1000 * guarded.cpu_seconds / max(guarded.ticks, 1)
+    lines.append(f"{'guarded: CPU s / ' + f'{guarded.seconds:g} s':>22} | {'CPU %':>6} | {'ticks':>5} |"
+                 f" {'ms CPU per tick':>15} | {'status writes':>13}")
+    lines.append(f"{guarded.cpu_seconds:>22.2f} | {100 * guarded.cpu_seconds / guarded.seconds:>6.2f} |"
+                 f" {guarded.ticks:>5} | {per_tick:>15.2f} | {guarded.status_writes:>13}")
+    lines.append("")
+    lines.extend(NOTES.format(pause=args.pause * 1000, idle=idle.seconds, guard=guarded.seconds,
+                              budget=BUDGET_W).splitlines())
     return lines
 
 
@@ -212,7 +274,17 @@ reading the clocks back) and its status write. {pause:.0f} ms pause between chan
 1410 and 1200 MHz, both supported steps, so no snapping is involved.
 Idle: user + system CPU time of the tuner over {idle:g} s with no change (default --resync=30s, so about one
 resync of the hardware falls in the window); RSS = VmRSS, peak = VmHWM, at the end.
+Guarded: the whole tuner process (user + system CPU) over {guard:g} s while its guard keeps a {budget} W budget
+over the 8 GPUs under a prefill/decode load, ticking every 100 ms on the sim backend (one GET of the simulated
+node per tick); per tick = the process's CPU over the ticks counted on its /metrics, so it also carries the
+watch, the resync and the HTTP client. The in-process table below separates the guard's own work.
 Other processes may share the machine's CPUs; run on an idle machine for stable figures."""
+
+
+COST_NOTES = """\
+In backend: CPU inside the backend's calls (sim: the HTTP request and its JSON; NVML: the zoo fake's Python in
+place of libnvidia-ml's C calls); guard own: stepping the budget, deciding writes, bookkeeping. Target: under 2 %
+of one core at 8 GPUs and 100 ms."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,14 +293,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause", type=float, default=0.1, help="seconds between changes")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds the idle CPU is measured over")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds one change may take")
+    parser.add_argument("--guard", type=float, default=30.0, help="seconds the guarded tuner's CPU is measured over")
+    parser.add_argument("--ticks", type=int, default=300, help="guard ticks per backend, measured in process")
     args = parser.parse_args(argv)
     # Only warnings and worse from in-process parts (the simulator, the client): the benchmark prints a table.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="climatik-bench-tune-") as tmp:
-        runs, idle = run(Path(tmp), args)
+        runs, idle, guarded = run(Path(tmp), args)
+    costs = [sim_cost(GPUS, ticks=args.ticks, interval=GUARD_INTERVAL_S),
+             nvml_cost(GPUS, ticks=args.ticks, interval=GUARD_INTERVAL_S)]
     lines = ["Tuner: NodeFrequencies spec write -> status Applied, real kube-apiserver, simulated GPUs, real"
-             " `climatik tune`", "", *table(runs, idle, args), f"Ran in {time.monotonic() - started:.0f} s"]
+             " `climatik tune`", "", *table(runs, idle, guarded, args), "",
+             *cost_table(costs, gpus=GPUS, interval=GUARD_INTERVAL_S), "", *COST_NOTES.splitlines(),
+             f"Ran in {time.monotonic() - started:.0f} s"]
     print("\n".join(lines))
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.txt").write_text("\n".join(lines) + "\n")
