@@ -109,13 +109,22 @@ def _outcomes(args: argparse.Namespace, jobs: list[Job], plan: Plan) -> list[Out
         # Print a saved matrix again (report changes without a re-run), or the part of it the arguments select.
         with args.load.open("rb") as saved:
             outcomes: list[Outcome] = [outcome for outcome in pickle.load(saved) if plan.covers(outcome.job)]
-    else:
-        outcomes = list(_run_all(jobs, args.jobs))
-    if args.save is not None:
-        args.save.parent.mkdir(parents=True, exist_ok=True)
-        with args.save.open("wb") as out:
-            pickle.dump(outcomes, out)
+        return outcomes
+    outcomes = []
+    for outcome in _run_all(jobs, args.jobs):
+        outcomes.append(outcome)
+        # A long matrix saves as it goes, so that what finished can be printed if it is stopped.
+        if args.save is not None and (len(outcomes) % 100 == 0 or len(outcomes) == len(jobs)):
+            _save(args.save, outcomes)
     return outcomes
+
+
+def _save(path: Path, outcomes: list[Outcome]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as out:
+        pickle.dump(outcomes, out)
+    partial.replace(path)
 
 
 def _header(args: argparse.Namespace, plan: Plan) -> None:

@@ -141,7 +141,7 @@ class Job:
         return self.baseline
 
     def cost(self) -> float:
-        """A rough relative cost, so that the long jobs start first and the pool ends together."""
+        """A rough relative cost, so that the long jobs start first and the pool's processes end together."""
         gpus = 16 if self.scenario == "shared" else 8
         duration = self.duration_s or {"llm": 300.0, "shared": 240.0, "infeasible": 130.0}.get(self.scenario, 150.0)
         weight = 1.0
@@ -212,7 +212,9 @@ def matrix(*, scenarios: list[str], seeds: list[int], plants: list[Plant], telem
                          for t in thresholds for b in (ORACLE_AT_THRESHOLD, STATIC_AT_THRESHOLD)]
                 jobs += [replace(base, config=row, telemetry=setting, threshold=row.capping_threshold,
                                  keep=keep and setting == telemetry[0]) for row in used for setting in settings]
-    return sorted(jobs, key=lambda job: -job.cost())
+    # Seed by seed, so that a stopped matrix has whole seeds; the long jobs of a seed first, so that the pool's
+    # processes finish it together.
+    return sorted(jobs, key=lambda job: (job.seed, -job.cost()))
 
 
 def run_safely(job: Job) -> Outcome:
