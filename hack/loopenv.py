@@ -1,5 +1,6 @@
 """The whole Climatik loop on one machine: real API server and Prometheus, simulated GPU nodes, the three
-controllers as real `climatik` processes. Used by `make demo` (hack/demo.py) and the end-to-end tests.
+controllers as real `climatik` processes, restarted when they exit as the kubelet would restart a container.
+Used by `make demo` (hack/demo.py) and the end-to-end tests.
 
 Each simulated node has `gpus_per_node` H100s. On every node one pod of the LLM inference service
 (app=llm-inference) holds the first `service_gpus_per_node` GPUs; the rest run an unrelated training job
@@ -13,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -65,29 +67,74 @@ class Reading:
     caps: list[int | None]
 
 
-class ClimatikProcesses:
-    """monitor, recommend, and one tune per node, each a real `climatik` process logging to workdir."""
+@dataclass
+class _Supervised:
+    """One controller under supervision: how to start it, its current process and its restart history."""
 
-    def __init__(self, workdir: Path, kubeconfig: Path) -> None:
+    argv: list[str]
+    proc: subprocess.Popen[bytes]
+    started: float
+    delay: float
+    restarts: list[float] = field(default_factory=list)  # when (monotonic) each restart happened
+    exited_at: float | None = None  # set while it waits out its back-off
+
+
+class ClimatikProcesses:
+    """monitor, recommend, and one tune per node, each a real `climatik` process logging to workdir.
+
+    As the kubelet does for a container, a process that exits is started again with the same arguments after a
+    back-off (`restart_delay`, doubled after each quick exit up to `max_restart_delay`, back to the start once
+    a process ran `healthy_after` seconds); the exit and the restart are logged on stderr and in the process's
+    log, and the run goes on. `check()` fails only on a crash loop. Leader-elected controllers are given a
+    stable identity (as a pod name is), so a restarted one takes its own lease back at once.
+    """
+
+    def __init__(self, workdir: Path, kubeconfig: Path, *, restart_delay: float = 1.0,
+                 max_restart_delay: float = 10.0, healthy_after: float = 60.0, crash_loop: int = 5) -> None:
         self.workdir = workdir
         self.kubeconfig = kubeconfig
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}  # the current process of each controller
+        self._restart_delay = restart_delay
+        self._max_restart_delay = max_restart_delay
+        self._healthy_after = healthy_after
+        self._crash_loop = crash_loop
+        self._supervised: dict[str, _Supervised] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     def start(self, name: str, args: Sequence[str]) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with (self.workdir / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "climatik", "--log-format=json", *args, f"--kubeconfig={self.kubeconfig}",
-                 "--metrics-port=0"], stdout=log, stderr=subprocess.STDOUT, env=env)
+        argv = [sys.executable, "-m", "climatik", "--log-format=json", *args, f"--kubeconfig={self.kubeconfig}",
+                "--metrics-port=0"]
+        with self._lock:
+            proc = self._spawn(name, argv)
+            self._supervised[name] = _Supervised(argv, proc, time.monotonic(), self._restart_delay)
+            self.procs[name] = proc
+            if self._supervisor is None:
+                self._supervisor = threading.Thread(target=self._supervise, name="loopenv-supervisor",
+                                                    daemon=True)
+                self._supervisor.start()
+
+    def restarts(self) -> dict[str, int]:
+        """How many times each controller was restarted."""
+        with self._lock:
+            return {name: len(s.restarts) for name, s in self._supervised.items()}
 
     def check(self) -> None:
-        """Fail if a controller died."""
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise RuntimeError(f"climatik {name} exited with {proc.returncode}; see {self.workdir / name}.log")
+        """Fail if a controller is crash-looping: `crash_loop` restarts within five minutes."""
+        now = time.monotonic()
+        with self._lock:
+            for name, s in self._supervised.items():
+                recent = [t for t in s.restarts if now - t < 300.0]
+                if len(recent) >= self._crash_loop:
+                    raise RuntimeError(f"climatik {name} is crash-looping ({len(recent)} restarts in 5 min); "
+                                       f"see {self.workdir / name}.log")
 
     def stop(self) -> dict[str, int]:
-        """SIGTERM everything (tuners restore defaults) and wait; exit codes by name."""
+        """SIGTERM everything (tuners restore defaults) and wait; exit codes by name (of the last run of each)."""
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(5)
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -99,6 +146,42 @@ class ClimatikProcesses:
                 proc.kill()
                 codes[name] = proc.wait()
         return codes
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with (self.workdir / f"{name}.log").open("ab") as log:
+            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(0.1):
+            with self._lock:
+                for name, s in self._supervised.items():
+                    self._tend(name, s)
+
+    def _tend(self, name: str, s: _Supervised) -> None:
+        code = s.proc.poll()
+        if code is None or self._stopping.is_set():
+            return
+        now = time.monotonic()
+        if s.exited_at is None:
+            s.exited_at = now
+            if now - s.started >= self._healthy_after:
+                s.delay = self._restart_delay
+            self._note(name, f"exited with {code} after {now - s.started:.1f} s; restarting in {s.delay:.1f} s")
+            return
+        if now - s.exited_at < s.delay:
+            return
+        s.delay = min(self._max_restart_delay, s.delay * 2)
+        s.proc = self.procs[name] = self._spawn(name, s.argv)
+        s.started, s.exited_at = now, None
+        s.restarts.append(now)
+        self._note(name, f"restarted (restart {len(s.restarts)})")
+
+    def _note(self, name: str, what: str) -> None:
+        line = f"loopenv: climatik {name} {what}"
+        print(line, file=sys.stderr, flush=True)
+        with (self.workdir / f"{name}.log").open("a") as log:
+            log.write(json.dumps({"event": "loopenv_supervisor", "process": name, "message": what}) + "\n")
 
 
 class LoopEnv:
@@ -172,9 +255,11 @@ class LoopEnv:
     def _start_controllers(self) -> None:
         assert self.processes is not None and self.prometheus is not None and self.sim is not None
         elect = ["--leader-elect", f"--leader-election-namespace={SYSTEM_NAMESPACE}"]
+        # Stable identities, as pod names are: a controller restarted after an exit takes its lease back at once.
         self.processes.start("monitor", ["monitor", f"--prometheus-url={self.prometheus.url}",
-                                         f"--interval={self.config.monitor_interval}s", *elect])
-        self.processes.start("recommend", ["recommend", *elect])
+                                         f"--interval={self.config.monitor_interval}s", *elect,
+                                         "--leader-election-identity=climatik-monitor-0"])
+        self.processes.start("recommend", ["recommend", *elect, "--leader-election-identity=climatik-recommend-0"])
         for node in self.node_names:
             self.processes.start(f"tune-{node}", [
                 "tune", f"--node-name={node}", "--gpu-backend=sim", f"--sim-url={self.sim.urls[node]}",
