@@ -4,6 +4,7 @@ its probes follow the GPU library's health."""
 from __future__ import annotations
 
 import pynvml
+from click.testing import CliRunner
 from structlog.testing import capture_logs
 from support.clock import FakeClock
 from support.kube import FakeCluster, FakeKubeClient
@@ -11,6 +12,7 @@ from support.nvml_zoo import FakeNvml
 from tune_doubles import FakeGpuBackend
 
 from climatik.api import GpuFrequency
+from climatik.cli import cli
 from climatik.kube.errors import ForbiddenError
 from climatik.tune import app
 from climatik.tune.applier import Applier
@@ -76,3 +78,19 @@ def test_probes_follow_nvml_health() -> None:
 def test_a_backend_without_health_adds_no_probe() -> None:
     assert app.probes(FakeGpuBackend([])) == (None, None)
     assert app.probes(None) == (None, None)
+
+
+def test_the_guard_interval_comes_from_the_flag_or_the_environment_and_must_be_positive(mocker) -> None:  # type: ignore[no-untyped-def]
+    build = mocker.patch("climatik.tune.app.build")
+    base = ["tune", "--node-name", NODE]
+
+    CliRunner().invoke(cli, [*base, "--guard-interval", "200ms"])
+    from_flag = build.call_args.args[0]
+    CliRunner().invoke(cli, base, env={"CLIMATIK_TUNE_GUARD_INTERVAL": "0.05",
+                                       "CLIMATIK_TUNE_GUARD_IDLE_INTERVAL": "2s"})
+    from_env = build.call_args.args[0]
+    refused = CliRunner().invoke(cli, [*base, "--guard-interval", "0"])
+
+    assert (from_flag.guard_interval, from_flag.guard_idle_interval) == (0.2, 1.0)
+    assert (from_env.guard_interval, from_env.guard_idle_interval) == (0.05, 2.0)
+    assert refused.exit_code == 2 and "--guard-interval" in refused.output
