@@ -153,8 +153,13 @@ class GuardLoop:
         budget afterwards until `enforce` hands it one again."""
         with self._lock:
             self._budgets = None
-            writes = self._guard.release()
-            self._restore_leftovers()
+            writes = 0
+            try:
+                writes = self._guard.release()
+                self._restore_leftovers()
+            except Exception as error:  # the clocks are restored next, whatever happened here
+                log.error("guard_release_failed", controller="tune", key=self._node,
+                          error=f"{type(error).__name__}: {error}")
             self._devices.hold(False)
             self._devices.release()
             log.info("guard_released", controller="tune", key=self._node, writes=writes)
@@ -174,7 +179,10 @@ class GuardLoop:
                 self._failure = None
             self._latest = (tick, now)
             if self._leftovers:
-                self._restore_leftovers()
+                try:
+                    self._restore_leftovers()
+                except Exception as error:  # tried again on the next tick
+                    self._failed(error)
             self._tell(tick, now)
             self._ask_for_report(tick, now)
         if self._metrics is not None:
@@ -184,9 +192,9 @@ class GuardLoop:
     def _restore_leftovers(self) -> None:
         """Once the first tick set the caps the budgets ask for, give back those a crashed run left behind."""
         restored = self._devices.restore_leftovers()
+        self._leftovers = False
         if restored:
             log.info("guard_caps_restored", controller="tune", key=self._node, gpus=restored)
-        self._leftovers = False
 
     def _failed(self, error: Exception) -> None:
         reason = f"{type(error).__name__}: {error}"

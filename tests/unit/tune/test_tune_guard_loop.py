@@ -353,3 +353,13 @@ def _budgets(node: Node) -> list[Any]:
     from climatik.api import NodeFrequencies  # noqa: PLC0415 - the spec as the reconciler decodes it
 
     return list(NodeFrequencies.from_api(node.obj()).spec.power_budgets or [])
+
+
+def test_shutdown_with_the_gpu_library_gone_does_not_stop_the_clocks_being_restored(node: Node) -> None:
+    node.spec([(1000, [GPU_A, GPU_B])])
+    tuner = node.tuner()
+    tuner.reconcile()
+    node.gpus.unavailable = "the GPU library is gone"
+
+    assert tuner.guard.release() == 0, "nothing could be given back, and nothing was raised at the shutdown hook"
+    assert set(node.originals()) == {GPU_A, GPU_B}, "the originals stay recorded for the next tuner"
