@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from climatik.kube.store import BY_NAMESPACE, BY_NODE, POD_INDEXES, Store
+from climatik.kube.store import BY_NAMESPACE, BY_NODE, POD_INDEXES, Store, freeze
 
 
 def pod(name: str, *, namespace: str = "ns", node: str | None = None, rv: str = "1") -> dict[str, Any]:
@@ -74,3 +75,14 @@ def test_replace_reports_adds_changes_and_deletes_but_not_unchanged_objects(stor
     assert len(changes) == 3
     assert sorted(store.keys()) == ["ns/changed", "ns/kept", "ns/new"]
     assert len(store) == 3
+
+
+def test_cached_objects_share_one_copy_of_each_field_name() -> None:
+    # Decoded separately, as two API answers are: equal keys, distinct string objects.
+    first = freeze(json.loads('{"metadata": {"name": "a", "resourceVersion": "1"}}'))
+    second = freeze(json.loads('{"metadata": {"name": "b", "resourceVersion": "2"}}'))
+    (key_1,), (key_2,) = first.keys(), second.keys()
+    assert key_1 is key_2
+    names = [next(k for k in obj["metadata"] if k == "resourceVersion") for obj in (first, second)]
+    assert names[0] is names[1]
+    assert first["metadata"]["resourceVersion"] == "1"
