@@ -12,7 +12,9 @@ controllers and the leader elector), hands its informers and controllers to a `P
 * on SIGTERM or SIGINT stops taking work, lets reconciles in flight finish within `grace_period`, stops the
   informers, releases the lease and runs the shutdown hooks (e.g. restoring hardware defaults), then
   returns 0; a second signal exits at once;
-* when the lease is lost, stops at once and returns 1, so the process exits non-zero and is restarted.
+* when the lease is lost, stops at once and returns 1, so the process exits non-zero and is restarted (a
+  leader cut off from the API server leads on until its lease could have passed to another: see
+  `climatik.kube.leader`; restarted under the same identity, it takes its lease back at once).
 """
 
 from __future__ import annotations
@@ -47,7 +49,12 @@ from climatik.kube.workqueue import WorkQueue
 
 @dataclass(frozen=True)
 class CommonSettings:
-    """Settings shared by all subcommands."""
+    """Settings shared by all subcommands.
+
+    The default leader-election identity (host name and pid) changes when the process restarts, so a restarted
+    leader waits out its own lease; a stable identity that names one live process at a time (the pod name, which
+    the manifests pass as POD_NAME) lets it take the lease back at once.
+    """
 
     kubeconfig: str | None = None
     metrics_port: int = 8080

@@ -24,8 +24,10 @@ How long a failure waits decides how stale the cache is once the server is back,
 
 A watch on which nothing (neither an event nor a bookmark) arrives for `max_watch_silence` seconds is closed
 and opened again from the last version: a half-open connection (a silent network partition) would otherwise
-block until the read timeout, minutes later. A healthy kube-apiserver sends a bookmark about once a minute
-while its version moves; on a resource nobody writes, the price is one cheap watch request per period.
+block until the read timeout, minutes later. A healthy kube-apiserver sends a bookmark to every watch that
+asks for them about once a minute, on resources nobody writes too (measured with 1.34: 60 s apart), so a
+healthy watch never trips the 90 s default; where a server does not, the price is one cheap watch request
+(from the last version, no relist) per period.
 
 Store writes and the notifications they cause happen under `lock`, which the informer also holds while it
 replays the cache (resync, a late handler): such a replay never reports an object before its add.
