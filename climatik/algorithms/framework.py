@@ -102,6 +102,21 @@ def policy_targets(policy_key: str, nodes: Iterable[NodeFrequencies]) -> Targets
     return Targets(gpus, cpus)
 
 
+def held_targets(nodes: Iterable[NodeFrequencies]) -> dict[str, Targets]:
+    """The bounds every policy holds now (by namespace/name), from one pass over the NodeFrequencies specs."""
+    gpus: dict[str, dict[str, int | None]] = {}
+    cpus: dict[str, dict[CpuKey, int | None]] = {}
+    for node in nodes:
+        name = node.spec.node_name or node.metadata.name
+        for gpu in node.spec.gpu_frequencies or []:
+            if gpu.policy:
+                gpus.setdefault(gpu.policy, {})[gpu.gpu_id] = gpu.target_frequency
+        for cpu in node.spec.cpu_frequencies or []:
+            if cpu.policy:
+                cpus.setdefault(cpu.policy, {})[(name, cpu.cpu_id)] = cpu.target_frequency
+    return {key: Targets(gpus.get(key, {}), cpus.get(key, {})) for key in set(gpus) | set(cpus)}
+
+
 def algorithm_input(policy: PowerCappingPolicy, nodes: Iterable[NodeFrequencies], *, state: Mapping[str, Any],
                     now: float, current: Targets | None = None,
                     release_band: int = DEFAULT_RELEASE_BAND) -> AlgorithmInput:

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from climatik.algorithms import CpuKey, Targets
-from climatik.algorithms.framework import policy_targets
+from climatik.algorithms.framework import held_targets
 from climatik.api import (
     CpuFrequency,
     GpuFrequency,
@@ -90,7 +90,8 @@ def plan(policies: Iterable[PowerCappingPolicy], outputs: Mapping[str, Targets],
     power budgets (`budgets`, by key), and the domains' budgets of GPUs no policy budgets (`extra`, by key)."""
     node_list = sorted(nodes, key=_node_name)
     active = sorted((p for p in policies if _contributes(p)), key=_rank)
-    wanted = {p.key: outputs[p.key] if p.key in outputs else policy_targets(p.key, node_list) for p in active}
+    holding = held_targets(node_list) if any(p.key not in outputs for p in active) else {}
+    wanted = {p.key: outputs[p.key] if p.key in outputs else holding.get(p.key, Targets()) for p in active}
     gpu_owner, conflicts = _assign_gpus(active, wanted)
     gpus: dict[str, list[GpuFrequency]] = {}
     unplaced: dict[str, list[str]] = {}
