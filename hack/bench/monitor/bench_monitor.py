@@ -74,6 +74,8 @@ class Row:
     peak_mib: float
     cache_bytes: float
     poll_fetch_s: float
+    #: What went wrong, when the run could not measure every policy (the figures are then of failing cycles).
+    note: str = ""
 
     @property
     def query_s(self) -> float:
@@ -114,7 +116,11 @@ def run_variant(scale: Scale, variant: Variant, workdir: Path, args: argparse.Na
     monitor.start()
     try:
         url = f"http://127.0.0.1:{monitor.port()}/metrics"
-        wait_all_measured(scale.client, layout, monitor, timeout=args.timeout)
+        note = ""
+        try:
+            wait_all_measured(scale.client, layout, monitor, timeout=args.timeout)
+        except TimeoutError as exc:
+            note = f"{exc}; {_failures(monitor)}"
         poller = CounterPoller(url, rest=(layout.policies, INTERVAL_S)).start()
         try:
             settled = poller.wait_for_samples(_samples(url) + 2, timeout=args.timeout, alive=monitor.check)
@@ -140,8 +146,17 @@ def run_variant(scale: Scale, variant: Variant, workdir: Path, args: argparse.Na
         writes=cpu.writes, status_updates=cpu.updates, other_writes=cpu.other_writes, cpu_s=cpu.cpu_s,
         cpu_cycles=cpu.cycles, rss_mib=usage.rss_kib / 1024, peak_mib=usage.peak_rss_kib / 1024,
         cache_bytes=scale.cache_bytes[0 if variant.name == "old" else 1],
-        poll_fetch_s=sum(poller.fetch_seconds) / max(1, len(poller.fetch_seconds)),
+        poll_fetch_s=sum(poller.fetch_seconds) / max(1, len(poller.fetch_seconds)), note=note,
     )
+
+
+def _failures(monitor: MonitorProcess) -> str:
+    """What the monitor's log says went wrong: failed samples by reason, and why statuses lack data."""
+    text = monitor.log.read_text(errors="replace")
+    failed = Counter(line.split('"reason": "')[1].split('"')[0] for line in text.splitlines()
+                     if '"prometheus_query_failed"' in line and '"reason": "' in line)
+    stale = sum('"reason": "NoFreshData"' in line for line in text.splitlines())
+    return f"failed samples {dict(failed) or 'none'}, {stale} status writes without fresh data"
 
 
 @dataclass(frozen=True)
@@ -204,7 +219,8 @@ def table(rows: list[Row], variants: list[Variant], args: argparse.Namespace) ->
         lines.append(
             f"{r.layout.nodes:>5} {r.layout.gpus:>5} {r.layout.policies:>8} {r.variant:>4} | {_pair(r.cycle_s):>17} |"
             f" {r.cpu_s:>11.2f} | {r.query_s:>12.3f} | {_pair(r.sample_s):>11} | {r.writes:>12.2f} |"
-            f" {r.rss_mib:>4.0f} (pk {r.peak_mib:>4.0f}) | {r.cache_bytes:>15.0f}")
+            f" {r.rss_mib:>4.0f} (pk {r.peak_mib:>4.0f}) | {r.cache_bytes:>15.0f}{' *' if r.note else ''}")
+    lines += [f"  * {r.layout.nodes}x{r.layout.gpus_per_node} {r.variant}: {r.note}" for r in rows if r.note]
     lines += ["", *projection(rows), "", *targets(rows), ""]
     lines.append("Paths: " + "; ".join(f"{v.name} = {v.source} ({v.tree})" for v in variants))
     lines.append(f"Windows: {args.cycles} timed cycles and about {args.cpu_cycles} unpolled cycles per run, after the"
@@ -308,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             with connect(plane.kubeconfig, timeout=60, pool_size=args.threads * 2) as client:
                 for layout in sorted(layouts, key=lambda lay: lay.gpus):
                     rows += measure_scale(plane, client, layout, variants=variants, workdir=Path(tmp), args=args)
+                    print("\n".join(table(rows, variants, args)[:len(rows) + 2]), flush=True)
         finally:
             plane.stop()
     lines = ["Monitor at scale, old path against new: simulated DCGM exporters, real Prometheus and kube-apiserver,"
