@@ -301,7 +301,7 @@ def start_with_crds(workdir: Path) -> ControlPlane:
     plane.start()
     try:
         plane.apply(REPO / "manifests" / "crd")
-        plane.wait_for_resources("climatik.io/v1alpha1", {"powercappingpolicies", "nodefrequencies"})
+        plane.wait_for_resources("climatik.io/v1alpha1", {"powercappingpolicies", "nodefrequencies", "powerdomains"})
     except BaseException:
         plane.stop()
         raise

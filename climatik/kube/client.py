@@ -22,6 +22,8 @@ from kubernetes import config as k8s_config
 from kubernetes.config.config_exception import ConfigException
 
 from climatik.api.constants import (
+    DOMAIN_KIND,
+    DOMAIN_PLURAL,
     GROUP,
     NODE_FREQUENCIES_KIND,
     NODE_FREQUENCIES_PLURAL,
@@ -71,6 +73,7 @@ class Resource:
 
 POLICIES = Resource(GROUP, VERSION, POLICY_PLURAL, POLICY_KIND, namespaced=True)
 NODE_FREQUENCIES = Resource(GROUP, VERSION, NODE_FREQUENCIES_PLURAL, NODE_FREQUENCIES_KIND, namespaced=False)
+POWER_DOMAINS = Resource(GROUP, VERSION, DOMAIN_PLURAL, DOMAIN_KIND, namespaced=False)
 PODS = Resource("", "v1", "pods", "Pod", namespaced=True)
 NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
 EVENTS = Resource("", "v1", "events", "Event", namespaced=True)

@@ -16,10 +16,10 @@ from typing import Any
 
 from climatik.algorithms import default_registry
 from climatik.api import DecodedCache
-from climatik.api.constants import DEFAULT_RELEASE_BAND, DOMAIN_KIND, DOMAIN_PLURAL, GROUP, VERSION
+from climatik.api.constants import DEFAULT_RELEASE_BAND
 from climatik.api.domain import PowerDomain
 from climatik.clock import Clock
-from climatik.kube.client import NODE_FREQUENCIES, NODES, POLICIES, Resource
+from climatik.kube.client import NODE_FREQUENCIES, NODES, POLICIES, POWER_DOMAINS
 from climatik.kube.events import EventRecorder
 from climatik.kube.informer import EnqueueMapped, enqueue_own_key
 from climatik.kube.process import CommonSettings, ProcessShell, Wiring
@@ -30,7 +30,15 @@ from climatik.recommend.reconciler import NodeWriter, RecommendMetrics, Recommen
 from climatik.recommend.step import StepSettings
 
 LEASE_NAME = "climatik-recommend"
-DOMAINS = Resource(GROUP, VERSION, DOMAIN_PLURAL, DOMAIN_KIND, namespaced=False)
+#: The recommender's cache of Nodes holds their name and labels only (which domain a node is in): a Node object
+#: as served is tens of kilobytes (images, conditions), a fleet of them hundreds of megabytes.
+NODE_FIELDS = ("name", "labels", "resourceVersion", "uid")
+
+
+def node_labels_only(obj: Obj) -> Obj:
+    """Informer transform: a Node reduced to what the recommender reads."""
+    metadata = obj.get("metadata") or {}
+    return {"metadata": {key: metadata[key] for key in NODE_FIELDS if key in metadata}}
 #: Policy cache index: the nodes a policy's status observes.
 BY_OBSERVED_NODE = "observedNode"
 
@@ -98,8 +106,8 @@ def build(settings: RecommendSettings, common: CommonSettings, *, clock: Clock) 
     policies = wiring.informer(POLICIES, name="powercappingpolicies", indexers=POLICY_INDEXES,
                                resync_period=settings.resync)
     nodes = wiring.informer(NODE_FREQUENCIES, name="nodefrequencies")
-    domains = wiring.informer(DOMAINS, name="powerdomains", resync_period=settings.resync)
-    cluster_nodes = wiring.informer(NODES, name="nodes")
+    domains = wiring.informer(POWER_DOMAINS, name="powerdomains", resync_period=settings.resync)
+    cluster_nodes = wiring.informer(NODES, name="nodes", transform=node_labels_only)
     queue = wiring.queue("recommend")
     domain_queue = wiring.queue("domains")
     metrics = RecommendMetrics(wiring.registry)
@@ -124,7 +132,7 @@ def build(settings: RecommendSettings, common: CommonSettings, *, clock: Clock) 
         on_split=wake_all_domains,
     )
     domain_reconciler = DomainReconciler(
-        domains=domains.store, api=wiring.client.resource(DOMAINS), core=core,
+        domains=domains.store, api=wiring.client.resource(POWER_DOMAINS), core=core,
         inputs=lambda: (*view(), reconciler.all_policies(), writer.objects()),
         write_specs=writer.write, events=events, clock=clock, enqueue_policy=queue.add,
         metrics=DomainMetrics(wiring.registry),

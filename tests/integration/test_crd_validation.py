@@ -43,11 +43,6 @@ def domain(name: str, **spec_changes: object) -> dict[str, object]:
     return {"apiVersion": "climatik.io/v1alpha1", "kind": "PowerDomain", "metadata": {"name": name}, "spec": spec}
 
 
-@pytest.fixture(autouse=True)
-def _domains_served(control_plane) -> None:  # type: ignore[no-untyped-def]
-    control_plane.wait_for_resources("climatik.io/v1alpha1", {"powerdomains"})
-
-
 def test_control_plane_runs_the_built_release(control_plane) -> None:  # type: ignore[no-untyped-def]
     assert control_plane.version() == "v1.34.4"
 

@@ -19,6 +19,7 @@ from climatik.kube.client import (
     NODES,
     PODS,
     POLICIES,
+    POWER_DOMAINS,
     KubeClient,
     Resource,
 )
@@ -26,7 +27,7 @@ from climatik.kube.errors import InvalidError
 from support.kube.cluster import FakeCluster
 from support.kube.fakewatch import FakeWatch
 
-KNOWN = (POLICIES, NODE_FREQUENCIES, PODS, NODES, EVENTS, CONFIG_MAPS, NAMESPACES, LEASES)
+KNOWN = (POLICIES, NODE_FREQUENCIES, POWER_DOMAINS, PODS, NODES, EVENTS, CONFIG_MAPS, NAMESPACES, LEASES)
 
 
 class FakeKubeClient(KubeClient):

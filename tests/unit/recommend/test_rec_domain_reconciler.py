@@ -9,12 +9,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 from rec_world import World
-from support.kube.client import KNOWN, FakeKubeClient
 from support.livecache import LiveCache
 
-from climatik.kube.client import EVENTS, NODE_FREQUENCIES, NODES, POLICIES
+from climatik.kube.client import EVENTS, NODE_FREQUENCIES, NODES, POLICIES, POWER_DOMAINS
 from climatik.kube.events import EventRecorder
-from climatik.recommend.app import DOMAINS, DomainView
+from climatik.recommend.app import DomainView, node_labels_only
 from climatik.recommend.domainstatus import DomainMetrics, DomainReconciler
 from climatik.recommend.reconciler import NodeWriter, RecommendReconciler
 
@@ -26,16 +25,12 @@ class DomainWorld(World):
 
     def __init__(self) -> None:
         super().__init__()
-        # The same cluster, through a client that also knows PowerDomains; a fresh reconciler on it.
-        self.client = FakeKubeClient(self.cluster, resources=(*KNOWN, DOMAINS))
-        self.registry = CollectorRegistry()
-        self.reconciler = self.build(self.registry)
-        self.domains = LiveCache(self.cluster, DOMAINS)
+        self.domains = LiveCache(self.cluster, POWER_DOMAINS)
         self.cluster_nodes = LiveCache(self.cluster, NODES)
         self.view = DomainView(self.domains, self.cluster_nodes)
         self.domain_registry = CollectorRegistry()
         self.domain_reconciler = DomainReconciler(
-            domains=self.domains, api=self.client.resource(DOMAINS), core=self.reconciler._core,
+            domains=self.domains, api=self.client.resource(POWER_DOMAINS), core=self.reconciler._core,
             inputs=lambda: (*self.view(), self.reconciler.all_policies(), self.writer.objects()),
             write_specs=self.writer.write, clock=self.clock, enqueue_policy=self.requeued.append,
             events=EventRecorder(self.client, component="climatik-recommend", clock=self.clock),
@@ -44,7 +39,7 @@ class DomainWorld(World):
     def build(self, registry: CollectorRegistry | None = None) -> RecommendReconciler:
         built = super().build(registry)
         self.writer: NodeWriter = built._writer
-        built._domains = DomainView(LiveCache(self.cluster, DOMAINS), LiveCache(self.cluster, NODES))
+        built._domains = DomainView(LiveCache(self.cluster, POWER_DOMAINS), LiveCache(self.cluster, NODES))
         return built
 
     def node(self, name: str, **labels: str) -> None:
@@ -52,7 +47,7 @@ class DomainWorld(World):
 
     def domain(self, name: str, budget: int, **spec: Any) -> str:
         selector = spec.pop("labels", {"rack": "r1"})
-        self.client.resource(DOMAINS).create({"metadata": {"name": name},
+        self.client.resource(POWER_DOMAINS).create({"metadata": {"name": name},
                                               "spec": {"budget": budget, "nodeSelector": {"matchLabels": selector},
                                                        **spec}})
         return name
@@ -74,7 +69,7 @@ class DomainWorld(World):
         return self.domain_reconciler(name).requeue_after
 
     def domain_status(self, name: str) -> dict[str, Any]:
-        return dict(self.client.resource(DOMAINS).get(name).get("status") or {})
+        return dict(self.client.resource(POWER_DOMAINS).get(name).get("status") or {})
 
     def domain_condition(self, name: str, type: str) -> tuple[str, str, str] | None:
         for c in self.domain_status(name).get("conditions") or []:
@@ -191,10 +186,18 @@ def test_a_raised_budget_ramps_and_the_domain_is_looked_at_again_until_it_is_the
     world.node_power("n1", 700.0)
     world.node_power("n2", 300.0)
     world.reconcile_domain("rack-1")
-    world.cluster.patch(DOMAINS, None, "rack-1", {"spec": {"budget": 2600}})
+    world.cluster.patch(POWER_DOMAINS, None, "rack-1", {"spec": {"budget": 2600}})
 
     world.clock.advance(2.0)
     again = world.reconcile_domain("rack-1")
     status = world.domain_status("rack-1")
     assert status["budget"] == 1800.0 and status["targetBudget"] == 2600.0
     assert again is not None and again <= 1.0
+
+
+def test_the_node_cache_keeps_only_what_says_which_domain_a_node_is_in() -> None:
+    served = {"metadata": {"name": "n1", "uid": "u", "resourceVersion": "7", "labels": {"rack": "r1"},
+                           "annotations": {"big": "x" * 1000}, "managedFields": [{}]},
+              "status": {"images": [{"names": ["registry/image"] * 10}]}, "spec": {"podCIDR": "10.0.0.0/24"}}
+    assert node_labels_only(served) == {"metadata": {"name": "n1", "labels": {"rack": "r1"}, "resourceVersion": "7",
+                                                     "uid": "u"}}
