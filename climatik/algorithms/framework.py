@@ -126,18 +126,23 @@ def algorithm_input(policy: PowerCappingPolicy, nodes: Iterable[NodeFrequencies]
     observation = observation_from_status(policy.status)
     held = current if current is not None else policy_targets(policy.key, node_list)
     node_names = {gpu.node for gpu in observation.gpus} | {node for node, _ in held.cpus}
-    node_names |= {_node_of(uuid, node_list) or "" for uuid in held.gpus} - {""}
+    node_names |= _nodes_of(set(held.gpus), node_list)
     return AlgorithmInput(spec=policy.spec, observation=observation, inventory=inventory_of(node_list, node_names),
                           current=held, state=state, now=now, release_band=release_band)
 
 
-def _node_of(uuid: str, nodes: Iterable[NodeFrequencies]) -> str | None:
+def _nodes_of(uuids: set[str], nodes: Iterable[NodeFrequencies]) -> set[str]:
+    """The nodes holding any of `uuids` (in an entry of their spec or in their inventory), in one pass."""
+    found: set[str] = set()
+    if not uuids:
+        return found
     for node in nodes:
         inventory = node.inventory
-        if any(gpu.gpu_id == uuid for gpu in node.spec.gpu_frequencies or []) or (
-                inventory is not None and inventory.gpu(uuid) is not None):
-            return node.spec.node_name or node.metadata.name
-    return None
+        listed = {gpu.gpu_id for gpu in node.spec.gpu_frequencies or []}
+        listed |= {gpu.uuid for gpu in inventory.gpus or []} if inventory is not None else set()
+        if listed & uuids:
+            found.add(node.spec.node_name or node.metadata.name)
+    return found
 
 
 def _timestamp(text: str | None) -> float | None:
