@@ -99,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     if plot_seed is not None:
         _plots(outcomes, plan.telemetry[0], args.out)
     cpu = sum(outcome.seconds for outcome in outcomes)
-    print(f"Ran {len(jobs)} runs in {time.monotonic() - started:.0f} s on {args.jobs} process(es) "
-          f"({cpu:.0f} s of simulation)")
+    if args.load is not None:
+        print(f"Printed {len(outcomes)} saved runs of {len(jobs)} planned ({cpu:.0f} s of simulation when they ran)")
+    else:
+        print(f"Ran {len(jobs)} runs in {time.monotonic() - started:.0f} s on {args.jobs} process(es) "
+              f"({cpu:.0f} s of simulation)")
     return 0
 
 
