@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "hack"))
 import structlog  # noqa: E402
 from cycles import CounterPoller, cut_cycles, query_seconds, sample_period, summary  # noqa: E402
 from fleet import ExporterEndpoints, Layout  # noqa: E402
-from procusage import process_usage  # noqa: E402
+from procusage import ProcessUsage, process_usage  # noqa: E402
 from promenv import PrometheusServer  # noqa: E402
 from scrape import MonitorCounters, apiserver_writes, fetch_text, parse_monitor  # noqa: E402
 from testenv import ControlPlane, start_with_crds  # noqa: E402
@@ -116,11 +116,12 @@ def run_variant(scale: Scale, variant: Variant, workdir: Path, args: argparse.Na
     monitor.start()
     try:
         url = f"http://127.0.0.1:{monitor.port()}/metrics"
-        note = ""
         try:
             wait_all_measured(scale.client, layout, monitor, timeout=args.timeout)
         except TimeoutError as exc:
-            note = f"{exc}; {_failures(monitor)}"
+            # No steady cycles to time: only the unpolled window, with the sampler's own mean duration.
+            cpu = cpu_window(scale, monitor, url, args)
+            return failed_row(scale, variant, cpu, process_usage(monitor.pid), f"{exc}; {_failures(monitor)}")
         poller = CounterPoller(url, rest=(layout.policies, INTERVAL_S)).start()
         try:
             settled = poller.wait_for_samples(_samples(url) + 2, timeout=args.timeout, alive=monitor.check)
@@ -146,7 +147,22 @@ def run_variant(scale: Scale, variant: Variant, workdir: Path, args: argparse.Na
         writes=cpu.writes, status_updates=cpu.updates, other_writes=cpu.other_writes, cpu_s=cpu.cpu_s,
         cpu_cycles=cpu.cycles, rss_mib=usage.rss_kib / 1024, peak_mib=usage.peak_rss_kib / 1024,
         cache_bytes=scale.cache_bytes[0 if variant.name == "old" else 1],
-        poll_fetch_s=sum(poller.fetch_seconds) / max(1, len(poller.fetch_seconds)), note=note,
+        poll_fetch_s=sum(poller.fetch_seconds) / max(1, len(poller.fetch_seconds)),
+    )
+
+
+def failed_row(scale: Scale, variant: Variant, cpu: CpuWindow, usage: ProcessUsage, note: str) -> Row:
+    """A run whose first cycle never measured every policy: its figures are of the cycles it managed."""
+    before, after = cpu.counters
+    samples = max(1.0, after.samples - before.samples)
+    sample_s = (after.sample_seconds - before.sample_seconds) / samples
+    return Row(
+        layout=scale.layout, variant=variant.name, cycle_s=(sample_s, sample_s),
+        period_s=(after.at - before.at) / samples, sample_s=(sample_s, sample_s), queries=query_seconds(before, after),
+        reconciles=(after.reconciles - before.reconciles) / samples, writes=cpu.writes, status_updates=cpu.updates,
+        other_writes=cpu.other_writes, cpu_s=cpu.cpu_s, cpu_cycles=cpu.cycles, rss_mib=usage.rss_kib / 1024,
+        peak_mib=usage.peak_rss_kib / 1024, cache_bytes=scale.cache_bytes[0 if variant.name == "old" else 1],
+        poll_fetch_s=0.0, note=note,
     )
 
 
@@ -166,6 +182,7 @@ class CpuWindow:
     writes: float
     updates: float
     other_writes: dict[str, int]
+    counters: tuple[MonitorCounters, MonitorCounters]
 
 
 def cpu_window(scale: Scale, monitor: MonitorProcess, url: str, args: argparse.Namespace) -> CpuWindow:
@@ -175,6 +192,9 @@ def cpu_window(scale: Scale, monitor: MonitorProcess, url: str, args: argparse.N
     before = (_counters(url), apiserver_writes(plane.server, plane.token, certs), process_usage(monitor.pid),
               monitor.status_updates())
     time.sleep(args.cpu_cycles * INTERVAL_S)
+    while _samples(url) <= before[0].samples:  # at least one sample, however slow
+        monitor.check()
+        time.sleep(1)
     monitor.check()
     after = (_counters(url), apiserver_writes(plane.server, plane.token, certs), process_usage(monitor.pid),
              monitor.status_updates())
@@ -183,11 +203,20 @@ def cpu_window(scale: Scale, monitor: MonitorProcess, url: str, args: argparse.N
     own = sum(n for resource, n in writes.items() if resource.split("/")[0] not in NOT_THE_MONITORS)
     return CpuWindow(cycles=cycles, cpu_s=(after[2].cpu_seconds - before[2].cpu_seconds) / max(1, cycles),
                      writes=own / max(1, cycles), updates=(after[3] - before[3]) / max(1, cycles),
-                     other_writes={r: n for r, n in writes.items() if r.split("/")[0] in NOT_THE_MONITORS and n})
+                     other_writes={r: n for r, n in writes.items() if r.split("/")[0] in NOT_THE_MONITORS and n},
+                     counters=(before[0], after[0]))
 
 
-def _counters(url: str) -> MonitorCounters:
-    return parse_monitor(fetch_text(url), time.monotonic())
+def _counters(url: str, attempts: int = 6) -> MonitorCounters:
+    """One look at the monitor's counters; a monitor busy decoding a large answer may be slow to serve it."""
+    for attempt in range(attempts):
+        try:
+            return parse_monitor(fetch_text(url), time.monotonic())
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1)
+    raise AssertionError("unreachable")
 
 
 def _samples(url: str) -> int:
