@@ -24,7 +24,7 @@ situation does, so that the condition is not rewritten on every pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from climatik.algorithms import CpuKey, Targets
@@ -69,7 +69,7 @@ class Plan:
 
     def changed(self, nodes: Iterable[NodeFrequencies]) -> dict[str, NodeFrequenciesSpec]:
         """The specs that differ from the objects' current specs (and those of nodes without an object)."""
-        current = {_node_name(node): normalized(node.spec) for node in nodes}
+        current = {_node_name(node): normalized(node.spec) for node in nodes if _node_name(node) in self.specs}
         return {name: spec for name, spec in self.specs.items() if current.get(name) != spec}
 
 
@@ -85,11 +85,19 @@ Budgets = Mapping[str, Mapping[str, PowerBudget]]
 
 
 def plan(policies: Iterable[PowerCappingPolicy], outputs: Mapping[str, Targets],
-         nodes: Iterable[NodeFrequencies], budgets: Budgets | None = None, *, extra: Budgets | None = None) -> Plan:
+         nodes: Iterable[NodeFrequencies], budgets: Budgets | None = None, *, extra: Budgets | None = None,
+         scope: Collection[str] | None = None) -> Plan:
     """The desired NodeFrequencies specs for `policies`, given each policy's targets (`outputs`, by key) and
-    power budgets (`budgets`, by key), and the domains' budgets of GPUs no policy budgets (`extra`, by key)."""
+    power budgets (`budgets`, by key), and the domains' budgets of GPUs no policy budgets (`extra`, by key).
+
+    With `scope` (node names), only those nodes are planned, from the policies that touch them (observe GPUs
+    there, hold entries or budgets there): the specs and conflicts of other nodes are left out, not emptied. Every
+    policy with a GPU on a node in scope touches it, so a node in scope is planned exactly as a full plan would."""
     node_list = sorted(nodes, key=_node_name)
     active = sorted((p for p in policies if _contributes(p)), key=_rank)
+    if scope is not None:
+        scope = set(scope)
+        active = _touching(active, scope, node_list, budgets or {})
     holding = held_targets(node_list) if any(p.key not in outputs for p in active) else {}
     wanted = {p.key: outputs[p.key] if p.key in outputs else holding.get(p.key, Targets()) for p in active}
     gpu_owner, conflicts = _assign_gpus(active, wanted)
@@ -117,17 +125,37 @@ def plan(policies: Iterable[PowerCappingPolicy], outputs: Mapping[str, Targets],
             if free:
                 power.setdefault(name, []).append(replace(budget, gpu_ids=sorted(free)))
     names = sorted({_node_name(node) for node in node_list} | set(gpus) | set(power))
+    if scope is not None:
+        names = [name for name in names if name in scope]
+        conflicts = [c for c in conflicts if c.node is None or c.node in scope]
+    cpus_of: dict[str, list[CpuFrequency]] = {}
+    for (node, _), entry in sorted(cpus.items()):
+        cpus_of.setdefault(node, []).append(entry)
     specs = {
         name: NodeFrequenciesSpec(
             node_name=name,
             gpu_frequencies=sorted(gpus.get(name, []), key=lambda g: g.gpu_id),
-            cpu_frequencies=[entry for (node, _), entry in sorted(cpus.items()) if node == name],
+            cpu_frequencies=cpus_of.get(name, []),
             power_budgets=sorted(power.get(name, []), key=lambda b: b.policy),
         )
         for name in names
     }
     return Plan(specs=specs, conflicts=tuple(conflicts), entries=entries,
                 unplaced={key: tuple(uuids) for key, uuids in unplaced.items()})
+
+
+def _touching(active: list[PowerCappingPolicy], scope: set[str], nodes: list[NodeFrequencies],
+              budgets: Budgets) -> list[PowerCappingPolicy]:
+    """The policies that observe GPUs on, hold entries or budgets on, or are given budgets on a node in `scope`."""
+    named: set[str] = set()
+    for node in nodes:
+        if _node_name(node) in scope:
+            spec = node.spec
+            named |= {e.policy for e in spec.gpu_frequencies or [] if e.policy}
+            named |= {e.policy for e in spec.cpu_frequencies or [] if e.policy}
+            named |= {b.policy for b in spec.power_budgets or []}
+    return [p for p in active if p.key in named or scope & set(budgets.get(p.key, {}))
+            or any(node.name in scope for node in (p.status.nodes or [] if p.status else []))]
 
 
 def _contributes(policy: PowerCappingPolicy) -> bool:

@@ -33,18 +33,17 @@ from climatik.kube.events import EventRecorder
 from climatik.kube.status import update_object, update_status
 from climatik.kube.store import CacheReader
 from climatik.recommend.actuation import some
-from climatik.recommend.core import (
+from climatik.recommend.core import Pass, Recommender
+from climatik.recommend.plan import normalized
+from climatik.recommend.report import (
     ALGORITHM_FAILED,
     RELEASING,
     TUNER_NOT_RESPONDING,
     ConditionState,
-    Pass,
-    Recommender,
     Report,
     describe,
     desired_status,
 )
-from climatik.recommend.plan import normalized
 from climatik.recommend.step import ACTIONS, Decision
 
 #: Reads the power domains and the nodes' labels (name -> labels) from the caches.

@@ -49,7 +49,9 @@ class StepSettings:
     its previous change is churning: until it has been left alone for `churn_quiet` seconds, steps may only lower
     bounds, so that a flapping limit cannot swing the clocks up and down. A node whose tuner has not acknowledged
     its spec within `ack_timeout` seconds is late; a deleted policy waits up to `release_timeout` seconds for the
-    tuners to remove its caps. Power domains are split at most every `domain_interval` seconds."""
+    tuners to remove its caps. Power domains are split at most every `domain_interval` seconds. A policy's pass
+    plans the nodes it touches; every `full_plan_interval` seconds (and after a new domain split) a pass plans
+    every node, which mends any drift."""
 
     release_band: int = DEFAULT_RELEASE_BAND
     max_observation_age: float = 180.0
@@ -58,6 +60,7 @@ class StepSettings:
     ack_timeout: float = 30.0
     release_timeout: float = 60.0
     domain_interval: float = 1.0
+    full_plan_interval: float = 60.0
 
 
 @dataclass(frozen=True)

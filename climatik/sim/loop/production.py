@@ -65,6 +65,7 @@ from climatik.recommend import core as recommend
 from climatik.recommend.app import POLICY_INDEXES, policies_of_node
 from climatik.recommend.domainstatus import desired_status as domain_status
 from climatik.recommend.reconciler import spec_body
+from climatik.recommend.report import desired_status as recommend_status
 from climatik.recommend.step import StepSettings
 from climatik.sim.loop.harness import (
     ORDER_MONITOR,
@@ -306,7 +307,7 @@ class Controllers:
             self.api.write("node", name, "spec", spec_body(spec), writer=RECOMMENDER)
         assert done.report is not None
         current = self.api.policies.get(key)
-        status = recommend.desired_status((current or {}).get("status"), done.report,
+        status = recommend_status((current or {}).get("status"), done.report,
                                           generation=policy.metadata.generation, now=now)
         if status is not None:
             self.api.write("policy", key, "status", status, writer=RECOMMENDER)

@@ -235,7 +235,7 @@ def test_a_process_under_another_identity_waits_out_the_lease_it_finds() -> None
     while get(port, "/readyz")[0] != 200:
         # A second at most at a time: once the lease is taken, the elector's renewal must get to run before the
         # fake clock passes the lease duration, however slow the machine.
-        clock.advance(min(1.0, min(clock.await_waiters(1))))
+        clock.advance(min(1.0, *clock.await_waiters(1)))
     assert clock.now() - 1000.0 >= 15.0
     process.shell.request_stop()
     assert process.exit_code() == 0

@@ -10,8 +10,8 @@ from climatik.algorithms import Targets
 from climatik.api import Recommendation
 from climatik.monitor.core import CappingDecision, Rules, Verdict
 from climatik.monitor.core import desired_status as monitor_status
-from climatik.recommend.core import ConditionState, Report, recommendation
-from climatik.recommend.core import desired_status as recommend_status
+from climatik.recommend.report import ConditionState, Report, recommendation
+from climatik.recommend.report import desired_status as recommend_status
 
 NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 PROBLEMS = ("unknown algorithm 'turbo'; registered: closed-loop, dynamic-frequency-scaler",)

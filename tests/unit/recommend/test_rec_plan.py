@@ -3,6 +3,7 @@ policy is told about a shared GPU: who drives it, and which part of the rule dec
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from climatik.algorithms import Targets
@@ -191,3 +192,27 @@ def test_no_shared_gpu_is_no_conflict() -> None:
     report = conflict_report("ml/a", [Conflict("GPU-a", None, winner="ml/b", loser="ml/c")], {})
 
     assert not report.active and report.reason == "NoSharedGpus"
+
+
+def test_a_plan_of_some_nodes_is_the_full_plan_of_those_nodes() -> None:
+    rng = random.Random(5)
+    names = [f"n{i}" for i in range(12)]
+    for _ in range(30):
+        gpus = {name: [f"GPU-{name}-{k}" for k in range(4)] for name in names}
+        policies, outputs = [], {}
+        for index in range(8):
+            mine: dict[str, list[str]] = {}
+            for node in rng.sample(names, 3):
+                mine[node] = rng.sample(gpus[node], 2)  # GPUs shared by two policies make conflicts
+            policy = a_policy(f"p{index}", mine, priority=rng.choice([0, 10]))
+            policies.append(policy)
+            if rng.random() < 0.8:
+                outputs[policy.key] = Targets({uuid: rng.choice([900, 1200, None]) for uuids in mine.values()
+                                               for uuid in uuids})
+        held = [a_node(name, gpu_entries=[{"gpuId": f"GPU-{name}-0", "targetFrequency": 600, "policy": "ml/p1"}])
+                for name in names]
+        full = plan(policies, outputs, held)
+        scope = {name for node in policies[rng.randrange(8)].status.nodes or [] for name in [node.name]}  # type: ignore[union-attr]
+        part = plan(policies, outputs, held, scope=scope)
+        assert part.specs == {name: spec for name, spec in full.specs.items() if name in scope}
+        assert {c for c in part.conflicts if c.node in scope} == {c for c in full.conflicts if c.node in scope}
