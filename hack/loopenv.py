@@ -2,21 +2,25 @@
 controllers as real `climatik` processes, restarted when they exit as the kubelet would restart a container.
 Used by `make demo` (hack/demo.py) and the end-to-end tests.
 
-Each simulated node has `gpus_per_node` H100s. On every node one pod of the LLM inference service
-(app=llm-inference) holds the first `service_gpus_per_node` GPUs; the rest run an unrelated training job
-(app=batch-training) that no policy selects. Prometheus scrapes the nodes' DCGM-format exporters every second.
+Each simulated node has `gpus_per_node` H100s, shared by tenants: each tenant has one pod on every node holding
+the next `gpus_per_node` of its GPUs, and runs its own trace. By default the first tenant is the LLM inference
+service (app=llm-inference) on the first `service_gpus_per_node` GPUs and the second an unrelated training job
+(app=batch-training) on the rest, which no policy selects. Nodes may carry labels (a rack, for a PowerDomain).
+Prometheus scrapes the nodes' DCGM-format exporters every second. Faults are injected here too: a controller
+killed (and restarted, or kept down until revived), Prometheus stalled.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,17 +33,29 @@ from simworld import create_node, create_pods, ensure_namespace
 from testenv import ControlPlane, start_with_crds
 
 from climatik.clock import SystemClock
-from climatik.kube.client import POLICIES, KubeClient, connect
-from climatik.kube.errors import KubeError
+from climatik.kube.client import EVENTS, NODE_FREQUENCIES, POLICIES, POWER_DOMAINS, KubeClient, Resource, connect
+from climatik.kube.errors import KubeError, NotFoundError
 from climatik.sim.cluster import ClusterConfig, GpuConfig, NodeConfig, SimCluster, start_cluster
 from climatik.sim.node import PodRef
-from climatik.sim.server import SimControlClient
+from climatik.sim.server import GpuInfo, SimControlClient
 from climatik.sim.traces import ConstantParams, TrainingParams, Workload
 
 REPO_SAMPLE = Path(__file__).resolve().parent.parent / "manifests" / "samples" / "powercappingpolicy.yaml"
 SERVICE_NAMESPACE = "default"
 SERVICE_LABELS = {"app": "llm-inference"}
 SYSTEM_NAMESPACE = "climatik-system"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A workload on the loop's nodes: one pod per node, `<name>-<node>` in `namespace` with `labels`, holding
+    `gpus_per_node` GPUs that run `workload`'s trace."""
+
+    name: str
+    labels: Mapping[str, str]
+    gpus_per_node: int
+    workload: Workload = field(default_factory=ConstantParams)
+    namespace: str = SERVICE_NAMESPACE
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,18 @@ class LoopConfig:
     monitor_interval: float = 1.0
     scrape_interval: float = 1.0
     seed: int = 7
+    tenants: tuple[Tenant, ...] = ()  # empty: the service and the unrelated training job (the service_* fields)
+    node_labels: Mapping[str, str] = field(default_factory=dict)  # on every node
+
+    def layout(self) -> tuple[Tenant, ...]:
+        """The tenants, in the order they take the GPUs of each node."""
+        tenants = self.tenants or (
+            Tenant("llm-inference", SERVICE_LABELS, self.service_gpus_per_node, self.service_workload),
+            Tenant("trainer", {"app": "batch-training"}, self.gpus_per_node - self.service_gpus_per_node,
+                   TrainingParams(utilisation=0.6), namespace="batch"))
+        if sum(t.gpus_per_node for t in tenants) > self.gpus_per_node:
+            raise ValueError(f"the tenants hold more than the {self.gpus_per_node} GPUs of a node")
+        return tuple(t for t in tenants if t.gpus_per_node > 0)
 
 
 @dataclass(frozen=True)
@@ -77,6 +105,7 @@ class _Supervised:
     delay: float
     restarts: list[float] = field(default_factory=list)  # when (monotonic) each restart happened
     exited_at: float | None = None  # set while it waits out its back-off
+    kept_down: bool = False  # killed on purpose, not to be restarted until revived
 
 
 class ClimatikProcesses:
@@ -86,7 +115,8 @@ class ClimatikProcesses:
     back-off (`restart_delay`, doubled after each quick exit up to `max_restart_delay`, back to the start once
     a process ran `healthy_after` seconds); the exit and the restart are logged on stderr and in the process's
     log, and the run goes on. `check()` fails only on a crash loop. Leader-elected controllers are given a
-    stable identity (as a pod name is), so a restarted one takes its own lease back at once.
+    stable identity (as a pod name is), so a restarted one takes its own lease back at once. `kill()` is a
+    crash (SIGKILL: nothing is cleaned up), optionally kept down until `revive()`, as a node that went away.
     """
 
     def __init__(self, workdir: Path, kubeconfig: Path, *, restart_delay: float = 1.0,
@@ -114,6 +144,59 @@ class ClimatikProcesses:
                 self._supervisor = threading.Thread(target=self._supervise, name="loopenv-supervisor",
                                                     daemon=True)
                 self._supervisor.start()
+
+    def kill(self, name: str, *, keep_down: bool = False) -> None:
+        """SIGKILL the controller's process and wait for it; it is restarted as after any exit, unless
+        `keep_down`, in which case it stays down until `revive(name)`."""
+        with self._lock:
+            s = self._supervised[name]
+            s.kept_down = keep_down
+            s.proc.kill()
+            s.proc.wait()
+        self._note(name, "killed" + (", kept down" if keep_down else ""))
+
+    def revive(self, name: str) -> None:
+        """Start a controller that was killed and kept down, now."""
+        with self._lock:
+            s = self._supervised[name]
+            if not s.kept_down:
+                raise RuntimeError(f"climatik {name} was not kept down")
+            s.kept_down, s.exited_at, s.started = False, None, time.monotonic()
+            s.proc = self.procs[name] = self._spawn(name, s.argv)
+        self._note(name, "revived")
+
+    def metrics_url(self, name: str) -> str | None:
+        """Where the controller's current run serves /metrics, /readyz (from its log); None before it said."""
+        port = None
+        with (self.workdir / f"{name}.log").open(errors="replace") as log:
+            for line in log:
+                if '"process_started"' in line:
+                    port = int(json.loads(line)["port"])
+        return None if port is None else f"http://127.0.0.1:{port}"
+
+    def ready(self, name: str) -> bool:
+        """Whether the controller's current run answers /readyz (a leader-elected one: leads with synced caches)."""
+        return self._get(name, "/readyz") is not None
+
+    def metric(self, name: str, family: str, **labels: str) -> float | None:
+        """The value of one series on the controller's /metrics; None if it does not serve it (yet)."""
+        text = self._get(name, "/metrics") or ""
+        wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+        for line in text.splitlines():
+            match = re.fullmatch(r"(\w+)(?:\{(.*)\})? (\S+)", line)
+            if match and match[1] == family and ",".join(sorted((match[2] or "").split(","))) == wanted:
+                return float(match[3])
+        return None
+
+    def _get(self, name: str, path: str) -> str | None:
+        url = self.metrics_url(name)
+        if url is None or self.procs[name].poll() is not None:
+            return None
+        try:
+            answer = requests.get(url + path, timeout=2)
+        except requests.RequestException:
+            return None
+        return answer.text if answer.status_code == 200 else None
 
     def restarts(self) -> dict[str, int]:
         """How many times each controller was restarted."""
@@ -160,7 +243,7 @@ class ClimatikProcesses:
 
     def _tend(self, name: str, s: _Supervised) -> None:
         code = s.proc.poll()
-        if code is None or self._stopping.is_set():
+        if code is None or self._stopping.is_set() or s.kept_down:
             return
         now = time.monotonic()
         if s.exited_at is None:
@@ -189,12 +272,14 @@ class LoopEnv:
 
     def __init__(self, config: LoopConfig) -> None:
         self.config = config
+        self.tenants = config.layout()
         self.plane: ControlPlane | None = None
         self.sim: SimCluster | None = None
         self.prometheus: PrometheusServer | None = None
         self.client: KubeClient | None = None
         self.processes: ClimatikProcesses | None = None
-        self.service_gpus: dict[str, list[str]] = {}
+        self.tenant_gpus: dict[str, dict[str, list[str]]] = {}  # tenant -> node -> GPU UUIDs
+        self.service_gpus: dict[str, list[str]] = {}  # the first tenant's, by node
         self.started = time.monotonic()
 
     @property
@@ -205,14 +290,18 @@ class LoopEnv:
         c = self.config
         nodes = []
         for name in self.node_names:
-            gpus = {i: GpuConfig(workload=c.service_workload,
-                                 pods=(PodRef(SERVICE_NAMESPACE, self.service_pod(name), "server"),))
-                    for i in range(c.service_gpus_per_node)}
-            gpus.update({i: GpuConfig(workload=TrainingParams(utilisation=0.6),
-                                      pods=(PodRef("batch", f"trainer-{name}", "trainer"),))
-                         for i in range(c.service_gpus_per_node, c.gpus_per_node)})
+            gpus, first = {}, 0
+            for tenant in self.tenants:
+                pods = (PodRef(tenant.namespace, self.pod_name(tenant, name), "main"),)
+                gpus.update({i: GpuConfig(workload=tenant.workload, pods=pods)
+                             for i in range(first, first + tenant.gpus_per_node)})
+                first += tenant.gpus_per_node
             nodes.append(NodeConfig(name=name, gpu_count=c.gpus_per_node, gpus=gpus))
         return ClusterConfig(nodes=tuple(nodes), seed=c.seed)
+
+    @staticmethod
+    def pod_name(tenant: Tenant, node: str) -> str:
+        return f"{tenant.name}-{node}"
 
     @staticmethod
     def service_pod(node: str) -> str:
@@ -234,8 +323,12 @@ class LoopEnv:
         stack.callback(self.client.close)
         self._create_world()
         for node in self.node_names:
-            gpus = sorted(self.gpus(node), key=lambda g: g.index)
-            self.service_gpus[node] = [g.uuid for g in gpus[: c.service_gpus_per_node]]
+            gpus, first = sorted(self.gpus(node), key=lambda g: g.index), 0
+            for tenant in self.tenants:
+                held = gpus[first: first + tenant.gpus_per_node]
+                self.tenant_gpus.setdefault(tenant.name, {})[node] = [g.uuid for g in held]
+                first += tenant.gpus_per_node
+            self.service_gpus[node] = self.tenant_gpus[self.tenants[0].name][node]
         self.prometheus.wait_for_series("DCGM_FI_DEV_POWER_USAGE", c.nodes * c.gpus_per_node)
         self.processes = ClimatikProcesses(c.workdir, self.plane.kubeconfig)
         stack.callback(self.processes.stop)
@@ -245,12 +338,10 @@ class LoopEnv:
     def _create_world(self) -> None:
         assert self.client is not None
         ensure_namespace(self.client, SYSTEM_NAMESPACE)
-        pods = []
         for node in self.node_names:
-            create_node(self.client, node, self.config.gpus_per_node)
-            pods.append((SERVICE_NAMESPACE, self.service_pod(node), node, SERVICE_LABELS))
-            pods.append(("batch", f"trainer-{node}", node, {"app": "batch-training"}))
-        create_pods(self.client, pods)
+            create_node(self.client, node, self.config.gpus_per_node, labels=self.config.node_labels)
+        create_pods(self.client, [(tenant.namespace, self.pod_name(tenant, node), node, tenant.labels)
+                                  for node in self.node_names for tenant in self.tenants])
 
     def _start_controllers(self) -> None:
         assert self.processes is not None and self.prometheus is not None and self.sim is not None
@@ -266,21 +357,51 @@ class LoopEnv:
                 "--no-cpufreq", f"--state-file={self.config.workdir / (node + '-tuner-state.json')}",
                 "--resync=10"])
 
-    def apply_policy(self, policy: dict[str, Any]) -> None:
+    def apply(self, obj: Mapping[str, Any]) -> None:
+        """`kubectl apply` an object (a policy, a PowerDomain): created, or its spec changed."""
         assert self.plane is not None
-        subprocess.run([*self.plane.kubectl, "apply", "-f", "-"], input=json.dumps(policy), text=True,
+        subprocess.run([*self.plane.kubectl, "apply", "-f", "-"], input=json.dumps(obj), text=True,
                        check=True, stdout=subprocess.DEVNULL)
 
-    def policy_status(self, name: str, namespace: str = SERVICE_NAMESPACE) -> dict[str, Any]:
+    def apply_policy(self, policy: dict[str, Any]) -> None:
+        self.apply(policy)
+
+    def get(self, resource: Resource, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        """The object as the API server has it now; None if there is none."""
         assert self.client is not None
         try:
-            return dict(self.client.get(POLICIES, name, namespace=namespace).get("status") or {})
+            return self.client.get(resource, name, namespace=namespace)
+        except NotFoundError:
+            return None
+
+    def policy_status(self, name: str, namespace: str = SERVICE_NAMESPACE) -> dict[str, Any]:
+        return self._status(POLICIES, name, namespace)
+
+    def domain_status(self, name: str) -> dict[str, Any]:
+        return self._status(POWER_DOMAINS, name)
+
+    def node_frequencies_status(self, node: str) -> dict[str, Any]:
+        return self._status(NODE_FREQUENCIES, node)
+
+    def _status(self, resource: Resource, name: str, namespace: str | None = None) -> dict[str, Any]:
+        try:
+            return dict((self.get(resource, name, namespace) or {}).get("status") or {})
         except KubeError:  # a missed read is just a gap in the trace
             return {}
 
-    def gpus(self, node: str) -> list[Any]:
+    def events(self, name: str, namespace: str = SERVICE_NAMESPACE) -> list[dict[str, Any]]:
+        """The Events recorded about the object `name` in `namespace` (any kind)."""
+        assert self.client is not None
+        found = self.client.list(EVENTS, namespace=namespace, field_selector=f"involvedObject.name={name}")
+        return list(found.get("items") or [])
+
+    def gpus(self, node: str) -> list[GpuInfo]:
         assert self.sim is not None
         return SimControlClient(self.sim.urls[node], session=requests.Session()).gpus()
+
+    def all_gpus(self) -> dict[str, list[GpuInfo]]:
+        """Every node's GPUs as the simulator reports them (GET /sim/gpus), by node."""
+        return {node: self.gpus(node) for node in self.node_names}
 
     def read(self, policy: str) -> Reading:
         power, clocks, caps = 0.0, [], []
@@ -299,6 +420,16 @@ class LoopEnv:
             client = SimControlClient(self.sim.urls[node], session=requests.Session())  # type: ignore[union-attr]
             for uuid in self.service_gpus[node]:
                 client.set_load(utilisation, mix, uuid=uuid)
+
+    @contextmanager
+    def prometheus_stalled(self) -> Iterator[None]:
+        """Prometheus frozen (SIGSTOP: connections open, nothing answered, nothing scraped) for the block."""
+        assert self.prometheus is not None
+        self.prometheus.pause()
+        try:
+            yield
+        finally:
+            self.prometheus.resume()
 
 
 def load_policy(path: Path) -> dict[str, Any]:

@@ -24,7 +24,8 @@ class PrometheusServer:
     """One Prometheus on a loopback port, scraping `targets` (host:port) every `scrape_interval` seconds.
 
     Targets are scraped with honor_labels, as a dcgm-exporter behind a ServiceMonitor is usually set up, so the
-    workload's `pod` and `namespace` labels survive. Stopping and starting again keeps the port and the data.
+    workload's `pod` and `namespace` labels survive. Stopping and starting again keeps the port and the data;
+    `pause()` and `resume()` stall it in between.
     """
 
     def __init__(self, workdir: Path, targets: Sequence[str], *, scrape_interval: float = 1.0,
@@ -64,8 +65,20 @@ class PrometheusServer:
             time.sleep(0.2)
         raise PrometheusError(f"prometheus not ready after {timeout}s: {self._tail()}")
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): it accepts connections but answers nothing and scrapes nothing, as a
+        Prometheus stuck in a long garbage collection or on a hung disk."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server run on (SIGCONT)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)  # a paused server handles no SIGTERM
             self._proc.send_signal(signal.SIGTERM)
             try:
                 self._proc.wait(timeout=20)

@@ -18,10 +18,11 @@ def ensure_namespace(client: KubeClient, name: str) -> None:
         client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
 
-def create_node(client: KubeClient, name: str, gpus: int) -> None:
-    """A Node object advertising `gpus` nvidia.com/gpu, as the device plugin would."""
+def create_node(client: KubeClient, name: str, gpus: int, *, labels: Mapping[str, str] | None = None) -> None:
+    """A Node object advertising `gpus` nvidia.com/gpu, as the device plugin would, with `labels` besides
+    GPU feature discovery's (a rack or row label, for a PowerDomain)."""
     body = {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {"nvidia.com/gpu.present": "true"}}}
+            "metadata": {"name": name, "labels": {"nvidia.com/gpu.present": "true", **(labels or {})}}}
     try:
         client.create(NODES, body)
     except AlreadyExistsError:
