@@ -316,6 +316,47 @@ def test_an_observed_node_without_an_object_gets_an_empty_one_then_targets_once_
              what="targets once the inventory is there", diagnostics=recommender.output)
 
 
+def test_a_rack_domain_is_shared_by_priority_and_its_status_tells_how(  # type: ignore[no-untyped-def]
+    kubectl, recommender: ClimatikProcess, created: dict[str, set[str]]
+) -> None:
+    cluster = Cluster(kubectl, created, "rec-rack")
+    (a0, a1), (b0, b1) = gpus("rack-a", 2), gpus("rack-b", 2)
+    for node in ("rec-rack-a", "rec-rack-b"):
+        cluster.ok("create", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "Node", "metadata": {
+            "name": node, "labels": {"topology.climatik.io/rack": "it-r1"}}}))
+    cluster.tuner_reports("rec-rack-a", [a0, a1])
+    cluster.tuner_reports("rec-rack-b", [b0, b1])
+    domain = {"apiVersion": "climatik.io/v1alpha1", "kind": "PowerDomain", "metadata": {"name": "it-rack"},
+              "spec": {"budget": 1500, "nodeSelector": {"matchLabels": {"topology.climatik.io/rack": "it-r1"}}}}
+    cluster.ok("apply", "-f", "-", stdin=json.dumps(domain))
+    try:
+        cluster.policy("chat", limit=2000, priority=100)
+        cluster.policy("batch", limit=2000, priority=0)
+        cluster.monitor_reports("chat", {"rec-rack-a": [a0, a1]}, power=1000, capping=False)
+        cluster.monitor_reports("batch", {"rec-rack-b": [b0, b1]}, power=1000, capping=False)
+
+        def budgets() -> dict[str, int] | None:
+            found = {b["policy"]: b["watts"] for node in ("rec-rack-a", "rec-rack-b")
+                     for b in (cluster.node(node).get("spec") or {}).get("powerBudgets") or []}
+            return found if {"rec-rack/chat", "rec-rack/batch"} <= set(found) else None
+
+        shares = wait_for(budgets, what="both policies' node budgets", diagnostics=recommender.output)
+        assert shares["rec-rack/chat"] + shares["rec-rack/batch"] <= 1500
+        assert shares["rec-rack/chat"] >= 1000, "the high priority keeps what it draws"
+
+        def status() -> dict[str, Any] | None:
+            found = json.loads(cluster.ok("get", "pd", "it-rack", "-o", "json")).get("status") or {}
+            return found if found.get("policies") else None
+
+        shown = wait_for(status, what="the domain's status", diagnostics=recommender.output)
+        assert shown["budget"] == 1500 and shown["nodeCount"] == 2 and shown["allocated"] <= 1500
+        assert shown["policies"][0]["name"] == "rec-rack/chat", "the largest share first"
+        conditions = {c["type"]: c["status"] for c in shown["conditions"]}
+        assert conditions["Valid"] == "True" and conditions["MetricsAvailable"] == "False"
+    finally:
+        cluster.ok("delete", "pd", "it-rack")
+
+
 def test_the_recommender_exports_its_metrics_and_holds_its_lease(  # type: ignore[no-untyped-def]
     control_plane, recommender: ClimatikProcess
 ) -> None:
