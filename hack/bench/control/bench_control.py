@@ -64,7 +64,9 @@ class Plan:
 
     def covers(self, job: Job) -> bool:
         """Whether `job` belongs to this plan (to select part of a saved matrix)."""
+        thresholds = {None} | {row.capping_threshold for row in self.rows}
         return (job.seed in self.seeds and job.plant in self.plants and job.scenario in self.scenarios
+                and job.threshold in thresholds
                 and (job.config is None or (job.config in self.rows and job.telemetry in self.telemetry)))
 
     @property
