@@ -13,7 +13,8 @@ not. A node that does not report it makes MetricsAvailable False, naming it.
 
 A split is computed at most every `interval` seconds (the recommender is woken by every tuner's status; a split
 costs tens of milliseconds at a thousand nodes): a pass within the interval reuses the last split and asks to
-be woken when it ends, unless nothing it reads has changed.
+be woken when it ends, unless nothing it reads has changed. An edited domain (a budget lowered by hand or by a
+facility's hook) is split at once: a lower budget is a promise from the moment it is written.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class Sharing:
         moment = now.timestamp()
         if self.last is not None and inputs == self._inputs:
             return self.last, None
-        if self.last is not None and moment - self.last.at < self.interval:
+        edited = self._inputs is None or inputs[0] != self._inputs[0]
+        if self.last is not None and not edited and moment - self.last.at < self.interval:
             return self.last, self.interval - (moment - self.last.at)
         self.last = split(domains, node_labels, policies, nodes, now=now, late=late)
         self._inputs = inputs

@@ -16,7 +16,7 @@ exponents 2.0 and 3.5, boards +-6 % apart, 1 % reading noise). For each run:
   above it as a share of budget x time, from START s on (before that the split does not exist yet: a cold start,
   reported separately);
 * low share: of the watts cut (each workload's uncapped power minus its power, on the same seed), the share cut
-  from `batch` while it still had headroom (above 1.1 x its floor);
+  from `batch` while it still had headroom (above 1.1 x its GPUs' lowest power limits);
 * re-grant: after the raise at 120 s, how long until the node budgets handed out reach 95 % of the raised budget
   (or of the demand, if lower), against two control periods (2 s);
 * chat vs guarantee: chat's throughput against what it gets alone with its guarantee as its budget.
@@ -194,7 +194,7 @@ def rack_run(seed: int) -> RackResult:
         over_j += max(watts - budget, 0.0) * 0.05
         cap_j += budget * 0.05
     # Watts cut per workload, and batch's share while it had headroom.
-    floor_batch = 8 * 0.2 * H100.power_limit_w
+    floor_batch = 8 * H100.power_limit_range[0]  # batch's GPUs at their lowest power limit
     cut_low = cut_all = 0.0
     for i, t in enumerate(ends):
         if t < START:
