@@ -112,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
 def _outcomes(args: argparse.Namespace, jobs: list[Job], plan: Plan) -> list[Outcome]:
     if args.load is not None:
         # Print a saved matrix again (report changes without a re-run), or the part of it the arguments select.
-        with args.load.open("rb") as saved:
-            outcomes: list[Outcome] = [outcome for outcome in pickle.load(saved) if plan.covers(outcome.job)]
+        outcomes: list[Outcome] = []
+        for path in args.load:
+            with path.open("rb") as saved:
+                outcomes += [outcome for outcome in pickle.load(saved) if plan.covers(outcome.job)]
         return outcomes
     outcomes = []
     for outcome in _run_all(jobs, args.jobs):
@@ -258,7 +260,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="shorten every scenario to this many seconds (smoke tests)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "bench" / "control", help="where plots go")
     parser.add_argument("--save", type=Path, help="write the runs' results to this file (pickle)")
-    parser.add_argument("--load", type=Path, help="print the results saved by --save instead of running")
+    parser.add_argument("--load", type=Path, nargs="+",
+                        help="print the results saved by --save (one file or several, e.g. of seed ranges) instead "
+                             "of running")
     parser.add_argument("--no-plots", action="store_true", help="print the tables only")
     args = parser.parse_args(argv)
     args.seeds = args.seeds or (QUICK_SEEDS if args.quick else list(range(16)))
