@@ -14,7 +14,9 @@ not. A node that does not report it makes MetricsAvailable False, naming it.
 A split is computed at most every `interval` seconds (the recommender is woken by every tuner's status; a split
 costs tens of milliseconds at a thousand nodes): a pass within the interval reuses the last split and asks to
 be woken when it ends, unless nothing it reads has changed. An edited domain (a budget lowered by hand or by a
-facility's hook) is split at once: a lower budget is a promise from the moment it is written.
+facility's hook) is split at once: a lower budget is a promise from the moment it is written. So is a domain that a
+policy newly keeps budgets in: until the split includes it, the policy would split its own budget over those nodes
+as if no domain held them.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class Sharing:
         moment = now.timestamp()
         if self.last is not None and inputs == self._inputs:
             return self.last, None
-        edited = self._inputs is None or inputs[0] != self._inputs[0]
+        edited = self._inputs is None or inputs[0] != self._inputs[0] or _newcomer(self.last, policies)
         if self.last is not None and not edited and moment - self.last.at < self.interval:
             return self.last, self.interval - (moment - self.last.at)
         self.last = split(domains, node_labels, policies, nodes, now=now, late=late)
@@ -135,6 +137,15 @@ def split(domains: Sequence[PowerDomain], node_labels: Mapping[str, Mapping[str,
                                                                    gpu_ids=gpu_sets[cell])
     power = {name: _power(resolved.nodes, by_name) for name, resolved in tree.domains.items()}
     return Shared(tree=tree, allocation=allocation, budgets=budgets, power=power, at=now.timestamp())
+
+
+def _newcomer(last: Shared | None, policies: Mapping[str, PowerCappingPolicy]) -> bool:
+    """Whether a policy keeps budgets on a domain's nodes but has no part in the last split."""
+    if last is None:
+        return False
+    inside = {node for domain in last.tree.split for node in domain.nodes}
+    return any(key not in last.budgets and inside.intersection(_budgeted_gpus(policy))
+               for key, policy in policies.items())
 
 
 def _budgeted_gpus(policy: PowerCappingPolicy) -> dict[str, list[str]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from climatik.api import PowerCappingPolicy
 from climatik.api.domain import PowerDomain
 from climatik.recommend.sharing import Sharing
 
@@ -42,3 +43,15 @@ def test_an_edited_domain_is_split_at_once() -> None:
 
 def test_nothing_is_split_without_domains() -> None:
     assert Sharing().update([], LABELS, {}, [], now=NOW) == (None, None)
+
+
+def test_a_policy_newly_on_a_domains_nodes_is_split_at_once() -> None:
+    policy = PowerCappingPolicy.from_api({
+        "metadata": {"name": "chat", "namespace": "ml", "resourceVersion": "7"},
+        "spec": {"powerCapLimit": 2000, "selector": {"matchLabels": {"app": "chat"}}},
+        "status": {"nodes": [{"name": "n1", "gpus": [{"uuid": "GPU-a", "power": 300.0}]}]}})
+    sharing = Sharing(interval=1.0)
+    first, _ = sharing.update([rack(1000, "1")], LABELS, {}, [], now=NOW)
+    joined, wait = sharing.update([rack(1000, "1")], LABELS, {"ml/chat": policy}, [], now=later(0.1))
+    assert joined is not first and wait is None
+    assert joined is not None and joined.takes_part("ml/chat")
