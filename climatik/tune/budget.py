@@ -13,6 +13,9 @@
   down at once, in proportion to the excess (power follows the clock with an exponent of about 2.7 above idle),
   and back up slowly once there is room, so that it settles instead of oscillating. At the lowest clock with the
   budget still exceeded, the budget cannot be met: the power drawn there is reported as the floor.
+* The floor is remembered, and reported whatever the lever, while the budget stays within `FLOOR_KEEP` of it: a
+  recommender that raises the budget to the floor sees it still, instead of its guess, so it does not cut the
+  budget under the floor again on its next split. A budget raised clearly above the floor forgets it.
 * Neither (`None`): when the budget is at least what the GPUs can draw at all, nothing is limited.
 
 The node guard (climatik.tune.guard) runs it for every budget of a node, in the tuner's guard thread and in the
@@ -44,6 +47,8 @@ AIM = 0.97
 #: Climb of the clock cap per tick while there is this much room under the budget.
 CLIMB = 0.03
 ROOM = 0.9
+#: A floor is forgotten once the budget is this share above it (the GPUs are no longer held near it).
+FLOOR_KEEP = 0.1
 #: How long a GPU's readings behind its peak, and the readings behind the report's mean, go back ...
 WINDOW_S = 1.0
 #: ... and how long those behind the report's highest reading go back: long enough that a load that bursts
@@ -163,7 +168,9 @@ def step(watts: float, gpus: Sequence[GpuReading], state: GuardState, now: float
     lows = [gpu.min_limit or 0.0 for gpu in gpus]
     highs = [gpu.max_limit for gpu in gpus]
     if all(gpu.limitable for gpu in gpus) and watts >= sum(lows):
-        state.cap_fraction, state.floor, state.last = 1.0, None, None
+        state.cap_fraction, state.last = 1.0, None
+        if state.floor is not None and watts > state.floor * (1.0 + FLOOR_KEEP):
+            state.floor = None
         if all(high is not None for high in highs) and watts >= sum(high or 0.0 for high in highs):
             return _decision(watts, state, NO_LEVER, {gpu.uuid: None for gpu in gpus}, caps={}, gpus=gpus)
         return _decision(watts, state, POWER_LIMIT, _split(watts, gpus, peaks), caps={}, gpus=gpus)
@@ -236,7 +243,7 @@ def _clock_caps(watts: float, gpus: Sequence[GpuReading], state: GuardState, tot
         cap = _snap(gpu.clocks, state.cap_fraction * gpu.clocks[-1])
         at_floor &= cap == gpu.clocks[0]
         caps[gpu.uuid] = None if cap >= gpu.clocks[-1] else cap
-    if at_floor and total > watts:
+    if at_floor and (total > watts or state.floor is not None):
         state.floor = total
     return caps
 
@@ -279,7 +286,7 @@ def _decision(watts: float, state: GuardState, lever: str, limits: Mapping[str, 
               caps: Mapping[str, int | None], gpus: Sequence[GpuReading], message: str = "") -> Decision:
     mean = state.readings.mean(WINDOW_S)
     highest = state.readings.highest
-    floor = state.floor if lever == CLOCK_CAP else None
+    floor = state.floor
     report = Report(watts=watts, lever=lever, power_mean=round(mean, 1), power_max=round(highest, 1),
                     met=mean <= watts * 1.01, floor=None if floor is None else round(floor, 1), message=message)
     return Decision(limits=dict(limits), clock_caps={gpu.uuid: caps.get(gpu.uuid) for gpu in gpus}, report=report)

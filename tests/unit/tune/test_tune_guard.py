@@ -89,6 +89,21 @@ def test_a_budget_under_the_floor_holds_the_lowest_clock_and_reports_the_floor()
     assert not decision.report.met
 
 
+def test_a_budget_raised_to_the_floor_still_reports_it_until_raised_clearly_above() -> None:
+    state = GuardState()
+    for tick in range(30):
+        decision = step(700.0, [gpu(u, 205.0, limit=200.0, mhz=210) for u in "abcd"], state, now=tick * 0.1)
+    assert decision.report.lever == "ClockCap" and decision.report.floor == 820.0
+
+    at_floor = step(820.0, [gpu(u, 204.0, limit=200.0) for u in "abcd"], state, now=3.1)
+    assert at_floor.report.lever == "PowerLimit"
+    assert at_floor.report.floor is not None and at_floor.report.floor >= 816.0, \
+        "a recommender that gave the floor must keep seeing it, or it cuts under it again"
+
+    raised = step(1200.0, [gpu(u, 204.0, limit=200.0) for u in "abcd"], state, now=3.2)
+    assert raised.report.floor is None
+
+
 def test_gpus_that_refuse_power_limits_are_held_by_their_clocks() -> None:
     decision = step(1800.0, [gpu("a", 700.0, limits=False), gpu("b", 700.0, limits=False),
                              gpu("c", 700.0, limits=False)], GuardState(), 0.0)
