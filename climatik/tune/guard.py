@@ -129,7 +129,9 @@ class NodeGuard:
                             message="; ".join(notes) or None)
 
     def _write_limits(self, limits: Mapping[str, float | None], states: Mapping[str, PowerState]) -> int:
-        writes = 0
+        """Set the limits, those that come down first: a split that moves watts from one GPU to another never
+        adds up to more than the budget between two writes."""
+        changes: list[tuple[bool, str, float, PowerState]] = []
         for uuid in sorted(set(limits) | set(self._originals)):
             power = states.get(uuid)
             if power is None or uuid in self._refused:
@@ -143,6 +145,9 @@ class NodeGuard:
                 if limits.get(uuid) is None:
                     self._originals.pop(uuid, None)
                 continue
+            changes.append((power.limit is None or wanted > power.limit, uuid, wanted, power))
+        writes = 0
+        for _, uuid, wanted, power in sorted(changes, key=lambda change: change[:2]):
             # Recorded before the first change, so that a crash in between still gives it back.
             recorded = uuid not in self._originals and power.limit is not None
             if recorded and power.limit is not None:

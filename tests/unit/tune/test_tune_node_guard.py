@@ -157,6 +157,28 @@ def test_limits_never_add_up_to_more_than_the_budget(watts: int) -> None:
     assert all(200.0 <= limit <= 700.0 for limit in board.limits.values())
 
 
+def test_watts_moving_between_gpus_come_off_one_before_they_go_on_the_other() -> None:
+    board = Board({"a": 100.0, "b": 640.0})
+    guard, _, _ = guard_of(board)
+    budget = [PowerBudget(policy="p/q", watts=900, gpu_ids=["a", "b"])]
+    guard.tick(budget, now=0.0)
+    assert board.limits["b"] > board.limits["a"]
+
+    board.draws = {"a": 640.0, "b": 100.0}  # the burst moves to the GPU that sorts first
+    sums = []
+    original = board.set_power_limit
+
+    def watched(uuid: str, watts: float) -> None:
+        original(uuid, watts)
+        sums.append(sum(board.limits.values()))
+
+    board.set_power_limit = watched  # type: ignore[method-assign]
+    for tick in range(1, 12):
+        guard.tick(budget, now=tick * 0.1)
+    assert board.limits["a"] > board.limits["b"]
+    assert sums and max(sums) <= 900, sums
+
+
 def test_a_budget_under_the_lowest_limits_holds_every_gpu_at_its_lowest_limit() -> None:
     board = Board({"a": 690.0, "b": 20.0, "c": 350.0})
     guard, _, _ = guard_of(board)
