@@ -13,9 +13,11 @@ POST   /sim/load                         {"uuid"?, "utilisation", "mix"}  fixed 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -155,9 +157,19 @@ _MAX_BODY_BYTES = 64 * 1024
 
 
 class _Request(BaseHTTPRequestHandler):
-    """Serves one request against the node and options its server was built with."""
+    """Serves one request against the node and options its server was built with. Connections are kept alive
+    (every answer carries its length), as a tuner's guard asks every 100 ms."""
 
     server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.opened(self.connection)
+
+    def finish(self) -> None:
+        self.server.closed(self.connection)
+        super().finish()
 
     def do_GET(self) -> None:
         node = self.server.node
@@ -219,6 +231,7 @@ class _Request(BaseHTTPRequestHandler):
     def _read_json(self) -> object:
         length = int(self.headers.get("Content-Length") or 0)
         if length > _MAX_BODY_BYTES:
+            self.close_connection = True  # the body is left unread: the connection cannot serve another request
             raise ValueError("body too large")
         raw = self.rfile.read(length) if length else b"{}"
         try:
@@ -245,6 +258,24 @@ class _Server(ThreadingHTTPServer):
         self.node = node
         self.options = options
         self.log = structlog.get_logger(__name__).bind(node=node.name)
+        self._connections: set[socket.socket] = set()
+        self._guard = threading.Lock()
+
+    def opened(self, connection: socket.socket) -> None:
+        with self._guard:
+            self._connections.add(connection)
+
+    def closed(self, connection: socket.socket) -> None:
+        with self._guard:
+            self._connections.discard(connection)
+
+    def drop_connections(self) -> None:
+        """End every kept-alive connection, so that a stopped node answers no one."""
+        with self._guard:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 class NodeServer:
@@ -280,6 +311,7 @@ class NodeServer:
             self._thread.join()
             self._thread = None
         self._server.server_close()
+        self._server.drop_connections()
 
 
 class SimControlClient:
