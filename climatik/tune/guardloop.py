@@ -142,6 +142,13 @@ class GuardLoop:
         with self._lock:
             return self._latest
 
+    def due(self, tick: GuardTick, at: float) -> bool:
+        """Whether the statuses of `tick` (taken at `at`) say something worth a write (climatik.tune.guard.
+        BudgetReports): the reconcile writes them only then, or its own status write would wake it to write the
+        next tick's readings, and so on, as fast as the API server answers."""
+        with self._lock:
+            return self._reports.due(tick.budgets, at, power=tick.power, scale=tick.scale)
+
     def written(self, tick: GuardTick, at: float) -> None:
         """The statuses of `tick` (taken at `at`) are in the API server now."""
         with self._lock:

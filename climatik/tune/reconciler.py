@@ -123,6 +123,8 @@ class TuneReconciler:
         # the generation it acknowledges comes with budgets already in force.
         tick = self._guard.enforce(nf.spec.power_budgets or []) if self._guard is not None else None
         latest = self._guard.latest() if self._guard is not None else None
+        # The guard's statuses go with this write only when they say something new (new budgets always do).
+        guarded = tick is not None and latest is not None and self._guard is not None and self._guard.due(*latest)
         generation = nf.metadata.generation
 
         def mutate(current: dict[str, Any]) -> dict[str, Any] | None:
@@ -130,13 +132,13 @@ class TuneReconciler:
             kept = {field: status.pop(field) for field in GUARDED_FIELDS if field in status}
             body = desired_status(status, report, generation=generation, now=self._clock.wall()) or status
             body = {**body, **kept}
-            return with_guard_status(body, tick) if tick is not None else body
+            return with_guard_status(body, tick) if tick is not None and guarded else body
 
         result = update_status(self._api, key, mutate, current=obj)
         if result.written:
             log.info("status_updated", controller="tune", key=key, applied=report.applied_count,
                      pending=report.pending_count, failed=report.failed_count, dry_run=self._dry_run)
-        if result.object is not None and tick is not None and latest is not None and self._guard is not None:
+        if result.object is not None and guarded and latest is not None and self._guard is not None:
             self._guard.written(*latest)
         self._report_failures(obj, report)
         return Result(requeue_after=self._resync)

@@ -215,6 +215,20 @@ def test_reports_go_out_when_they_say_something_new_and_a_steady_node_writes_not
     assert node.status()["power"]["max"] == pytest.approx(1200.0, abs=1.0), "the node's power moved and was told"
 
 
+def test_the_tuners_own_status_write_does_not_wake_it_to_write_again(node: Node) -> None:
+    node.gpus.demand = {GPU_A: 300.0, GPU_B: 300.0, GPU_C: 100.0}
+    node.spec([(1000, [GPU_A, GPU_B])])
+    tuner = node.tuner()
+    tuner.reconcile()
+    written = len(node.cluster.writes())
+
+    for step in range(20):  # every write is an update event, and an update event is a reconcile
+        node.gpus.demand[GPU_A] = 300.0 + 7 * step  # readings move a little between reconciles
+        tuner.tick()
+        tuner.reconcile()
+    assert len(node.cluster.writes()) - written <= 1, node.cluster.writes()[written:]
+
+
 def test_a_removed_budget_gives_the_original_limits_back(node: Node) -> None:
     node.spec([(1000, [GPU_A, GPU_B])])
     tuner = node.tuner()
