@@ -224,11 +224,16 @@ def _acknowledged(node: NodeFrequencies | None) -> bool:
 
 
 def floor_of(report: BudgetStatus | None, inventory: Sequence[GpuInventory]) -> float:
-    """The tuner's measured floor, else the GPUs' idle power (a tenth of their board limit): a guess that errs
-    low, so that a budget is never refused for a floor that is not there."""
+    """The least a budget can hold the GPUs to: the tuner's measured floor (what they draw at their lowest clock);
+    until one is measured, their lowest power limits (what the firmware holds without measuring anything), or what
+    they draw when that is less. A guess under what busy GPUs really draw would have a domain's cut land where it
+    cannot be kept, and the domain stay over its budget until the tuner measures the floor; a GPU without a known
+    lowest limit counts its idle power (a tenth of its board limit)."""
     if report is not None and report.floor is not None:
         return report.floor
-    return sum(IDLE_SHARE * (gpu.power_limit or 0) for gpu in inventory)
+    lowest = float(sum(gpu.min_power_limit or IDLE_SHARE * (gpu.power_limit or 0) for gpu in inventory))
+    drawn = report.power_mean if report is not None else None
+    return min(lowest, drawn) if drawn is not None else lowest
 
 
 def _ceiling(inventory: Sequence[GpuInventory], gpus: int) -> float:

@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from climatik.recommend.budgets import NodeDemand, allocate
+from climatik.api.nodefrequencies import BudgetStatus, GpuInventory
+from climatik.recommend.budgets import NodeDemand, allocate, floor_of
 
 TOTAL = 2700.0  # 90 % of a 3000 W cap
 
@@ -98,3 +99,20 @@ def test_the_sum_in_flight_never_exceeds_the_budget_whatever_the_demand_and_the_
                 acknowledged[n] = current[n]
         in_flight = sum(max(current[n] or 0, acknowledged[n] or 0) for n in names)
         assert in_flight <= TOTAL, (current, acknowledged)
+
+
+def h100(uuid: str) -> GpuInventory:
+    return GpuInventory(uuid=uuid, power_limit=700, min_power_limit=200, max_power_limit=700)
+
+
+def test_until_the_tuner_measures_a_floor_busy_gpus_count_their_lowest_limits_and_idle_ones_what_they_draw() -> None:
+    gpus = [h100("a"), h100("b"), h100("c"), h100("d")]
+    busy = BudgetStatus(policy="ml/train", watts=2000, power_mean=1900.0, power_max=1950.0, lever="PowerLimit")
+    idle = replace(busy, power_mean=240.0, power_max=260.0)
+    measured = replace(busy, watts=600, lever="ClockCap", floor=812.5)
+
+    assert floor_of(None, gpus) == 800.0
+    assert floor_of(busy, gpus) == 800.0
+    assert floor_of(idle, gpus) == 240.0
+    assert floor_of(measured, gpus) == 812.5
+    assert floor_of(None, [GpuInventory(uuid="x", power_limit=300)]) == 30.0, "no lowest limit known: idle power"
