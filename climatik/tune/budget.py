@@ -12,7 +12,9 @@
   GPUs are held at their lowest limits (those that take one) and a common clock cap follows the measured power:
   down at once, in proportion to the excess (power follows the clock with an exponent of about 2.7 above idle),
   and back up slowly once there is room, so that it settles instead of oscillating. At the lowest clock with the
-  budget still exceeded, the budget cannot be met: the power drawn there is reported as the floor.
+  budget still exceeded, the budget cannot be met: the power drawn there is reported as the floor. So is the power
+  of GPUs held at their lowest limits that still draw more than a budget at (or just above) those limits: some
+  boards draw above their lowest limit at their lowest clock.
 * The floor is remembered, and reported whatever the lever, while the budget stays within `FLOOR_KEEP` of it: a
   recommender that raises the budget to the floor sees it still, instead of its guess, so it does not cut the
   budget under the floor again on its next split. A budget raised clearly above the floor forgets it.
@@ -47,6 +49,8 @@ AIM = 0.97
 #: Climb of the clock cap per tick while there is this much room under the budget.
 CLIMB = 0.03
 ROOM = 0.9
+#: Readings this share over the budget at the GPUs' lowest limits count as a floor (noise stays under it).
+OVER = 0.01
 #: A floor is forgotten once the budget is this share above it (the GPUs are no longer held near it).
 FLOOR_KEEP = 0.1
 #: How long a GPU's readings behind its peak, and the readings behind the report's mean, go back ...
@@ -173,6 +177,9 @@ def step(watts: float, gpus: Sequence[GpuReading], state: GuardState, now: float
             state.floor = None
         if all(high is not None for high in highs) and watts >= sum(high or 0.0 for high in highs):
             return _decision(watts, state, NO_LEVER, {gpu.uuid: None for gpu in gpus}, caps={}, gpus=gpus)
+        if total > watts * (1.0 + OVER) and all(gpu.limit is not None and gpu.limit <= low + 0.5
+                                                for gpu, low in zip(gpus, lows, strict=True)):
+            state.floor = total  # held at their lowest limits and still over: what they draw there is the floor
         return _decision(watts, state, POWER_LIMIT, _split(watts, gpus, peaks), caps={}, gpus=gpus)
     limits: dict[str, float | None] = {gpu.uuid: gpu.min_limit if gpu.limitable else None for gpu in gpus}
     caps = _clock_caps(watts, gpus, state, total)

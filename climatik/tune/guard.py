@@ -123,7 +123,7 @@ class NodeGuard:
         if missing:
             notes.append("GPUs not on this node: " + ", ".join(missing))
         if report.floor is not None and not report.met:
-            notes.append("the GPUs draw more than the budget at their lowest clock (see floor)")
+            notes.append("the GPUs draw more than the budget held as low as they go (see floor)")
         return BudgetStatus(policy=budget.policy, watts=budget.watts, power_mean=report.power_mean,
                             power_max=report.power_max, lever=report.lever, met=report.met, floor=report.floor,
                             message="; ".join(notes) or None)

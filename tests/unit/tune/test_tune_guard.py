@@ -104,6 +104,17 @@ def test_a_budget_raised_to_the_floor_still_reports_it_until_raised_clearly_abov
     assert raised.report.floor is None
 
 
+def test_gpus_over_a_budget_at_their_lowest_limits_report_what_they_draw_there_as_the_floor() -> None:
+    state = GuardState()
+    for tick in range(12):  # a board that draws 207 W at its lowest limit of 200 W
+        decision = step(800.0, [gpu(u, 207.0, limit=200.0) for u in "abcd"], state, now=tick * 0.1)
+    assert decision.report.lever == "PowerLimit" and not decision.report.met
+    assert decision.report.floor == 828.0, "the recommender must not count on the lowest limits holding them"
+
+    met = step(800.0, [gpu(u, 199.0, limit=200.0) for u in "abcd"], GuardState(), now=0.0)
+    assert met.report.floor is None, "GPUs under the budget at their lowest limits have no floor to report"
+
+
 def test_gpus_that_refuse_power_limits_are_held_by_their_clocks() -> None:
     decision = step(1800.0, [gpu("a", 700.0, limits=False), gpu("b", 700.0, limits=False),
                              gpu("c", 700.0, limits=False)], GuardState(), 0.0)
