@@ -2,7 +2,9 @@
 
 * Violation spans: an episode starts at the first simulation step whose true power is above the cap and ends at
   the first step back at or under it that stays there for `hold_s` (or never, if the run ends first). Its span is
-  end - start: the detection delay (exporter, scrape, control period) counts, as it does for the breaker. It
+  end - start: the detection delay (exporter, scrape, control period) counts, as it does for the breaker. An
+  episode still open when the run ends counts to the run's end: a lower bound (a step over the cap in the last
+  second of a run would otherwise make the span infinite, for a firmware-held static limit too). It
   becomes visible when Prometheus first shows the policy's power above the cap during it; `after_shown_s` (the
   benchmark's former "time to under") is from visible to end and leaves the detection delay out.
 * Energy above the cap: the integral of max(0, power - cap) over time, in J, also as a share of the integral of
@@ -30,16 +32,21 @@ DEFAULT_HOLD_S = 1.0
 
 @dataclass(frozen=True)
 class Episode:
-    """One violation: when it started, when Prometheus showed it (None: never), when it ended (None: never)."""
+    """One violation: when it started, when Prometheus showed it (None: never), when it ended (None: not within
+    the run), and when the run ended (None: not known)."""
 
     start_s: float
     visible_s: float | None
     end_s: float | None
+    run_end_s: float | None = None
 
     @property
     def span_s(self) -> float:
-        """From the first step above the cap to back under it (inf: never back under)."""
-        return math.inf if self.end_s is None else self.end_s - self.start_s
+        """From the first step above the cap to back under it; an episode still open at the end of the run counts
+        to the run's end (inf when that is not known)."""
+        if self.end_s is None:
+            return math.inf if self.run_end_s is None else self.run_end_s - self.start_s
+        return self.end_s - self.start_s
 
     @property
     def visible(self) -> bool:
@@ -143,7 +150,7 @@ def _episodes(series: PolicySeries, tolerance: float, hold_s: float) -> list[Epi
             if visible is None and series.prom[k] > series.cap[k]:
                 visible = series.end_s[k]
             k += 1
-        episodes.append(Episode(starts[i], visible, starts[k] if k < n else None))
+        episodes.append(Episode(starts[i], visible, starts[k] if k < n else None, run_end_s=series.end_s[-1]))
         i = k
     return episodes
 

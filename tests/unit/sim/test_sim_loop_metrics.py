@@ -5,6 +5,7 @@ lockstep groups' useful work."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -52,8 +53,16 @@ def test_a_span_runs_from_the_first_true_step_over_the_cap_and_includes_the_dete
 def test_any_excess_over_the_cap_starts_a_span_unless_a_tolerance_is_asked_for() -> None:
     power = [1300.0, 1300.0, 1015.0, 1015.0, 1015.0]
     prom = [1300.0] * 5
-    assert policy_metrics(series(power, prom)).worst_span_s == math.inf
+    assert policy_metrics(series(power, prom)).worst_span_s == pytest.approx(2.5), "over to the end of the run"
     assert policy_metrics(series(power, prom), tolerance=0.02).worst_span_s == pytest.approx(1.0)
+
+
+def test_an_episode_still_open_when_the_run_ends_counts_to_the_end_of_the_run() -> None:
+    power = [900.0] * 8 + [1100.0, 1100.0]  # over in the run's last second: not known to end
+    (episode,) = policy_metrics(series(power, [NAN] * 10)).episodes
+    assert episode.end_s is None
+    assert episode.span_s == pytest.approx(1.0), "a lower bound, not an infinite span"
+    assert math.isinf(replace(episode, run_end_s=None).span_s)
 
 
 def test_a_run_that_never_goes_over_has_no_span() -> None:
