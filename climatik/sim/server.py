@@ -18,6 +18,7 @@ import json
 import math
 import re
 import socket
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -260,6 +261,14 @@ class _Server(ThreadingHTTPServer):
         self.log = structlog.get_logger(__name__).bind(node=node.name)
         self._connections: set[socket.socket] = set()
         self._guard = threading.Lock()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that goes away while its connection is kept alive (a tuner killed) is no error."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            self.log.debug("sim_client_gone", client=str(client_address), error=str(error))
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
     def opened(self, connection: socket.socket) -> None:
         with self._guard:

@@ -82,8 +82,10 @@ def locked_clocks(sim: SimCluster) -> dict[str, int | None]:
     return {gpu.uuid: gpu.locked_clock_mhz for gpu in client.gpus()}
 
 
-def scaling_max(sysfs: Path, cpu: int) -> int:
-    return int((sysfs / f"devices/system/cpu/cpu{cpu}/cpufreq/scaling_max_freq").read_text())
+def scaling_max(sysfs: Path, cpu: int) -> int | None:
+    """The file's value; None while the tuner is rewriting it (a plain file here, unlike a sysfs attribute)."""
+    text = (sysfs / f"devices/system/cpu/cpu{cpu}/cpufreq/scaling_max_freq").read_text().strip()
+    return int(text) if text else None
 
 
 def status(kubectl) -> dict[str, Any]:  # type: ignore[no-untyped-def]
