@@ -316,6 +316,74 @@ def test_an_observed_node_without_an_object_gets_an_empty_one_then_targets_once_
              what="targets once the inventory is there", diagnostics=recommender.output)
 
 
+class BudgetWatch:
+    """`kubectl get nf --watch`: every version of the NodeFrequencies objects as the API server sends them, and
+    each policy's sum of node budgets after each one."""
+
+    def __init__(self, control_plane, policy: str) -> None:  # type: ignore[no-untyped-def]
+        self.policy = policy
+        self._proc = subprocess.Popen([*control_plane.kubectl, "get", "nf", "--watch", "-o", "json"],
+                                      stdout=subprocess.PIPE, text=True)
+
+    def sums(self) -> list[int]:
+        """Stop watching; the policy's total over its nodes after every event."""
+        self._proc.terminate()
+        out, _ = self._proc.communicate(timeout=30)
+        decoder, at, latest, sums = json.JSONDecoder(), 0, {}, []
+        while (at := _skip_space(out, at)) < len(out):
+            try:
+                obj, at = decoder.raw_decode(out, at)
+            except json.JSONDecodeError:
+                break  # the object being printed when the watch stopped
+            latest[obj["metadata"]["name"]] = sum(b["watts"] for b in obj["spec"].get("powerBudgets") or []
+                                                  if b["policy"] == self.policy)
+            sums.append(sum(latest.values()))
+        return sums
+
+
+def _skip_space(text: str, at: int) -> int:
+    while at < len(text) and text[at].isspace():
+        at += 1
+    return at
+
+
+def test_a_budget_moves_to_the_pressed_node_and_never_adds_up_to_more_in_flight(  # type: ignore[no-untyped-def]
+    control_plane, kubectl, recommender: ClimatikProcess, created: dict[str, set[str]]
+) -> None:
+    cluster = Cluster(kubectl, created, "rec-move")
+    nodes = {"rec-move-a": gpus("move-a", 2), "rec-move-b": gpus("move-b", 2)}
+    for node, uuids in nodes.items():
+        cluster.tuner_reports(node, uuids)
+    watch = BudgetWatch(control_plane, "rec-move/llm")
+    cluster.policy("llm", limit=2000)  # a budget of 1800 W: the default 90 % threshold
+    cluster.monitor_reports("llm", nodes, power=1600, capping=True)
+
+    def budget(node: str) -> int:
+        spec = cluster.node(node).get("spec") or {}
+        return next((b["watts"] for b in spec.get("powerBudgets") or [] if b["policy"] == "rec-move/llm"), 0)
+
+    first = wait_for(lambda: (budget("rec-move-a"), budget("rec-move-b")) if budget("rec-move-b") else None,
+                     what="the first split", diagnostics=recommender.output)
+
+    def tuners_report() -> bool:
+        """Both tuners acknowledge their spec: node a's GPUs draw a fifth of their budget, node b's are held at
+        theirs; True once b holds clearly more than a."""
+        for node, share in (("rec-move-a", 0.2), ("rec-move-b", 1.0)):
+            obj = cluster.node(node)
+            watts = budget(node)
+            report = {"policy": "rec-move/llm", "watts": watts, "powerMean": share * watts * 0.95,
+                      "powerMax": share * watts, "lever": "PowerLimit", "met": True}
+            cluster.ok("patch", "nf", node, "--subresource=status", "--type=merge", "-p", json.dumps(
+                {"status": {"observedGeneration": obj["metadata"]["generation"], "budgets": [report]}}))
+        return budget("rec-move-b") > budget("rec-move-a") + 400
+
+    wait_for(tuners_report, timeout=60, interval=0.5, what="the budget moved to the pressed node",
+             diagnostics=recommender.output)
+    sums = watch.sums()
+    assert budget("rec-move-b") > first[1], "the pressed node got headroom"
+    assert sums and max(sums) <= 1800, f"the node budgets added up to more than 1800 W in flight: {sums}"
+
+
 def test_a_rack_domain_is_shared_by_priority_and_its_status_tells_how(  # type: ignore[no-untyped-def]
     kubectl, recommender: ClimatikProcess, created: dict[str, set[str]]
 ) -> None:
