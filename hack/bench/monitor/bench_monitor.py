@@ -35,6 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 sys.path.insert(0, str(REPO / "hack"))
+sys.path.insert(0, str(REPO / "tests"))  # support.memory: what a cache holds per object
 
 import structlog  # noqa: E402
 from cycles import CounterPoller, cut_cycles, query_seconds, sample_period, summary  # noqa: E402

@@ -8,13 +8,13 @@ layout only adds to a smaller one.
 
 from __future__ import annotations
 
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fleet import Layout
 from simworld import create_running_pod, ensure_namespace
+from support.memory import cached_bytes
 
 from climatik.kube.client import PODS, POLICIES, KubeClient, Resource
 from climatik.kube.store import freeze
@@ -76,21 +76,3 @@ def cached_pod_bytes(client: KubeClient, layout: Layout) -> tuple[float, float]:
         token = (page.get("metadata") or {}).get("continue") or ""
         if not token:
             return cached_bytes(whole), cached_bytes(trimmed)
-
-
-def cached_bytes(objects: list[Any]) -> float:
-    """Bytes per object, counting what objects share (interned strings, shared parts) once."""
-    seen: set[int] = set()
-
-    def size(value: Any) -> int:
-        if id(value) in seen:
-            return 0
-        seen.add(id(value))
-        total = sys.getsizeof(value)
-        if isinstance(value, dict):
-            total += sum(size(k) + size(v) for k, v in value.items())
-        elif isinstance(value, list):
-            total += sum(size(v) for v in value)
-        return total
-
-    return sum(size(obj) for obj in objects) / max(1, len(objects))

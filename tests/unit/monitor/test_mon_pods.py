@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from typing import Any
 
 import pytest
+from support.memory import cached_bytes
 
 from climatik.api import LabelSelector
 from climatik.kube.store import POD_INDEXES, freeze
@@ -65,24 +65,6 @@ def vllm_pod(name: str, *, node: str = "gpu-node-07", gpus: int = 2, phase: str 
                                    "state": {"running": {"startedAt": "2026-11-01T10:00:30Z"}}}],
         },
     }
-
-
-def cached_bytes(objects: list[Any]) -> float:
-    """Memory per object of what a cache holds, strings and parts shared between objects counted once."""
-    seen: set[int] = set()
-
-    def size(value: Any) -> int:
-        if id(value) in seen:
-            return 0
-        seen.add(id(value))
-        total = sys.getsizeof(value)
-        if isinstance(value, dict):
-            total += sum(size(k) + size(v) for k, v in value.items())
-        elif isinstance(value, list):
-            total += sum(size(v) for v in value)
-        return total
-
-    return sum(size(obj) for obj in objects) / len(objects)
 
 
 def decoded(pod: dict[str, Any]) -> dict[str, Any]:
