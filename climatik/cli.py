@@ -111,6 +111,16 @@ def leader_options(func: F) -> F:
     ])
 
 
+def shard_option(func: F) -> F:
+    """The option of controllers whose replicas can split their keys (monitor)."""
+    return _apply(func, [
+        click.option("--shard/--no-shard", default=False, show_default=True,
+                     help="Split the policies with the other replicas run with --shard, by consistent hashing over "
+                          "one shard Lease per replica (in --leader-election-namespace, named after "
+                          "--leader-election-identity); a replica that is gone hands its policies over."),
+    ])
+
+
 def common_options(func: F) -> F:
     """Process and leader-election options together."""
     return process_options(leader_options(func))
@@ -123,7 +133,7 @@ def common_settings(kwargs: dict[str, Any]) -> CommonSettings:
     settings = CommonSettings(
         kubeconfig=kwargs.pop("kubeconfig"), metrics_port=kwargs.pop("metrics_port"),
         metrics_host=kwargs.pop("metrics_host"), grace_period=kwargs.pop("grace_period"),
-        leader_elect=kwargs.pop("leader_elect", False),
+        leader_elect=kwargs.pop("leader_elect", False), shard=kwargs.pop("shard", False),
         leader_election_namespace=kwargs.pop("leader_election_namespace", defaults.leader_election_namespace),
         lease_duration=kwargs.pop("lease_duration", defaults.lease_duration),
         renew_deadline=kwargs.pop("renew_deadline", defaults.renew_deadline),
@@ -131,6 +141,9 @@ def common_settings(kwargs: dict[str, Any]) -> CommonSettings:
     )
     if identity:
         settings = dataclasses.replace(settings, leader_election_identity=identity)
+    if settings.shard and settings.leader_elect:
+        raise click.UsageError("--shard and --leader-elect exclude each other: shards share the policies, "
+                               "an elected replica takes them all")
     return settings
 
 
@@ -153,6 +166,7 @@ def version() -> None:
 
 @cli.command()
 @common_options
+@shard_option
 @click.option("--prometheus-url", required=True, envvar="CLIMATIK_PROMETHEUS_URL",
               help="Base URL of the Prometheus HTTP API (path prefix included).")
 @click.option("--interval", type=Duration(), default="5s", show_default=True,

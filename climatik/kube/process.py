@@ -15,6 +15,8 @@ controllers and the leader elector), hands its informers and controllers to a `P
 * when the lease is lost, stops at once and returns 1, so the process exits non-zero and is restarted (a
   leader cut off from the API server leads on until its lease could have passed to another: see
   `climatik.kube.leader`; restarted under the same identity, it takes its lease back at once).
+* when sharded (climatik.kube.shards) instead of elected, runs the membership's rounds, is ready while the
+  replica may act on its keys, and leaves the group (deletes its shard Lease) once the controllers have stopped.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -43,6 +45,7 @@ from climatik.kube.leader import LeaderElector, LeaseConfig
 from climatik.kube.listwatch import ClientListerWatcher
 from climatik.kube.metrics import RuntimeMetrics
 from climatik.kube.reflector import Transform
+from climatik.kube.shards import ShardConfig, ShardMembership, ShardMetrics
 from climatik.kube.store import IndexFunc, strip_managed_fields
 from climatik.kube.workqueue import WorkQueue
 
@@ -61,6 +64,8 @@ class CommonSettings:
     metrics_host: str = "0.0.0.0"
     grace_period: float = 25.0
     leader_elect: bool = False
+    #: Split the keys with the other replicas of the component over shard Leases (climatik.kube.shards).
+    shard: bool = False
     leader_election_namespace: str = "climatik-system"
     leader_election_identity: str = field(default_factory=lambda: f"{socket.gethostname()}_{os.getpid()}")
     lease_duration: float = 15.0
@@ -105,6 +110,18 @@ class Wiring:
                              identity=s.leader_election_identity, lease_duration=s.lease_duration,
                              renew_deadline=s.renew_deadline, retry_period=s.retry_period)
         return LeaderElector(self.client, config, clock=self.clock, metrics=self.metrics)
+
+    def shards(self, group: str, keys: Callable[[], Iterable[str]]) -> ShardMembership | None:
+        """This replica's membership of the component's shard group when sharding is on, else None. `keys`
+        lists the keys the component knows (its cache)."""
+        s = self.settings
+        if not s.shard:
+            return None
+        config = ShardConfig(namespace=s.leader_election_namespace, group=group,
+                             identity=s.leader_election_identity, lease_duration=s.lease_duration,
+                             renew_deadline=s.renew_deadline, retry_period=s.retry_period)
+        return ShardMembership(self.client, config, keys=keys, clock=self.clock,
+                               metrics=ShardMetrics(self.registry))
 
 
 #: A probe answers (healthy, explanation).
@@ -198,6 +215,7 @@ class ProcessShell:
         informers: Sequence[Informer],
         controllers: Sequence[Controller],
         elector: LeaderElector | None = None,
+        shards: ShardMembership | None = None,
         host: str = "0.0.0.0",
         port: int = 8080,
         grace_period: float = 25.0,
@@ -211,6 +229,9 @@ class ProcessShell:
         self._informers = list(informers)
         self._controllers = list(controllers)
         self._elector = elector
+        self._shards = shards
+        if elector is not None and shards is not None:
+            raise ValueError("a process either leads alone or shares its keys with shards, not both")
         self._grace = grace_period
         self._hooks = list(shutdown_hooks)
         self._handle_signals = handle_signals
@@ -245,6 +266,8 @@ class ProcessShell:
             return False, "caches not synced: " + ", ".join(waiting)
         if self._elector is not None and not self._elector.is_leader():
             return False, "not the leader"
+        if self._shards is not None:
+            return self._shards.active()
         return True, "ok"
 
     def _probe_ready(self) -> tuple[bool, str]:
@@ -281,7 +304,12 @@ class ProcessShell:
     # -- phases --------------------------------------------------------------------------------------------
 
     def _start_elector(self) -> threading.Thread | None:
-        elector = self._elector
+        shards, elector = self._shards, self._elector
+        if shards is not None:
+            thread = threading.Thread(target=shards.run, args=(self._elector_stop,), name="shard-membership",
+                                      daemon=True)
+            thread.start()
+            return thread
         if elector is None:
             return None
 

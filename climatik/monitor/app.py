@@ -1,5 +1,9 @@
 """Wiring of `climatik monitor`: pod and policy informers, the Prometheus sampler, the policy reconciler.
 
+One replica measures every policy (with --leader-elect, one of several replicas does). With --shard, the
+replicas split the policies (climatik.kube.shards): each samples only the pods of its own policies and writes
+only their status, and takes over the policies of a replica that is gone.
+
 The pod cache keeps only what the monitor reads of each pod (climatik.monitor.pods)."""
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from climatik.kube.client import PODS, POLICIES
 from climatik.kube.events import EventRecorder
 from climatik.kube.informer import enqueue_own_key
 from climatik.kube.process import CommonSettings, ProcessShell, Wiring
+from climatik.kube.shards import sole_replica
 from climatik.kube.store import POD_INDEXES
 from climatik.monitor.core import Rules
 from climatik.monitor.pods import PodTrimmer
@@ -32,6 +37,8 @@ from climatik.monitor.reconciler import (
 from climatik.prom import GpuSampler, PromClient, PromQueryMetrics, PromSettings, make_session, profile_named
 
 LEASE_NAME = "climatik-monitor"
+#: The shard group of monitors run with --shard (climatik.kube.shards): they split the policies.
+SHARD_GROUP = "climatik-monitor"
 #: Allocations between collections of the youngest generation (Python's default is 700). A cycle allocates a
 #: snapshot's worth of short-lived objects (hundreds of thousands at thousands of GPUs), freed by reference
 #: counting; collecting every 700 of them promoted the snapshot into older generations and rescanned it, about
@@ -68,6 +75,8 @@ def build(settings: MonitorSettings, common: CommonSettings, *, clock: Clock) ->
     pods = wiring.informer(PODS, name="pods", indexers={**POD_INDEXES, BY_LABEL: index_by_label},
                            transform=PodTrimmer())
     decoded = DecodedPolicies(policies.store)
+    shards = wiring.shards(SHARD_GROUP, keys=policies.store.keys)
+    owns = shards.owns if shards is not None else (lambda _key: True)
     latest = LatestSample()
     policy_queue = wiring.queue("monitor")
     sample_queue = wiring.queue("monitor-sampler")
@@ -77,16 +86,20 @@ def build(settings: MonitorSettings, common: CommonSettings, *, clock: Clock) ->
         metrics=MonitorMetrics(wiring.registry),
         rules=Rules.for_period(settings.interval, release_band=settings.release_band,
                                heartbeat=settings.heartbeat),
+        hold=shards.hold if shards is not None else sole_replica,
     )
     sampler = Sampler(fetch=lambda scope: sampler_source.fetch_gpu_samples(scope=scope),
-                      scope=lambda: sampling_scope(decoded, pods.store), latest=latest, clock=clock,
-                      policy_keys=policies.store.keys, enqueue=policy_queue.add, interval=settings.interval)
+                      scope=lambda: sampling_scope(decoded, pods.store, owns), latest=latest, clock=clock,
+                      policy_keys=lambda: list(filter(owns, policies.store.keys())),
+                      enqueue=policy_queue.add, interval=settings.interval)
     policies.add_handler(enqueue_own_key(policy_queue))
     sample_queue.add(SAMPLE_KEY)
+    if shards is not None:  # keys taken over are measured at the next sample, which reads their pods
+        shards.on_gained(lambda _keys: sample_queue.add(SAMPLE_KEY))
     return ProcessShell(
         name="climatik-monitor", registry=wiring.registry, informers=[policies, pods],
         controllers=[wiring.controller("monitor-sampler", sampler, sample_queue),
                      wiring.controller("monitor", reconciler, policy_queue, workers=settings.workers)],
-        elector=wiring.elector(LEASE_NAME), host=common.metrics_host, port=common.metrics_port,
+        elector=wiring.elector(LEASE_NAME), shards=shards, host=common.metrics_host, port=common.metrics_port,
         grace_period=common.grace_period, shutdown_hooks=[prom.close],
     )

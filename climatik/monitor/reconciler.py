@@ -23,6 +23,7 @@ from climatik.clock import Clock
 from climatik.kube.client import ResourceClient
 from climatik.kube.controller import Result
 from climatik.kube.events import EventRecorder
+from climatik.kube.shards import Hold, sole_replica
 from climatik.kube.status import update_status
 from climatik.kube.store import BY_NAMESPACE, CacheReader, resource_version_of
 from climatik.monitor.core import (
@@ -94,12 +95,15 @@ class DecodedPolicies:
         return obj, policy
 
 
-def sampling_scope(policies: DecodedPolicies, pods: CacheReader) -> tuple[Scope, frozenset[str]]:
-    """What the next sample reads (the running pods each policy selects, by namespace) and the policies it
-    serves."""
+def sampling_scope(policies: DecodedPolicies, pods: CacheReader,
+                   owns: Callable[[str], bool] = lambda _key: True) -> tuple[Scope, frozenset[str]]:
+    """What the next sample reads (the running pods each policy this replica `owns` selects, by namespace) and the
+    policies it serves."""
     selected: dict[str, set[str]] = {}
     keys = []
     for key in policies.policy_keys():
+        if not owns(key):
+            continue
         found = policies.get(key)
         if found is None or isinstance(found[1], DecodeError):
             continue
@@ -211,8 +215,10 @@ class MonitorReconciler:
 
     def __init__(self, *, policies: CacheReader | DecodedPolicies, pods: CacheReader, api: ResourceClient,
                  latest: LatestSample, events: EventRecorder | None, clock: Clock,
-                 metrics: MonitorMetrics | None = None, rules: Rules | None = None) -> None:
+                 metrics: MonitorMetrics | None = None, rules: Rules | None = None,
+                 hold: Hold = sole_replica) -> None:
         self._policies = policies if isinstance(policies, DecodedPolicies) else DecodedPolicies(policies)
+        self._hold = hold
         self._pods = pods
         self._api = api
         self._latest = latest
@@ -222,12 +228,15 @@ class MonitorReconciler:
         self._rules = rules or Rules()
 
     def __call__(self, key: str) -> Result:
-        found = self._policies.get(key)
-        if found is None:
-            if self._metrics is not None:
-                self._metrics.forget(key)
-            return Result()
-        obj, policy = found
+        with self._hold(key) as owned:
+            found = self._policies.get(key) if owned else None
+            if found is None:  # gone, or another shard's: its series are that shard's to export
+                if self._metrics is not None:
+                    self._metrics.forget(key)
+                return Result()
+            return self._reconcile(key, *found)
+
+    def _reconcile(self, key: str, obj: Mapping[str, Any], policy: PowerCappingPolicy | DecodeError) -> Result:
         if isinstance(policy, DecodeError):
             # The recommender, the one writer of InvalidSpec, reports it; measuring needs a spec.
             log.warning("invalid_spec", controller="monitor", key=key, problems=[str(policy)])
