@@ -5,10 +5,12 @@ bytes per pod, at 1000 nodes x 8 GPUs / 200 policies and 3000 x 8 / 600, project
 Starts a real kube-apiserver + etcd (hack/testenv.py), fills it with one Running pod per GPU and one
 PowerCappingPolicy per 40 pods (label app=svc-<i>, all in one namespace), serves the fleet's fixed DCGM
 readings from a few exporter endpoints, and has a real Prometheus scrape them every 5 s. Then, per scale, it runs
-the real `climatik monitor` process (--interval=5s) twice against the same world: the old path (the code at
---baseline, run from its own tree: climatik/prom and climatik/monitor before issue 16) and the new one (this
-working tree). After the first cycle has written every status and two more have passed, it watches two windows
-of steady cycles:
+the real `climatik monitor` process (--interval=5s) against the same world: the old path (the code at
+--baseline, run from its own tree: climatik/prom and climatik/monitor before issue 16), the new one (this
+working tree), and the new one as one of --shards monitors that split the policies (`--shard`; the other
+members are shard memberships in this process, which take their share of the policies and measure nothing, so
+that the process measured does one shard's work). After the first cycle has written every status (of its own
+policies) and two more have passed, it watches two windows of steady cycles:
 
 * the timing window: the monitor's own counters, polled every 100 ms while a cycle runs, give each cycle's wall
   time and the query time;
@@ -26,6 +28,7 @@ import argparse
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -44,10 +47,11 @@ from procusage import ProcessUsage, process_usage  # noqa: E402
 from promenv import PrometheusServer  # noqa: E402
 from scrape import MonitorCounters, apiserver_writes, fetch_text, parse_monitor  # noqa: E402
 from testenv import ControlPlane, start_with_crds  # noqa: E402
-from variants import BASELINE, MonitorProcess, Variant, baseline, working_tree  # noqa: E402
+from variants import BASELINE, MonitorProcess, Variant, baseline, one_shard, working_tree  # noqa: E402
 from world import cached_pod_bytes, create_world  # noqa: E402
 
 from climatik.kube.client import POLICIES, KubeClient, connect  # noqa: E402
+from climatik.kube.shards import ShardConfig, ShardMembership, owner_of  # noqa: E402
 
 NAMESPACE = "bench-monitor"
 INTERVAL_S = 5.0
@@ -95,30 +99,68 @@ class Scale:
     cache_bytes: tuple[float, float]
 
 
-def wait_all_measured(client: KubeClient, layout: Layout, monitor: MonitorProcess, timeout: float) -> None:
-    """Until every policy's status counts its 40 GPUs (some cycle wrote them all)."""
+def wait_all_measured(client: KubeClient, layout: Layout, monitor: MonitorProcess, timeout: float,
+                      owned: int | None = None) -> None:
+    """Until every policy's status (or `owned` of them) counts its 40 GPUs (some cycle wrote them all)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         monitor.check()
         items = client.list(POLICIES, namespace=layout.namespace).get("items") or []
         measured = [p for p in items if (p.get("status") or {}).get("gpuCount") == 40]
-        if len(measured) >= layout.policies:
+        if len(measured) >= (layout.policies if owned is None else owned):
             return
         time.sleep(2)
     raise TimeoutError(f"not every policy was measured within {timeout:.0f} s")
 
 
+SHARD_IDENTITY = "bench-shard-0"
+
+
+class ShardPeers:
+    """The other members of the measured monitor's shard group: memberships in this process that take their
+    share of the policies (rounds only, no measuring), so that the monitor does exactly one shard's work."""
+
+    def __init__(self, plane: ControlPlane, shards: int) -> None:
+        self.identities = [f"bench-shard-{i}" for i in range(shards)]
+        self._stop = threading.Event()
+        self._clients = [connect(plane.kubeconfig, timeout=10) for _ in self.identities[1:]]
+        self._threads = [threading.Thread(target=ShardMembership(client, ShardConfig(
+            namespace=NAMESPACE, group="climatik-monitor", identity=identity)).run, args=(self._stop,), daemon=True)
+            for client, identity in zip(self._clients, self.identities[1:], strict=True)]
+
+    def start(self) -> ShardPeers:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def owned(self, layout: Layout) -> int:
+        """How many policies the measured monitor owns once every member has joined."""
+        return sum(1 for i in range(layout.policies)
+                   if owner_of(f"{layout.namespace}/cap-{layout.app(i)}", self.identities) == SHARD_IDENTITY)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+        for client in self._clients:
+            client.close()
+
+
 def run_variant(scale: Scale, variant: Variant, workdir: Path, args: argparse.Namespace) -> Row:
     layout = scale.layout
     name = f"monitor-{variant.name}-{layout.nodes}x{layout.gpus_per_node}"
-    monitor = MonitorProcess(variant, workdir / f"{name}.log", scale.plane.kubeconfig,
+    sharded = ["--shard", f"--leader-election-namespace={NAMESPACE}",
+               f"--leader-election-identity={SHARD_IDENTITY}"] if variant.shards else []
+    monitor = MonitorProcess(variant, workdir / f"{name.replace('/', '-of-')}.log", scale.plane.kubeconfig,
                              [f"--prometheus-url={scale.prometheus.url}", f"--interval={INTERVAL_S:g}s",
-                              f"--heartbeat={args.heartbeat}"])
+                              f"--heartbeat={args.heartbeat}", *sharded])
+    peers = ShardPeers(scale.plane, variant.shards).start() if variant.shards else None
     monitor.start()
     try:
         url = f"http://127.0.0.1:{monitor.port()}/metrics"
         try:
-            wait_all_measured(scale.client, layout, monitor, timeout=args.timeout)
+            wait_all_measured(scale.client, layout, monitor, timeout=args.timeout,
+                              owned=peers.owned(layout) if peers is not None else None)
         except TimeoutError as exc:
             # No steady cycles to time: only the unpolled window, with the sampler's own mean duration.
             cpu = cpu_window(scale, monitor, url, args)
@@ -137,6 +179,8 @@ def run_variant(scale: Scale, variant: Variant, workdir: Path, args: argparse.Na
         usage = process_usage(monitor.pid)
     finally:
         code = monitor.stop()
+        if peers is not None:
+            peers.stop()
         OUT.mkdir(parents=True, exist_ok=True)
         shutil.copy(monitor.log, OUT / monitor.log.name)
     if code:
@@ -270,8 +314,8 @@ def table(rows: list[Row], variants: list[Variant], args: argparse.Namespace) ->
 
 def projection(rows: list[Row]) -> list[str]:
     """Each figure at 10,000 nodes, on the straight line through the two largest measured scales."""
-    lines = ["Projected to 10000 nodes x 8 GPUs / 2000 policies (one process), from the slope between the two"
-             " largest scales:"]
+    lines = ["Projected to 10000 nodes x 8 GPUs / 2000 policies (per process: 1/N is one of N shards), from the"
+             " slope between the two largest scales:"]
     for variant in dict.fromkeys(r.variant for r in rows):
         mine = sorted((r for r in rows if r.variant == variant), key=lambda r: r.layout.nodes)
         if len(mine) < 2:
@@ -287,16 +331,29 @@ def projection(rows: list[Row]) -> list[str]:
 
 
 def targets(rows: list[Row]) -> list[str]:
-    """The issue's targets at 1000 x 8 / 200 policies, met or not, for the new path."""
+    """The issue's targets at 1000 x 8 / 200 policies, met or not, for the new path; and the projection of one
+    shard's cycle to 10,000 nodes."""
+    lines = []
     new = [r for r in rows if r.variant == "new" and r.layout.nodes == 1000]
     if not new:
-        return ["Targets: judged at 1000 x 8 only (not measured in this run)."]
-    r = new[0]
-    checks = [("cycle median under 1 s", r.cycle_s[0], r.cycle_s[0] < 1.0),
-              ("CPU under 0.5 s per cycle", r.cpu_s, r.cpu_s < 0.5),
-              ("pod cache under 2 KB per pod", r.cache_bytes, r.cache_bytes < 2048)]
-    return ["Targets (new path, 1000 x 8 / 200 policies): " + "; ".join(
-        f"{what}: {value:.2f} {'met' if ok else 'MISSED'}" for what, value, ok in checks)]
+        lines.append("Targets: judged at 1000 x 8 only (not measured in this run).")
+    else:
+        r = new[0]
+        checks = [("cycle median under 1 s", r.cycle_s[0], r.cycle_s[0] < 1.0),
+                  ("CPU under 0.5 s per cycle", r.cpu_s, r.cpu_s < 0.5),
+                  ("pod cache under 2 KB per pod", r.cache_bytes, r.cache_bytes < 2048)]
+        lines.append("Targets (new path, 1000 x 8 / 200 policies): " + "; ".join(
+            f"{what}: {value:.2f} {'met' if ok else 'MISSED'}" for what, value, ok in checks))
+    for variant in dict.fromkeys(r.variant for r in rows if "/" in r.variant):
+        mine = sorted((r for r in rows if r.variant == variant), key=lambda r: r.layout.nodes)
+        if len(mine) < 2:
+            continue
+        a, b = mine[-2], mine[-1]
+        cycle = _line(a.layout.nodes, b.layout.nodes, a.cycle_s[0], b.cycle_s[0], 10_000)
+        shards = int(variant.split("/")[1])
+        lines.append(f"Target (10000 x 8 / 2000 policies, under 2 s per shard with at most 4 shards): one of {shards}"
+                     f" shards projects to {cycle:.2f} s median {'met' if cycle < 2.0 and shards <= 4 else 'MISSED'}")
+    return lines
 
 
 def _line(x1: float, x2: float, y1: float, y2: float, x: float) -> float:
@@ -332,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="1000x8,3000x8",
                         help="comma-separated NODESxGPUS layouts, smallest first (policies = GPUs / 40)")
     parser.add_argument("--baseline", default=BASELINE, help="git commit of the old path")
-    parser.add_argument("--paths", default="old,new", help="which paths to run: old, new or both")
+    parser.add_argument("--paths", default="old,new,shard", help="which paths to run: old, new, shard")
+    parser.add_argument("--shards", type=int, default=4, help="shard members of the shard path")
     parser.add_argument("--cycles", type=int, default=10, help="timed steady cycles per run")
     parser.add_argument("--cpu-cycles", type=int, default=10, help="unpolled steady cycles per run (about)")
     parser.add_argument("--endpoints", type=int, default=10, help="exporter endpoints serving the nodes")
@@ -348,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="climatik-bench-monitor-") as tmp:
-        variants = [baseline(args.baseline, Path(tmp)) if p == "old" else working_tree() for p in wanted]
+        variants = [baseline(args.baseline, Path(tmp)) if p == "old" else one_shard(args.shards) if p == "shard"
+                    else working_tree() for p in wanted]
         plane = start_with_crds(Path(tmp) / "control-plane")
         try:
             with connect(plane.kubeconfig, timeout=60, pool_size=args.threads * 2) as client:

@@ -32,6 +32,8 @@ class Variant:
     name: str
     tree: Path
     source: str
+    #: Members of the monitors' shard group (the measured monitor included); 0 runs it unsharded.
+    shards: int = 0
 
 
 def baseline(ref: str, workdir: Path) -> Variant:
@@ -49,6 +51,12 @@ def baseline(ref: str, workdir: Path) -> Variant:
 
 def working_tree() -> Variant:
     return Variant("new", REPO, "working tree")
+
+
+def one_shard(shards: int) -> Variant:
+    """The working tree as one of `shards` monitors that split the policies (the others are memberships run by
+    the benchmark: they take their share of the policies without measuring them)."""
+    return Variant(f"1/{shards}", REPO, f"working tree, --shard, one of {shards} shard members", shards=shards)
 
 
 class MonitorProcess:
