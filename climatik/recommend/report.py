@@ -177,7 +177,8 @@ def describe(targets: Targets) -> str:
 
 def desired_status(current: Mapping[str, Any] | None, said: Report, *, generation: int | None,
                    now: dt.datetime) -> dict[str, Any] | None:
-    """The whole new status (the monitor's fields kept), or None when it would not change."""
+    """The whole new status (the monitor's fields kept), or None when it would not change, or when only what rides
+    along changed for a policy at rest."""
     current = dict(current or {})
     candidate = dict(current)
     if said.recommendation is not None:
@@ -199,7 +200,33 @@ def desired_status(current: Mapping[str, Any] | None, said: Report, *, generatio
         conditions = set_condition(conditions, type=type, status=state.status, reason=state.reason,
                                    message=state.message, observed_generation=generation, now=now)
     candidate["conditions"] = conditions
-    return None if candidate == current else candidate
+    if candidate == current or (_at_rest(candidate) and _news(candidate) == _news(current)):
+        return None
+    return candidate
+
+
+#: Status fields that move with every observation: the algorithm's persisted state (what a restart resumes from)
+#: and the tuners' power. While a policy is at rest they ride along with the next write that says something new
+#: (a monitor's heartbeat wakes the recommender once a minute, and most wake-ups carry news), instead of costing a
+#: write each: a policy under its threshold whose load moves by a few percent a second would otherwise be written
+#: every second, by the recommender as by the monitor.
+_RIDE_ALONG = ("nodePower",)
+
+
+def _at_rest(status: Mapping[str, Any]) -> bool:
+    """No capping required and no caps held: nothing the recommender does depends on what moves."""
+    summary = status.get("recommendation")
+    held = isinstance(summary, Mapping) and bool(summary.get("targetCount"))
+    return not status.get("cappingActionRequired") and not held
+
+
+def _news(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The status without what rides along (a first value is news)."""
+    news = {key: value if key not in _RIDE_ALONG else None for key, value in status.items()}
+    summary = news.get("recommendation")
+    if isinstance(summary, Mapping):
+        news["recommendation"] = {key: value for key, value in summary.items() if key != "state"}
+    return news
 
 
 def _headline(summary: Recommendation) -> tuple[int | None, int | None, int | None]:

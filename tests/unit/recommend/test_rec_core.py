@@ -10,7 +10,7 @@ from climatik.algorithms import Targets
 from climatik.api import Recommendation
 from climatik.monitor.core import CappingDecision, Rules, Verdict
 from climatik.monitor.core import desired_status as monitor_status
-from climatik.recommend.report import ConditionState, Report, recommendation
+from climatik.recommend.report import BudgetReport, ConditionState, Report, recommendation
 from climatik.recommend.report import desired_status as recommend_status
 
 NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -94,3 +94,39 @@ def test_a_new_target_is_written_without_moving_the_conditions_transition_times(
     assert changed is not None and changed["recommendation"]["gpuFrequency"] == 900
     actuated = next(c for c in changed["conditions"] if c["type"] == "Actuated")
     assert actuated["lastTransitionTime"] == "2025-01-01T00:00:00Z" and actuated["message"] == "2 GPUs at 900 MHz"
+
+
+def a_state_report(state: str, *, targets: int = 0, node_power: float = 9000.0) -> Report:
+    summary = Recommendation(algorithm="closed-loop", target_count=targets, applied=True, state=state,
+                             last_changed="2025-01-01T00:00:00Z")
+    return Report(recommendation=summary, actuated=ConditionState(True, "TargetsWritten", "no caps"),
+                  conflict=ConditionState(False, "NoSharedGpus", "none"),
+                  budgets=BudgetReport(budget=18000.0, node_power=node_power,
+                                       feasible=ConditionState(True, "WithinReach", "within reach")))
+
+
+def test_a_policy_at_rest_does_not_write_its_algorithm_state_or_node_power_alone() -> None:
+    written = recommend_status({"cappingActionRequired": False}, a_state_report('{"last":1}'), generation=3, now=NOW)
+    assert written is not None
+    assert recommend_status(written, a_state_report('{"last":2}', node_power=12000.0), generation=3, now=NOW) is None
+    # They ride along with news: here a new Feasible message.
+    news = a_state_report('{"last":3}', node_power=12000.0)
+    news = Report(news.recommendation, news.actuated, news.conflict, budgets=BudgetReport(
+        budget=17000.0, node_power=12000.0, feasible=news.budgets.feasible if news.budgets else None))  # type: ignore[arg-type]
+    rewritten = recommend_status(written, news, generation=3, now=NOW)
+    assert rewritten is not None
+    assert rewritten["recommendation"]["state"] == '{"last":3}' and rewritten["nodePower"] == 12000.0
+
+
+def test_a_capping_policy_writes_every_new_algorithm_state() -> None:
+    written = recommend_status({"cappingActionRequired": True}, a_state_report('{"last":1}'), generation=3, now=NOW)
+    assert written is not None
+    moved = recommend_status(written, a_state_report('{"last":2}'), generation=3, now=NOW)
+    assert moved is not None and moved["recommendation"]["state"] == '{"last":2}'
+
+
+def test_a_policy_holding_caps_writes_every_new_algorithm_state() -> None:
+    written = recommend_status({"cappingActionRequired": False}, a_state_report('{"last":1}', targets=8),
+                               generation=3, now=NOW)
+    assert written is not None
+    assert recommend_status(written, a_state_report('{"last":2}', targets=8), generation=3, now=NOW) is not None

@@ -471,7 +471,7 @@ def test_a_clocks_only_policy_gets_no_budgets(world: World) -> None:
 
 def test_the_node_power_in_the_status_moves_only_by_a_share_worth_a_write(world: World) -> None:
     llm = world.policy("llm", limit=2000, algorithm=None)
-    world.observe(llm, {"n1": [GPU_A, GPU_B]}, power=1500, capping=False)
+    world.observe(llm, {"n1": [GPU_A, GPU_B]}, power=1900, capping=True)
     world.reconcile(llm)
     world.report_budget("n1", llm, power=1000.0)
     world.reconcile(llm)
@@ -484,3 +484,16 @@ def test_the_node_power_in_the_status_moves_only_by_a_share_worth_a_write(world:
     world.report_budget("n1", llm, power=1200.0)
     world.reconcile(llm)
     assert world.status(llm)["nodePower"] > written
+
+
+def test_the_node_power_of_a_policy_at_rest_is_written_first_and_then_with_news(world: World) -> None:
+    llm = world.policy("llm", limit=2000, algorithm=None)
+    world.observe(llm, {"n1": [GPU_A, GPU_B]}, power=1000, capping=False)
+    world.reconcile(llm)
+    world.report_budget("n1", llm, power=1000.0)
+    world.reconcile(llm)
+    written = world.status(llm)["nodePower"]
+
+    world.report_budget("n1", llm, power=1300.0)  # a move worth a write while capping; at rest it waits
+    world.reconcile(llm)
+    assert world.status(llm)["nodePower"] == written
