@@ -164,7 +164,8 @@ class ShardMembership:
         self._in_flight: dict[str, int] = {}
         self._owners: dict[str, str | None] = {}
         self._owned: frozenset[str] = frozenset()
-        self._listeners: list[Callable[[frozenset[str]], None]] = []
+        self._gained: list[Callable[[frozenset[str]], None]] = []
+        self._lost: list[Callable[[frozenset[str]], None]] = []
 
     # -- what the controllers ask --------------------------------------------------------------------------
 
@@ -194,7 +195,11 @@ class ShardMembership:
 
     def on_gained(self, listener: Callable[[frozenset[str]], None]) -> None:
         """Call `listener` with the keys this replica takes on after a round (to queue them)."""
-        self._listeners.append(listener)
+        self._gained.append(listener)
+
+    def on_lost(self, listener: Callable[[frozenset[str]], None]) -> None:
+        """Call `listener` with the keys this replica gave up in a round (to drop what it exports of them)."""
+        self._lost.append(listener)
 
     def active(self) -> tuple[bool, str]:
         """Whether this replica acts on its keys now, and if not, why (for /readyz)."""
@@ -233,6 +238,8 @@ class ShardMembership:
             except KubeError as exc:
                 log.warning("shard_round_failed", group=self.config.group, identity=self.config.identity,
                             error=str(exc))
+            except Exception:  # a bug or a malformed object must not end the rounds: the lease would lapse
+                log.exception("shard_round_crashed", group=self.config.group, identity=self.config.identity)
             self._clock.wait_event(stop, self.pause())
         self.leave()
 
@@ -274,10 +281,10 @@ class ShardMembership:
             self._owned = owned
         self._collect(now)
         self._report(owned)
-        gained = owned - before
-        if gained:
-            for listener in self._listeners:
-                listener(gained)
+        for listeners, keys in ((self._gained, owned - before), (self._lost, before - owned)):
+            if keys:
+                for listener in listeners:
+                    listener(keys)
         return renewed
 
     def leave(self) -> None:

@@ -9,7 +9,7 @@ The pod cache keeps only what the monitor reads of each pod (climatik.monitor.po
 from __future__ import annotations
 
 import gc
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from climatik.kube.informer import enqueue_own_key
 from climatik.kube.process import CommonSettings, ProcessShell, Wiring
 from climatik.kube.shards import sole_replica
 from climatik.kube.store import POD_INDEXES
+from climatik.kube.workqueue import WorkQueue
 from climatik.monitor.core import Rules
 from climatik.monitor.pods import PodTrimmer
 from climatik.monitor.reconciler import (
@@ -60,6 +61,11 @@ class MonitorSettings:
     labels: Mapping[str, Any] = field(default_factory=dict)
 
 
+def requeue(queue: WorkQueue, keys: Iterable[str]) -> None:
+    for key in keys:
+        queue.add(key)
+
+
 def build(settings: MonitorSettings, common: CommonSettings, *, clock: Clock) -> ProcessShell:
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_COLLECTION_EVERY, older, oldest)
@@ -94,8 +100,11 @@ def build(settings: MonitorSettings, common: CommonSettings, *, clock: Clock) ->
                       enqueue=policy_queue.add, interval=settings.interval)
     policies.add_handler(enqueue_own_key(policy_queue))
     sample_queue.add(SAMPLE_KEY)
-    if shards is not None:  # keys taken over are measured at the next sample, which reads their pods
+    if shards is not None:
+        # Policies taken over are measured at the next sample, which reads their pods; those handed over are
+        # reconciled once more, which drops their series from this replica's metrics.
         shards.on_gained(lambda _keys: sample_queue.add(SAMPLE_KEY))
+        shards.on_lost(lambda keys: requeue(policy_queue, keys))
     return ProcessShell(
         name="climatik-monitor", registry=wiring.registry, informers=[policies, pods],
         controllers=[wiring.controller("monitor-sampler", sampler, sample_queue),

@@ -240,15 +240,42 @@ def test_groups_do_not_see_each_other(cluster: FakeCluster, clock: FakeClock) ->
     assert len(monitor.owned_keys()) == len(other.owned_keys()) == len(KEYS)
 
 
-def test_gained_keys_are_announced(cluster: FakeCluster, clock: FakeClock) -> None:
+def test_gained_and_lost_keys_are_announced(cluster: FakeCluster, clock: FakeClock) -> None:
     a, b = member(cluster, clock, "monitor-a"), member(cluster, clock, "monitor-b")
     settle(a, b)
     gained: list[frozenset[str]] = []
+    lost: list[frozenset[str]] = []
     a.on_gained(gained.append)
+    a.on_lost(lost.append)
     b_keys = b.owned_keys()
     b.leave()
     a.round()
-    assert gained == [b_keys]
+    assert gained == [b_keys] and lost == []
+    c = member(cluster, clock, "monitor-c")
+    settle(a, c)
+    assert lost == [c.owned_keys()]
+
+
+def test_a_round_that_crashes_does_not_end_the_rounds(cluster: FakeCluster, clock: FakeClock) -> None:
+    a = member(cluster, clock, "monitor-a")
+    rounds: list[int] = []
+
+    def crash() -> bool:
+        rounds.append(1)
+        raise ValueError("malformed")
+
+    a.round = crash  # type: ignore[method-assign]
+    stop = threading.Event()
+    runner = threading.Thread(target=a.run, args=(stop,))
+    runner.start()
+    for _ in range(50):
+        if len(rounds) >= 2:
+            break
+        clock.advance(2.0)
+        time.sleep(0.02)
+    stop.set()
+    runner.join(5)
+    assert len(rounds) >= 2
 
 
 def test_lease_names_are_valid_for_any_identity() -> None:
