@@ -46,6 +46,7 @@ from fleet import ExporterEndpoints, Layout  # noqa: E402
 from procusage import ProcessUsage, process_usage  # noqa: E402
 from promenv import PrometheusServer  # noqa: E402
 from scrape import MonitorCounters, apiserver_writes, fetch_text, parse_monitor  # noqa: E402
+from simworld import ensure_namespace  # noqa: E402
 from testenv import ControlPlane, start_with_crds  # noqa: E402
 from variants import BASELINE, MonitorProcess, Variant, baseline, one_shard, working_tree  # noqa: E402
 from world import cached_pod_bytes, create_world  # noqa: E402
@@ -105,7 +106,7 @@ def wait_all_measured(client: KubeClient, layout: Layout, monitor: MonitorProces
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         monitor.check()
-        items = client.list(POLICIES, namespace=layout.namespace).get("items") or []
+        items = client.list(POLICIES).get("items") or []
         measured = [p for p in items if (p.get("status") or {}).get("gpuCount") == 40]
         if len(measured) >= (layout.policies if owned is None else owned):
             return
@@ -120,7 +121,8 @@ class ShardPeers:
     """The other members of the measured monitor's shard group: memberships in this process that take their
     share of the policies (rounds only, no measuring), so that the monitor does exactly one shard's work."""
 
-    def __init__(self, plane: ControlPlane, shards: int) -> None:
+    def __init__(self, plane: ControlPlane, client: KubeClient, shards: int) -> None:
+        ensure_namespace(client, NAMESPACE)  # the shard Leases' (with --teams, no pod or policy is there)
         self.identities = [f"bench-shard-{i}" for i in range(shards)]
         self._stop = threading.Event()
         self._clients = [connect(plane.kubeconfig, timeout=10) for _ in self.identities[1:]]
@@ -136,7 +138,7 @@ class ShardPeers:
     def owned(self, layout: Layout) -> int:
         """How many policies the measured monitor owns once every member has joined."""
         return sum(1 for i in range(layout.policies)
-                   if owner_of(f"{layout.namespace}/cap-{layout.app(i)}", self.identities) == SHARD_IDENTITY)
+                   if owner_of(layout.policy_key(i), self.identities) == SHARD_IDENTITY)
 
     def stop(self) -> None:
         self._stop.set()
@@ -154,7 +156,7 @@ def run_variant(scale: Scale, variant: Variant, workdir: Path, args: argparse.Na
     monitor = MonitorProcess(variant, workdir / f"{name.replace('/', '-of-')}.log", scale.plane.kubeconfig,
                              [f"--prometheus-url={scale.prometheus.url}", f"--interval={INTERVAL_S:g}s",
                               f"--heartbeat={args.heartbeat}", *sharded])
-    peers = ShardPeers(scale.plane, variant.shards).start() if variant.shards else None
+    peers = ShardPeers(scale.plane, scale.client, variant.shards).start() if variant.shards else None
     monitor.start()
     try:
         url = f"http://127.0.0.1:{monitor.port()}/metrics"
@@ -297,6 +299,7 @@ def table(rows: list[Row], variants: list[Variant], args: argparse.Namespace) ->
     lines += [f"  * {r.layout.nodes}x{r.layout.gpus_per_node} {r.variant}: {r.note}" for r in rows if r.note]
     lines += ["", *projection(rows), "", *targets(rows), ""]
     lines.append("Paths: " + "; ".join(f"{v.name} = {v.source} ({v.tree})" for v in variants))
+    lines.append(f"Layout: the policies and their pods in {args.teams} namespace(s).")
     lines.append(f"Windows: {args.cycles} timed cycles and about {args.cpu_cycles} unpolled cycles per run, after the"
                  f" first cycle wrote every status and two more passed; monitor --interval={INTERVAL_S:g}s"
                  f" --heartbeat={args.heartbeat}; Prometheus scrape interval {INTERVAL_S:g} s.")
@@ -376,8 +379,10 @@ kube-apiserver counted in the unpolled window (apiserver_request_total) per cycl
 (VmHWM as peak). 'pod cache B/pod' = memory per pod of the objects the pod informer keeps, from one paged list
 of the namespace (strings and parts the pods share counted once): whole pods on the old path, trimmed pods
 (climatik.monitor.pods) on the new one.
-Assumptions: one namespace holds every pod and policy (each policy's selector is evaluated against all its pods:
-the worst case; every pod is selected, so the new path reads the namespace whole and saves nothing by narrowing);
+Assumptions: with --teams 1 (the default) one namespace holds every pod and policy (each policy's selector is
+evaluated against all its pods: the worst case; every pod is selected, so the new path reads the namespace whole
+and saves nothing by narrowing, and a shard reads it whole too); with --teams K the policies and their pods are
+spread round robin over K namespaces (a shard reads whole the namespaces where it owns most pods, by name the rest);
 every GPU runs one pod; readings are constant, so the cluster is steady and no policy needs capping; no leader
 election. The heartbeat is set beyond the windows so that steady cycles show only what changes cause. Both paths
 share the machine with Prometheus, the kube-apiserver and the exporters (and whatever else runs); run on an idle
@@ -391,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default=BASELINE, help="git commit of the old path")
     parser.add_argument("--paths", default="old,new,shard", help="which paths to run: old, new, shard")
     parser.add_argument("--shards", type=int, default=4, help="shard members of the shard path")
+    parser.add_argument("--teams", type=int, default=1,
+                        help="namespaces the policies are spread over (1: all in one, the worst case for narrowing)")
     parser.add_argument("--cycles", type=int, default=10, help="timed steady cycles per run")
     parser.add_argument("--cpu-cycles", type=int, default=10, help="unpolled steady cycles per run (about)")
     parser.add_argument("--endpoints", type=int, default=10, help="exporter endpoints serving the nodes")
@@ -400,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Only warnings and worse from in-process parts (the client): the benchmark prints a table.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
-    layouts = [Layout(nodes=int(n), gpus_per_node=int(g), namespace=NAMESPACE)
+    layouts = [Layout(nodes=int(n), gpus_per_node=int(g), namespace=NAMESPACE, teams=args.teams)
                for n, g in (s.split("x") for s in args.scale.split(",") if s)]
     wanted = [p.strip() for p in args.paths.split(",") if p.strip()]
     started = time.monotonic()

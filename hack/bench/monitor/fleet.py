@@ -23,11 +23,14 @@ SM_CLOCK_MHZ = 1755
 @dataclass(frozen=True)
 class Layout:
     """Which pod runs on which GPU: GPU number g (node g // gpus_per_node) runs pod `svc-<p>-<k>` of policy
-    p = g // PODS_PER_POLICY, labelled app=svc-<p>. A smaller layout is a prefix of a larger one."""
+    p = g // PODS_PER_POLICY, labelled app=svc-<p>, in the policy's namespace (`namespace`, or with `teams`,
+    `<namespace>-t<p mod teams>`). A smaller layout is a prefix of a larger one."""
 
     nodes: int
     gpus_per_node: int
     namespace: str
+    #: Namespaces the policies are spread over, round robin (1: every pod and policy in `namespace`).
+    teams: int = 1
 
     def __post_init__(self) -> None:
         if self.gpus % PODS_PER_POLICY:
@@ -50,9 +53,18 @@ class Layout:
     def app(self, policy: int) -> str:
         return f"svc-{policy}"
 
-    def pods(self) -> list[tuple[str, str, dict[str, str]]]:
-        """(pod name, node name, labels) of every pod."""
-        return [(self.pod_name(g), self.node_name(g // self.gpus_per_node),
+    def namespace_of(self, policy: int) -> str:
+        return self.namespace if self.teams == 1 else f"{self.namespace}-t{policy % self.teams}"
+
+    def namespaces(self) -> list[str]:
+        return sorted({self.namespace_of(p) for p in range(self.policies)})
+
+    def policy_key(self, policy: int) -> str:
+        return f"{self.namespace_of(policy)}/cap-{self.app(policy)}"
+
+    def pods(self) -> list[tuple[str, str, str, dict[str, str]]]:
+        """(namespace, pod name, node name, labels) of every pod."""
+        return [(self.namespace_of(g // PODS_PER_POLICY), self.pod_name(g), self.node_name(g // self.gpus_per_node),
                  {"app": self.app(g // PODS_PER_POLICY)}) for g in range(self.gpus)]
 
 
@@ -70,7 +82,7 @@ def node_readings(layout: Layout, node: int) -> list[GpuState]:
             uuid=gpu_uuid(layout.node_name(node), index), index=index, profile=H100, sm_clock_mhz=SM_CLOCK_MHZ,
             mem_clock_mhz=H100.mem_clock_mhz, target_mhz=SM_CLOCK_MHZ, locked_max_mhz=None, utilisation=0.8,
             power_w=power, instant_power_w=power, energy_mj=int(power * 3_600_000), power_limit_w=H100.power_limit_w,
-            pods=(PodRef(layout.namespace, layout.pod_name(gpu), "main"),)))
+            pods=(PodRef(layout.namespace_of(gpu // PODS_PER_POLICY), layout.pod_name(gpu), "main"),)))
     return readings
 
 

@@ -26,7 +26,7 @@ POWER_CAP_LIMIT_W = 24_000
 
 def policy_body(layout: Layout, policy: int) -> dict[str, object]:
     return {"apiVersion": "climatik.io/v1alpha1", "kind": "PowerCappingPolicy",
-            "metadata": {"name": f"cap-{layout.app(policy)}", "namespace": layout.namespace},
+            "metadata": {"name": f"cap-{layout.app(policy)}", "namespace": layout.namespace_of(policy)},
             "spec": {"powerCapLimit": POWER_CAP_LIMIT_W, "selector": {"matchLabels": {"app": layout.app(policy)}}}}
 
 
@@ -44,18 +44,22 @@ def existing_names(client: KubeClient, resource: Resource, namespace: str) -> se
 def create_world(client: KubeClient, layout: Layout, *, threads: int = 8) -> tuple[int, float]:
     """Create the layout's missing pods and policies; (objects created, seconds taken)."""
     started = time.perf_counter()
-    ensure_namespace(client, layout.namespace)
-    have = existing_names(client, PODS, layout.namespace)
-    missing = [pod for pod in layout.pods() if pod[0] not in have]
+    have: set[tuple[str, str]] = set()
+    policies: set[tuple[str, str]] = set()
+    for namespace in layout.namespaces():
+        ensure_namespace(client, namespace)
+        have |= {(namespace, name) for name in existing_names(client, PODS, namespace)}
+        policies |= {(namespace, name) for name in existing_names(client, POLICIES, namespace)}
+    missing = [pod for pod in layout.pods() if (pod[0], pod[1]) not in have]
 
-    def create_pod(pod: tuple[str, str, dict[str, str]]) -> None:
-        name, node, labels = pod
-        create_running_pod(client, namespace=layout.namespace, name=name, node=node, labels=labels)
+    def create_pod(pod: tuple[str, str, str, dict[str, str]]) -> None:
+        namespace, name, node, labels = pod
+        create_running_pod(client, namespace=namespace, name=name, node=node, labels=labels)
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(create_pod, missing, chunksize=32))
-    policies = existing_names(client, POLICIES, layout.namespace)
-    new_policies = [p for p in range(layout.policies) if f"cap-{layout.app(p)}" not in policies]
+    new_policies = [p for p in range(layout.policies)
+                    if (layout.namespace_of(p), f"cap-{layout.app(p)}") not in policies]
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(lambda p: client.create(POLICIES, policy_body(layout, p)), new_policies))
     return len(missing) + len(new_policies), time.perf_counter() - started
@@ -63,16 +67,18 @@ def create_world(client: KubeClient, layout: Layout, *, threads: int = 8) -> tup
 
 def cached_pod_bytes(client: KubeClient, layout: Layout) -> tuple[float, float]:
     """Memory per pod of the monitor's pod cache, as the old informer held pods (whole, as listed) and as the
-    new one does (climatik.monitor.pods), from one paged list of the layout's namespace as an informer lists."""
+    new one does (climatik.monitor.pods), from paged lists of the layout's namespaces as an informer lists."""
     whole: list[Any] = []
     trimmed: list[Any] = []
     trim = PodTrimmer()
-    token = ""
-    while True:
-        page = client.list(PODS, namespace=layout.namespace, limit=500, continue_token=token)
-        for item in page.get("items") or []:
-            trimmed.append(freeze(trim(item)))
-            whole.append(freeze(item))
-        token = (page.get("metadata") or {}).get("continue") or ""
-        if not token:
-            return cached_bytes(whole), cached_bytes(trimmed)
+    for namespace in layout.namespaces():
+        token = ""
+        while True:
+            page = client.list(PODS, namespace=namespace, limit=500, continue_token=token)
+            for item in page.get("items") or []:
+                trimmed.append(freeze(trim(item)))
+                whole.append(freeze(item))
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                break
+    return cached_bytes(whole), cached_bytes(trimmed)
