@@ -94,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     configure_logging("warning", json_lines=False, stream=sys.stderr)
-    print(f"API writes per second under churn ({args.capping:.0%} of the policies over their cap, 2 % load jitter a "
-          f"second, node budgets; 1 s telemetry and control period, guard every 100 ms; counted over "
-          f"{args.window:.0f} s after {args.settle:.0f} s)")
+    print(f"API writes per second under churn ({args.capping:.0%} of the policies over their cap, their jobs' "
+          f"utilisation jittering by {JITTER} a second, node budgets; 1 s telemetry and control period, guard every "
+          f"100 ms; counted over {args.window:.0f} s after {args.settle:.0f} s)")
     header = (f"{'nodes':>5} {'policies':>8} {'the rest':>9} | "
               + " | ".join(f"{label:>33}" for label in COMPONENTS.values())
               + f" | {'total':>7} | {'per node':>8} | {'run s':>6}")
