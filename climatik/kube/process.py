@@ -117,7 +117,7 @@ class Wiring:
         s = self.settings
         if not s.shard:
             return None
-        config = ShardConfig(namespace=s.leader_election_namespace, group=group,
+        config = ShardConfig.of(namespace=s.leader_election_namespace, group=group,
                              identity=s.leader_election_identity, lease_duration=s.lease_duration,
                              renew_deadline=s.renew_deadline, retry_period=s.retry_period)
         return ShardMembership(self.client, config, keys=keys, clock=self.clock,

@@ -53,6 +53,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from climatik.clock import Clock, SystemClock
 from climatik.kube.client import KubeClient, ResourceClient
 from climatik.kube.errors import AlreadyExistsError, ConflictError, KubeError, NotFoundError
+from climatik.kube.leader import LeaseConfig
 
 log = structlog.get_logger(__name__)
 
@@ -91,29 +92,19 @@ def lease_name(group: str, identity: str) -> str:
 
 
 @dataclass(frozen=True)
-class ShardConfig:
-    """Which group to join, as whom, and the timings (as climatik.kube.leader.LeaseConfig's)."""
+class ShardConfig(LeaseConfig):
+    """A member's Lease (named after its group and identity: `of` builds it) and the timings, as a leader's."""
 
-    namespace: str
-    group: str
-    identity: str
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
+    group: str = ""
 
     def __post_init__(self) -> None:
-        if not self.lease_duration > self.renew_deadline > self.retry_period > 0:
-            raise ValueError("need lease_duration > renew_deadline > retry_period > 0")
-        if not self.identity or not self.group:
-            raise ValueError("a shard group and identity are required")
+        super().__post_init__()
+        if not self.group or self.name != lease_name(self.group, self.identity):
+            raise ValueError("a shard group is required, and the Lease is named after it and the identity")
 
-    @property
-    def lease_seconds(self) -> int:
-        return max(1, round(self.lease_duration))
-
-    @property
-    def lease_name(self) -> str:
-        return lease_name(self.group, self.identity)
+    @classmethod
+    def of(cls, *, namespace: str, group: str, identity: str, **timings: float) -> ShardConfig:
+        return cls(namespace=namespace, name=lease_name(group, identity), identity=identity, group=group, **timings)
 
 
 @dataclass(frozen=True)
@@ -297,7 +288,7 @@ class ShardMembership:
             return
         metadata = own.get("metadata") or {}
         try:
-            self._leases.client.delete(self._leases.resource, self.config.lease_name,
+            self._leases.client.delete(self._leases.resource, self.config.name,
                                        namespace=self.config.namespace, uid=str(metadata.get("uid") or ""))
             log.info("shard_left", group=self.config.group, identity=self.config.identity)
         except KubeError as exc:
@@ -309,7 +300,7 @@ class ShardMembership:
     def _join(self, now: float) -> bool:
         """Create or take our Lease under a new epoch (nothing acknowledged yet)."""
         epoch = secrets.token_hex(8)
-        name, namespace = self.config.lease_name, self.config.namespace
+        name, namespace = self.config.name, self.config.namespace
         body: dict[str, Any] = {
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": name, "namespace": namespace, "labels": {GROUP_LABEL: self.config.group},
@@ -344,7 +335,7 @@ class ShardMembership:
             spec = lease.get("spec") or {}
             holder = str(spec.get("holderIdentity") or "")
             epoch = str(annotations.get(EPOCH_ANNOTATION) or "")
-            if name == self.config.lease_name:
+            if name == self.config.name:
                 if holder == self.config.identity and epoch == self._epoch:
                     own = lease
                 continue

@@ -12,11 +12,13 @@ What a cycle asks, per metric and per chunk of the scope (climatik.prom.scope):
   aggregated onto the same labels as the values.
 
 Each value then carries the time it was scraped, exactly as `timestamp()` gives it, without asking for every
-series twice; the snapshot's rules judge it (climatik.prom.snapshot). The first query (the power values) fixes
-the evaluation time; every other query asks at that time, and all of them at once, so that a cycle waits for two
-queries' time instead of the sum of all of them (Prometheus evaluates queries in parallel). An instant query stamps every sample with
+series twice; the snapshot's rules judge it (climatik.prom.snapshot). An instant query stamps every sample with
 the evaluation time, however old the scrape behind it is (Prometheus carries a sample forward for up to its
 lookback delta, five minutes by default), so the scrape time is what tells a fresh reading from a stuck one.
+
+The first query (the power values) fixes the evaluation time; every other query asks at that time, all of them at
+once, so that a cycle waits for about two queries' time instead of the sum of all of them (Prometheus evaluates
+queries in parallel).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ class Replica:
     def __init__(self, kubeconfig: Path, namespace: str, identity: str) -> None:
         self.identity = identity
         self.client = connect(kubeconfig, timeout=5)
-        self.membership = ShardMembership(self.client, ShardConfig(namespace=namespace, group="climatik-monitor",
+        self.membership = ShardMembership(self.client, ShardConfig.of(namespace=namespace, group="climatik-monitor",
                                                                    identity=identity), keys=lambda: KEYS)
         self.held: dict[str, list[list[float]]] = defaultdict(list)  # key -> [start, end] stretches
         self._halt = threading.Event()

@@ -126,7 +126,7 @@ class ShardPeers:
         self.identities = [f"bench-shard-{i}" for i in range(shards)]
         self._stop = threading.Event()
         self._clients = [connect(plane.kubeconfig, timeout=10) for _ in self.identities[1:]]
-        self._threads = [threading.Thread(target=ShardMembership(client, ShardConfig(
+        self._threads = [threading.Thread(target=ShardMembership(client, ShardConfig.of(
             namespace=NAMESPACE, group="climatik-monitor", identity=identity)).run, args=(self._stop,), daemon=True)
             for client, identity in zip(self._clients, self.identities[1:], strict=True)]
 

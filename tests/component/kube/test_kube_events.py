@@ -26,11 +26,6 @@ def cluster() -> FakeCluster:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def recorder(cluster: FakeCluster, clock: FakeClock) -> EventRecorder:
     return EventRecorder(FakeKubeClient(cluster), component="climatik-monitor", host="node-a", clock=clock)
 

@@ -17,16 +17,6 @@ from climatik.kube.errors import UnavailableError
 from climatik.kube.leader import LeaderElector, LeaseConfig
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def cluster(clock: FakeClock) -> FakeCluster:
-    return FakeCluster(clock=clock)
-
-
 def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():

@@ -19,18 +19,8 @@ from climatik.kube.shards import ACKED_ANNOTATION, GROUP_LABEL, ShardConfig, Sha
 KEYS = [f"ns-{i % 7}/policy-{i}" for i in range(400)]
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def cluster(clock: FakeClock) -> FakeCluster:
-    return FakeCluster(clock=clock)
-
-
 def member(cluster: FakeCluster, clock: FakeClock, identity: str, group: str = "climatik-monitor") -> ShardMembership:
-    config = ShardConfig(namespace="climatik-system", group=group, identity=identity)
+    config = ShardConfig.of(namespace="climatik-system", group=group, identity=identity)
     return ShardMembership(FakeKubeClient(cluster), config, keys=lambda: KEYS, clock=clock)
 
 
