@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -10,7 +11,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from testenv import free_port
@@ -41,6 +42,18 @@ class PrometheusServer:
         self.scrape_interval = scrape_interval
         self.extra_jobs = list(extra_jobs)
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def scraping(cls, workdir: Path, targets: Sequence[str], *, series: str, count: int) -> Iterator[PrometheusServer]:
+        """A started server that already holds `count` series of `series`; stopped on exit."""
+        server = cls(workdir, targets)
+        server.start()
+        try:
+            server.wait_for_series(series, count)
+            yield server
+        finally:
+            server.stop()
 
     def start(self, timeout: float = 60.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -43,23 +43,16 @@ def sim() -> Iterator[SimCluster]:
         NodeConfig(name=node, gpu_count=2, workload=DECODE,
                    gpus={i: GpuConfig(pods=tuple(PodRef(NS, p, "main") for p in pods)) for i, pods in gpus.items()})
         for node, gpus in LAYOUT.items())
-    cluster = start_cluster(ClusterConfig(nodes=nodes), clock=SystemClock())
-    try:
+    with start_cluster(ClusterConfig(nodes=nodes), clock=SystemClock()) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")
 def prometheus(sim: SimCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"),
-                              [url.removeprefix("http://") for url in sim.urls.values()])
-    server.start()
-    try:
-        server.wait_for_series("DCGM_FI_DEV_POWER_USAGE", 4)
+    with PrometheusServer.scraping(tmp_path_factory.mktemp("prometheus"),
+                                   [url.removeprefix("http://") for url in sim.urls.values()],
+                                   series="DCGM_FI_DEV_POWER_USAGE", count=4) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -36,23 +36,16 @@ DECODE = ConstantParams(utilisation=0.6, mix=PhaseMix.only(Phase.DECODE))
 def sim() -> Iterator[SimCluster]:
     node = NodeConfig(name="shard-node", gpu_count=2, workload=DECODE,
                       gpus={i: GpuConfig(pods=(PodRef(NS, f"svc-{i}", "main"),)) for i in range(2)})
-    cluster = start_cluster(ClusterConfig(nodes=(node,)), clock=SystemClock())
-    try:
+    with start_cluster(ClusterConfig(nodes=(node,)), clock=SystemClock()) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")
 def prometheus(sim: SimCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"),
-                              [url.removeprefix("http://") for url in sim.urls.values()])
-    server.start()
-    try:
-        server.wait_for_series("DCGM_FI_DEV_POWER_USAGE", 2)
+    with PrometheusServer.scraping(tmp_path_factory.mktemp("prometheus"),
+                                   [url.removeprefix("http://") for url in sim.urls.values()],
+                                   series="DCGM_FI_DEV_POWER_USAGE", count=2) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
