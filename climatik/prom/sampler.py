@@ -15,17 +15,12 @@ Each value then carries the time it was scraped, exactly as `timestamp()` gives 
 series twice; the snapshot's rules judge it (climatik.prom.snapshot). An instant query stamps every sample with
 the evaluation time, however old the scrape behind it is (Prometheus carries a sample forward for up to its
 lookback delta, five minutes by default), so the scrape time is what tells a fresh reading from a stuck one.
-
-The first query (the power values) fixes the evaluation time; every other query asks at that time, all of them at
-once, so that a cycle waits for about two queries' time instead of the sum of all of them (Prometheus evaluates
-queries in parallel).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from climatik.prom.client import PromClient, QueryResult, Sample
@@ -153,33 +148,24 @@ class GpuSampler:
         if scope.empty:
             return GpuSnapshot(query_time=now if now is not None else self._wall(), gpus={}, pod_gpus={},
                                cpu_queried=bool(profile.cpu_power_metric), scope=scope)
-        metrics = [_Metric("gpu_power", profile.power_metric, profile.power_matchers, profile.pod_labels,
-                           power_labels(profile))]
+        power = self._read(_Metric("gpu_power", profile.power_metric, profile.power_matchers, profile.pod_labels,
+                                   power_labels(profile)), now, scope)
+        at = now if now is not None else power.eval_time
+        warnings = power.warnings
+        if not power.samples:
+            # Narrowed to pods that have no series (yet): say so, unless the metric is missing altogether.
+            at, hint = self._no_power(at, scope)
+            warnings += (hint,)
+        if at is None:
+            raise PromNoDataError("Prometheus gave no evaluation time", query=power_query(profile))
+        reads = {"gpu_power": power}
         if profile.sm_clock_metric:
-            metrics.append(_Metric("sm_clock", profile.sm_clock_metric, profile.sm_clock_matchers,
-                                   profile.pod_labels, clock_labels(profile)))
+            reads["sm_clock"] = self._read(_Metric("sm_clock", profile.sm_clock_metric, profile.sm_clock_matchers,
+                                                   profile.pod_labels, clock_labels(profile)), at, scope)
         if profile.cpu_power_metric:
-            metrics.append(_Metric("cpu_power", profile.cpu_power_metric, profile.cpu_power_matchers,
-                                   profile.cpu_pod_labels, None))
-        # The first query fixes the evaluation time (Prometheus' own, unless `now` is given); every other query
-        # asks at that time, all at once.
-        power_metric = metrics[0]
-        groups = selector_groups(power_metric.metric, power_metric.matchers, power_metric.pairs, scope)
-        first = self._query(values_query(groups[0].selectors(), power_metric.by), now, power_metric.name)
-        at = now if now is not None else first.eval_time
-        with ThreadPoolExecutor(max_workers=len(metrics), thread_name_prefix="prom-read") as pool:
-            futures = {metric.name: pool.submit(self._read, metric, at, scope, first if metric is power_metric
-                                                else None) for metric in metrics}
-            power = futures["gpu_power"].result()
-            warnings = power.warnings
-            if not power.samples:
-                # Narrowed to pods that have no series (yet): say so, unless the metric is missing altogether
-                # (that is the error to report, whatever the other queries answer).
-                at, hint = self._no_power(at, scope)
-                warnings += (hint,)
-            if at is None:
-                raise PromNoDataError("Prometheus gave no evaluation time", query=power_query(profile))
-            reads = {name: future.result() for name, future in futures.items()}
+            reads["cpu_power"] = self._read(_Metric("cpu_power", profile.cpu_power_metric,
+                                                    profile.cpu_power_matchers, profile.cpu_pod_labels, None),
+                                            at, scope)
         warnings += tuple(w for name, r in reads.items() if name != "gpu_power" for w in r.warnings)
         cpu = reads.get("cpu_power")
         if cpu is not None and not cpu.samples:
@@ -195,40 +181,32 @@ class GpuSampler:
             scope=scope,
         )
 
-    def _read(self, metric: _Metric, at: float | None, scope: Scope, first: QueryResult | None = None) -> _Read:
-        """Every series of `metric` in `scope`, each stamped with its scrape time: each chunk's values and scrape
-        times asked at once (`first`: the first chunk's values, already asked)."""
-        groups = selector_groups(metric.metric, metric.matchers, metric.pairs, scope)
-        instance = self._profile.instance_label
-        with ThreadPoolExecutor(max_workers=2 * len(groups), thread_name_prefix="prom-query") as pool:
-            asked = [(None if index == 0 and first is not None else
-                      pool.submit(self._query, values_query(group.selectors(), metric.by), at, metric.name),
-                      pool.submit(self._query, scrape_times_query(group.selectors(), instance), at, metric.name))
-                     for index, group in enumerate(groups)]
-            answers = [(first if values is None else values.result(), times.result()) for values, times in asked]
+    def _read(self, metric: _Metric, at: float | None, scope: Scope) -> _Read:
+        """Every series of `metric` in `scope`, each stamped with its scrape time."""
         samples: list[Sample] = []
         duration = 0.0
         warnings: tuple[str, ...] = ()
-        for group, (values, times) in zip(groups, answers, strict=True):
-            assert values is not None
-            duration += values.duration_s + times.duration_s
+        for group in selector_groups(metric.metric, metric.matchers, metric.pairs, scope):
+            values = self._query(values_query(group.selectors(), metric.by), at, metric.name)
+            at = at if at is not None else values.eval_time
+            duration += values.duration_s
             warnings += values.warnings
             if not values.samples:
                 continue
-            stamped, took = self._stamp(metric, group, values, times, at)
+            stamped, took = self._stamp(metric, group, values, at)
             samples += stamped
             duration += took
         return _Read(tuple(samples), at, duration, warnings)
 
-    def _stamp(self, metric: _Metric, group: SelectorGroup, values: QueryResult, times: QueryResult,
+    def _stamp(self, metric: _Metric, group: SelectorGroup, values: QueryResult,
                at: float | None) -> tuple[list[Sample], float]:
-        """The values, each with its scrape time (from `times`, the group's scrape-time query); and the time the
-        further query took, when a target's series disagree."""
+        """The values, each with its scrape time; and the time the scrape-time queries took."""
         instance = self._profile.instance_label
+        times = self._query(scrape_times_query(group.selectors(), instance), at, metric.name)
         per_target: dict[str, set[float]] = {}
         for sample in times.samples:
             per_target.setdefault(sample.labels.get(instance, ""), set()).add(_scrape_time(sample, times.query))
-        took = 0.0
+        took = times.duration_s
         mixed = sorted(target for target, found in per_target.items() if len(found) > 1)
         exact: dict[frozenset[tuple[str, str]], float] = {}
         if mixed:
