@@ -117,6 +117,11 @@ def wait_all_measured(client: KubeClient, layout: Layout, monitor: MonitorProces
 SHARD_IDENTITY = "bench-shard-0"
 
 
+def trims_pods(variant: Variant) -> bool:
+    """Whether the variant's pod cache keeps trimmed pods (climatik.monitor.pods) rather than whole ones."""
+    return (variant.tree / "climatik" / "monitor" / "pods.py").exists()
+
+
 class ShardPeers:
     """The other members of the measured monitor's shard group: memberships in this process that take their
     share of the policies (rounds only, no measuring), so that the monitor does exactly one shard's work."""
@@ -193,7 +198,7 @@ def run_variant(scale: Scale, variant: Variant, workdir: Path, args: argparse.Na
         queries=query_seconds(settled, end), reconciles=sum(c.reconciles for c in cycles) / len(cycles),
         writes=cpu.writes, status_updates=cpu.updates, other_writes=cpu.other_writes, cpu_s=cpu.cpu_s,
         cpu_cycles=cpu.cycles, rss_mib=usage.rss_kib / 1024, peak_mib=usage.peak_rss_kib / 1024,
-        cache_bytes=scale.cache_bytes[0 if variant.name == "old" else 1],
+        cache_bytes=scale.cache_bytes[1 if trims_pods(variant) else 0],
         poll_fetch_s=sum(poller.fetch_seconds) / max(1, len(poller.fetch_seconds)),
     )
 
@@ -208,7 +213,7 @@ def failed_row(scale: Scale, variant: Variant, cpu: CpuWindow, usage: ProcessUsa
         period_s=(after.at - before.at) / samples, sample_s=(sample_s, sample_s), queries=query_seconds(before, after),
         reconciles=(after.reconciles - before.reconciles) / samples, writes=cpu.writes, status_updates=cpu.updates,
         other_writes=cpu.other_writes, cpu_s=cpu.cpu_s, cpu_cycles=cpu.cycles, rss_mib=usage.rss_kib / 1024,
-        peak_mib=usage.peak_rss_kib / 1024, cache_bytes=scale.cache_bytes[0 if variant.name == "old" else 1],
+        peak_mib=usage.peak_rss_kib / 1024, cache_bytes=scale.cache_bytes[1 if trims_pods(variant) else 0],
         poll_fetch_s=0.0, note=note,
     )
 
@@ -394,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="1000x8,3000x8",
                         help="comma-separated NODESxGPUS layouts, smallest first (policies = GPUs / 40)")
     parser.add_argument("--baseline", default=BASELINE, help="git commit of the old path")
-    parser.add_argument("--paths", default="old,new,shard", help="which paths to run: old, new, shard")
+    parser.add_argument("--paths", default="old,new,shard",
+                        help="which paths to run: old, new, shard (new as one of --shards), old-shard (old as one)")
     parser.add_argument("--shards", type=int, default=4, help="shard members of the shard path")
     parser.add_argument("--teams", type=int, default=1,
                         help="namespaces the policies are spread over (1: all in one, the worst case for narrowing)")
@@ -413,8 +419,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="climatik-bench-monitor-") as tmp:
-        variants = [baseline(args.baseline, Path(tmp)) if p == "old" else one_shard(args.shards) if p == "shard"
-                    else working_tree() for p in wanted]
+        old = baseline(args.baseline, Path(tmp)) if {"old", "old-shard"} & set(wanted) else None
+        paths = {"old": old, "new": working_tree(), "shard": one_shard(args.shards),
+                 "old-shard": one_shard(args.shards, old) if old is not None else None}
+        variants = [variant for p in wanted if (variant := paths.get(p)) is not None]
         plane = start_with_crds(Path(tmp) / "control-plane")
         try:
             with connect(plane.kubeconfig, timeout=60, pool_size=args.threads * 2) as client:

@@ -53,10 +53,13 @@ def working_tree() -> Variant:
     return Variant("new", REPO, "working tree")
 
 
-def one_shard(shards: int) -> Variant:
-    """The working tree as one of `shards` monitors that split the policies (the others are memberships run by
-    the benchmark: they take their share of the policies without measuring them)."""
-    return Variant(f"1/{shards}", REPO, f"working tree, --shard, one of {shards} shard members", shards=shards)
+def one_shard(shards: int, of: Variant | None = None) -> Variant:
+    """The working tree (or `of`'s tree) as one of `shards` monitors that split the policies (the others are
+    memberships run by the benchmark: they take their share of the policies without measuring them)."""
+    if of is None:
+        return Variant(f"1/{shards}", REPO, f"working tree, --shard, one of {shards} shard members", shards=shards)
+    return Variant(f"{of.name} 1/{shards}", of.tree, f"{of.source}, --shard, one of {shards} shard members",
+                   shards=shards)
 
 
 class MonitorProcess:
