@@ -26,7 +26,7 @@ from climatik.sim.traces import ConstantParams
 
 pytestmark = pytest.mark.integration
 
-NS = "shards-it"
+NS = "monitor-shards-it"
 LEASES_NS = "climatik-shards-it"
 POLICIES_N = 8
 DECODE = ConstantParams(utilisation=0.6, mix=PhaseMix.only(Phase.DECODE))
