@@ -118,8 +118,8 @@ class Wiring:
         if not s.shard:
             return None
         config = ShardConfig.of(namespace=s.leader_election_namespace, group=group,
-                             identity=s.leader_election_identity, lease_duration=s.lease_duration,
-                             renew_deadline=s.renew_deadline, retry_period=s.retry_period)
+                                identity=s.leader_election_identity, lease_duration=s.lease_duration,
+                                renew_deadline=s.renew_deadline, retry_period=s.retry_period)
         return ShardMembership(self.client, config, keys=keys, clock=self.clock,
                                metrics=ShardMetrics(self.registry))
 

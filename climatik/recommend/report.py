@@ -205,8 +205,9 @@ def desired_status(current: Mapping[str, Any] | None, said: Report, *, generatio
     return candidate
 
 
-#: Status fields that move with every observation: the algorithm's persisted state (what a restart resumes from)
-#: and the tuners' power. While a policy is at rest they ride along with the next write that says something new
+#: Top-level status fields that move with every observation: the tuners' power (the algorithm's persisted state,
+#: what a restart resumes from, moves too and is left out of the news by `_news` inside status.recommendation).
+#: While a policy is at rest they ride along with the next write that says something new
 #: (a monitor's heartbeat wakes the recommender once a minute, and most wake-ups carry news), instead of costing a
 #: write each: a policy under its threshold whose load moves by a few percent a second would otherwise be written
 #: every second, by the recommender as by the monitor.
