@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=60.0, help="simulated seconds before counting")
     parser.add_argument("--window", type=float, default=60.0, help="simulated seconds counted")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rest", default="steady,jittering", help="what the policies under their cap do")
     args = parser.parse_args(argv)
     configure_logging("warning", json_lines=False, stream=sys.stderr)
     print(f"API writes per second under churn ({args.capping:.0%} of the policies over their cap, their jobs' "
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     for rest, rest_jitter in (("steady", 0.0), ("jittering", JITTER)):
+        if rest not in args.rest.split(","):
+            continue
         for nodes in (int(n) for n in args.nodes.split(",") if n):
             window, wall = counts(nodes, args.capping, settle_s=args.settle, window_s=args.window, seed=args.seed,
                                   rest_jitter=rest_jitter)
