@@ -112,7 +112,7 @@ def leader_options(func: F) -> F:
 
 
 def shard_option(func: F) -> F:
-    """The option of controllers whose replicas can split their keys (monitor)."""
+    """The option of controllers whose replicas can split their keys (monitor, recommend)."""
     return _apply(func, [
         click.option("--shard/--no-shard", default=False, show_default=True,
                      help="Split the policies with the other replicas run with --shard, by consistent hashing over "
@@ -228,6 +228,7 @@ def _labels(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 @cli.command()
 @common_options
+@shard_option
 @click.option("--release-band", type=click.IntRange(1, 99), default=DEFAULT_RELEASE_BAND, show_default=True,
               help="Percent of the limit below the threshold at which caps are given back, for policies without "
                    "releaseThreshold (as the monitor's).")

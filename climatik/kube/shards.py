@@ -63,12 +63,20 @@ ACKED_ANNOTATION = "climatik.io/shard-acknowledged"
 
 #: How a reconcile asks to act on a key: a context manager that yields whether this replica owns it.
 Hold = Callable[[str], contextlib.AbstractContextManager[bool]]
+#: How a write asks to act on several keys at once: a context manager that yields those this replica owns.
+HoldAll = Callable[[Iterable[str]], contextlib.AbstractContextManager[frozenset[str]]]
 
 
 @contextlib.contextmanager
 def sole_replica(_key: str) -> Iterator[bool]:
     """The `Hold` of an unsharded process: it owns every key."""
     yield True
+
+
+@contextlib.contextmanager
+def sole_replica_all(keys: Iterable[str]) -> Iterator[frozenset[str]]:
+    """The `HoldAll` of an unsharded process: it owns every key."""
+    yield frozenset(keys)
 
 
 def rank(member: str, key: str) -> int:
@@ -168,20 +176,28 @@ class ShardMembership:
     def hold(self, key: str) -> Iterator[bool]:
         """Yields whether this replica owns `key`; while it does, a hand-over of the key waits for the block to
         end (wrap each reconcile in it)."""
+        with self.hold_all((key,)) as owned:
+            yield bool(owned)
+
+    @contextlib.contextmanager
+    def hold_all(self, keys: Iterable[str]) -> Iterator[frozenset[str]]:
+        """Yields the keys among `keys` this replica owns, held as `hold` holds one (for a write that carries
+        several keys' parts, such as a node spec with the entries of several policies)."""
         with self._lock:
-            owned = self._owns(key)
-            if owned:
+            owned = frozenset(key for key in set(keys) if self._owns(key))
+            for key in owned:
                 self._in_flight[key] = self._in_flight.get(key, 0) + 1
         try:
             yield owned
         finally:
             if owned:
                 with self._lock:
-                    left = self._in_flight[key] - 1
-                    if left:
-                        self._in_flight[key] = left
-                    else:
-                        del self._in_flight[key]
+                    for key in owned:
+                        left = self._in_flight[key] - 1
+                        if left:
+                            self._in_flight[key] = left
+                        else:
+                            del self._in_flight[key]
                     self._lock.notify_all()
 
     def on_gained(self, listener: Callable[[frozenset[str]], None]) -> None:

@@ -6,6 +6,12 @@ those whose status observes the node (their GPUs are there). A tuner reporting i
 policies that wait for it, and a spec changed by hand wakes the policies that own its entries. It also wakes the
 domains the node is in (their power and shares follow the tuners' reports); a Node's labels wake every domain
 (membership may change), and a new split of the domains wakes them all.
+
+One replica plans everything (with --leader-elect, one of several replicas does). With --shard, the replicas
+split the policies (climatik.kube.shards): each steps its own and writes their entries and statuses, and the
+one that owns the allocator's key (climatik.recommend.core.ALLOCATOR) also splits every node budget and the
+domains. A replica that takes a share over queues it; one that hands a share over forgets what it remembered of
+it, so that it never plans from a result that another replica has since moved on from.
 """
 
 from __future__ import annotations
@@ -23,13 +29,17 @@ from climatik.kube.client import NODE_FREQUENCIES, NODES, POLICIES, POWER_DOMAIN
 from climatik.kube.events import EventRecorder
 from climatik.kube.informer import EnqueueMapped, enqueue_own_key
 from climatik.kube.process import CommonSettings, ProcessShell, Wiring
+from climatik.kube.shards import sole_replica
 from climatik.kube.store import CacheReader, IndexFunc, Obj, object_key
-from climatik.recommend.core import Recommender
+from climatik.recommend.core import ALLOCATOR, Recommender
 from climatik.recommend.domainstatus import DomainMetrics, DomainReconciler
-from climatik.recommend.reconciler import NodeWriter, RecommendMetrics, RecommendReconciler
+from climatik.recommend.reconciler import RecommendMetrics, RecommendReconciler
 from climatik.recommend.step import StepSettings
+from climatik.recommend.writer import NodeWriter
 
 LEASE_NAME = "climatik-recommend"
+#: The shard group of recommenders run with --shard (climatik.kube.shards): they split the policies.
+SHARD_GROUP = "climatik-recommend"
 #: The recommender's cache of Nodes holds their name and labels only (which domain a node is in): a Node object
 #: as served is tens of kilobytes (images, conditions), a fleet of them hundreds of megabytes.
 NODE_FIELDS = ("name", "labels", "resourceVersion", "uid")
@@ -117,7 +127,9 @@ def build(settings: RecommendSettings, common: CommonSettings, *, clock: Clock) 
                                              domain_interval=settings.domain_interval))
     view = DomainView(domains.store, cluster_nodes.store)
     events = EventRecorder(wiring.client, component="climatik-recommend", clock=clock)
-    writer = NodeWriter(api=wiring.client.node_frequencies, cache=nodes.store, metrics=metrics)
+    shards = wiring.shards(SHARD_GROUP, keys=lambda: [*policies.store.keys(), ALLOCATOR])
+    writer = NodeWriter(api=wiring.client.node_frequencies, cache=nodes.store, metrics=metrics,
+                        hold_all=shards.hold_all if shards is not None else None)
 
     def wake_domains(*_: object) -> list[str]:
         return view.names()
@@ -129,23 +141,41 @@ def build(settings: RecommendSettings, common: CommonSettings, *, clock: Clock) 
     reconciler = RecommendReconciler(
         policies=policies.store, api=wiring.client.policies, writer=writer, core=core, events=events, clock=clock,
         enqueue=queue.add, metrics=metrics, domains=view,
-        on_split=wake_all_domains,
+        on_split=wake_all_domains, hold=shards.hold if shards is not None else sole_replica,
+        sharded=shards is not None,
     )
     domain_reconciler = DomainReconciler(
         domains=domains.store, api=wiring.client.resource(POWER_DOMAINS), core=core,
         inputs=lambda: (*view(), reconciler.all_policies(), writer.objects()),
         write_specs=writer.write, events=events, clock=clock, enqueue_policy=queue.add,
-        metrics=DomainMetrics(wiring.registry),
+        metrics=DomainMetrics(wiring.registry), hold=shards.hold if shards is not None else sole_replica,
     )
     policies.add_handler(enqueue_own_key(queue))
     nodes.add_handler(EnqueueMapped(queue, policies_of_node(policies.store)))
     nodes.add_handler(EnqueueMapped(domain_queue, wake_domains))
     domains.add_handler(enqueue_own_key(domain_queue))
     cluster_nodes.add_handler(EnqueueMapped(domain_queue, wake_domains))
+    if shards is not None:
+        def gained(keys: frozenset[str]) -> None:
+            # The allocator splits the budgets of every policy and the domains; a policy's new owner steps it.
+            for key in (policies.store.keys() if ALLOCATOR in keys else keys - {ALLOCATOR}):
+                queue.add(key)
+            if ALLOCATOR in keys:
+                wake_all_domains()
+
+        def lost(keys: frozenset[str]) -> None:
+            for key in keys - {ALLOCATOR}:
+                core.forget(key)
+                metrics.forget(key)
+            if ALLOCATOR in keys:
+                wake_all_domains()  # they drop their metrics here
+
+        shards.on_gained(gained)
+        shards.on_lost(lost)
     return ProcessShell(
         name="climatik-recommend", registry=wiring.registry, informers=[policies, nodes, domains, cluster_nodes],
         controllers=[wiring.controller("recommend", reconciler, queue, workers=settings.workers),
                      wiring.controller("domains", domain_reconciler, domain_queue, workers=1)],
-        elector=wiring.elector(LEASE_NAME), host=common.metrics_host, port=common.metrics_port,
+        elector=wiring.elector(LEASE_NAME), shards=shards, host=common.metrics_host, port=common.metrics_port,
         grace_period=common.grace_period,
     )

@@ -13,6 +13,12 @@ sharing), computed at most every `domain_interval` seconds for all policies at o
 own budget (climatik.recommend.budgets). A pass that finds a newer split also names the policies whose budget it
 moved by a share worth a status write, so that their status follows.
 
+Replicas that split the policies (`climatik recommend --shard`) each step their own policies, and one of them,
+the allocator, also splits the node budgets of every policy (`allocate_only` for those it does not step) and the
+domains: budgets move safely only when one process sees every budget it wrote and its acknowledgement. A replica
+that does not allocate reports the budgets the allocator wrote, and whether the cap is feasible from its own
+reading of the same objects.
+
 Only this process's results are remembered. After a restart a policy has none until its first step, and the
 plan keeps the entries it holds in the meantime; its algorithm state comes back from status.recommendation.state.
 """
@@ -39,7 +45,11 @@ from climatik.recommend.budgets import allocate, node_demands
 from climatik.recommend.plan import Conflict, Plan, conflict_report, plan
 from climatik.recommend.report import NODE_POWER_MOVE, BudgetReport, Report, feasible, report
 from climatik.recommend.sharing import Shared, Sharing
-from climatik.recommend.step import Decision, StepSettings, decide
+from climatik.recommend.step import Decision, StepSettings, decide, spec_problems
+
+#: The key of the allocator's part among shards (climatik.kube.shards): the replica that owns it splits every node
+#: budget and the power domains. No policy key looks like it (those are namespace/name).
+ALLOCATOR = "@node-budgets"
 
 
 @dataclass(frozen=True)
@@ -93,12 +103,15 @@ class Recommender:
 
     def step(self, policy: PowerCappingPolicy, policies: Mapping[str, PowerCappingPolicy],
              nodes: Sequence[NodeFrequencies], *, now: dt.datetime, domains: Sequence[PowerDomain] = (),
-             node_labels: Mapping[str, Mapping[str, str]] | None = None) -> Pass:
+             node_labels: Mapping[str, Mapping[str, str]] | None = None, allocate: bool = True) -> Pass:
         """Step `policy` at `now`, then plan every node from every policy's latest result. `domains` and
-        `node_labels` (node name -> labels) describe the power domains, if any."""
+        `node_labels` (node name -> labels) describe the power domains, if any. Without `allocate` (a shard that
+        does not allocate) the node budgets are those the objects hold."""
         with self.lock:
             key = policy.key
-            sharing = self.share(domains, node_labels or {}, policies, nodes, now=now)
+            if not allocate:
+                self._budgets.clear()
+            sharing = self.share(domains, node_labels or {}, policies, nodes, now=now, allocate=allocate)
             shared, domain_wait, moved_budgets = sharing.shared, sharing.wait, sharing.moved
             churn = self._churn(policy, now.timestamp())
             decision = decide(policy, nodes, registry=self._registry, previous=self._results.get(key),
@@ -108,7 +121,8 @@ class Recommender:
                 self._results[key] = decision.output
             elif decision.problems:
                 self._results.pop(key, None)
-            budgets = None if decision.problems else self._allocate(policy, nodes, now.timestamp(), shared)
+            budgets = None if decision.problems else self._allocate(policy, nodes, now.timestamp(), shared,
+                                                                      store=allocate)
             scope = None if sharing.fresh else self._scope(policy, nodes, now.timestamp())
             planned = self.replan(policies, nodes, origin=key, scope=scope)
             conflict = conflict_report(key, planned.plan.conflicts_of(key), policies)
@@ -118,6 +132,23 @@ class Recommender:
             return replace(planned, decision=decision, report=said, actuation=actuation,
                            recheck_after=min(waits) if waits else None, shared=shared,
                            moved=planned.moved | frozenset(moved_budgets - {key}))
+
+    def allocate_only(self, policy: PowerCappingPolicy, policies: Mapping[str, PowerCappingPolicy],
+                      nodes: Sequence[NodeFrequencies], *, now: dt.datetime, domains: Sequence[PowerDomain] = (),
+                      node_labels: Mapping[str, Mapping[str, str]] | None = None) -> Pass:
+        """Split the node budgets of a policy that another shard steps (this replica allocates), and plan its
+        nodes: as `step` does, without stepping it (its targets are the other shard's, held in the objects)."""
+        with self.lock:
+            key = policy.key
+            sharing = self.share(domains, node_labels or {}, policies, nodes, now=now)
+            if not spec_problems(policy.spec, self._registry):
+                self._allocate(policy, nodes, now.timestamp(), sharing.shared)
+            scope = None if sharing.fresh else self._scope(policy, nodes, now.timestamp())
+            planned = self.replan(policies, nodes, origin=key, scope=scope)
+            actuation = self.acks.judge(key, planned.plan, nodes, planned.writes, now.timestamp())
+            waits = [t for t in (actuation.recheck_after, sharing.wait) if t is not None]
+            return replace(planned, actuation=actuation, recheck_after=min(waits) if waits else None,
+                           shared=sharing.shared, moved=planned.moved | frozenset(sharing.moved - {key}))
 
     def replan(self, policies: Mapping[str, PowerCappingPolicy], nodes: Sequence[NodeFrequencies], *,
                origin: str, scope: set[str] | None = None) -> Pass:
@@ -156,27 +187,30 @@ class Recommender:
 
     def share(self, domains: Sequence[PowerDomain], node_labels: Mapping[str, Mapping[str, str]],
               policies: Mapping[str, PowerCappingPolicy], nodes: Sequence[NodeFrequencies], *,
-              now: dt.datetime) -> ShareOutcome:
+              now: dt.datetime, allocate: bool = True) -> ShareOutcome:
         """The domains' split to use now (climatik.recommend.sharing), when to look again, whether it is new, and
-        the policies whose budget a new split moved (their status should follow)."""
+        the policies whose budget a new split moved (their status should follow). Without `allocate` the split
+        is only read (what the policies are told), and its budgets are not taken."""
         with self.lock:
             before = self.sharing.last
             shared, wait = self.sharing.update(domains, node_labels, policies, nodes, now=now,
                                                late=self.acks.late(now.timestamp()))
             fresh = shared is not None and shared is not before
-            return ShareOutcome(shared=shared, wait=wait, fresh=fresh,
-                                moved=frozenset(self._take_split(shared, policies)) if fresh else frozenset())
+            moved = self._take_split(shared, policies, store=allocate) if fresh else set()
+            return ShareOutcome(shared=shared, wait=wait, fresh=fresh, moved=frozenset(moved))
 
-    def _take_split(self, shared: Shared | None, policies: Mapping[str, PowerCappingPolicy]) -> set[str]:
-        """Take a new split's budgets for every policy in it; return those whose status should follow (their
-        budget moved by a share worth a write)."""
+    def _take_split(self, shared: Shared | None, policies: Mapping[str, PowerCappingPolicy], *,
+                    store: bool = True) -> set[str]:
+        """Take a new split's budgets for every policy in it (with `store`); return those whose status should
+        follow (their budget moved by a share worth a write)."""
         if shared is None:
             return set()
         moved = set()
         for key, budgets in shared.budgets.items():
             if key not in policies:
                 continue
-            self._budgets[key] = budgets
+            if store:
+                self._budgets[key] = budgets
             status = policies[key].status
             total = float(sum(b.watts for b in budgets.values()))
             before = status.budget if status is not None else None
@@ -185,10 +219,10 @@ class Recommender:
         return moved
 
     def _allocate(self, policy: PowerCappingPolicy, nodes: Sequence[NodeFrequencies],
-                  now: float, shared: Shared | None = None) -> BudgetReport | None:
+                  now: float, shared: Shared | None = None, *, store: bool = True) -> BudgetReport | None:
         """Split the policy's budget over its nodes (climatik.recommend.budgets) and remember the split, or take
         its part of the domains' split; None for a policy that keeps no node budgets, or has no GPUs observed
-        yet."""
+        yet. Without `store` nothing is remembered, and the report gives the budgets the objects hold."""
         key = policy.key
         lost = {conflict.gpu for conflict in self._conflicts.get(key, ()) if conflict.loser == key}
         gpus = {node.name: [gpu.uuid for gpu in node.gpus or [] if gpu.mig_instance is None and gpu.uuid not in lost]
@@ -198,29 +232,45 @@ class Recommender:
             self._budgets.pop(key, None)
             return None
         if shared is not None and shared.takes_part(key):
-            return self._domain_budgets(policy, nodes, shared, now)
+            return self._domain_budgets(policy, nodes, shared, now, store=store)
         demands = node_demands(policy, gpus, nodes, late=self.acks.late(now))
         allocation = allocate(policy.spec.threshold_watts, demands)
         chosen = {d.node: allocation.budgets.get(d.node, d.current) for d in demands}
-        self._budgets[key] = {name: PowerBudget(policy=key, watts=watts, gpu_ids=sorted(gpus[name]))
-                              for name, watts in chosen.items() if watts is not None}
+        split = {name: PowerBudget(policy=key, watts=watts, gpu_ids=sorted(gpus[name]))
+                 for name, watts in chosen.items() if watts is not None}
+        budgets = self._keep(key, split, nodes, store)
+        if not budgets and not store:
+            return None  # the allocator has not split it yet
         measured = [d.measured for d in demands if d.measured is not None]
-        return BudgetReport(budget=float(sum(b.watts for b in self._budgets[key].values())),
+        return BudgetReport(budget=float(sum(b.watts for b in budgets.values())),
                             node_power=round(sum(measured), 1) if measured else None,
                             feasible=feasible(policy.spec.threshold_watts, allocation.infeasible_floor))
 
     def _domain_budgets(self, policy: PowerCappingPolicy, nodes: Sequence[NodeFrequencies], shared: Shared,
-                        now: float) -> BudgetReport:
+                        now: float, *, store: bool = True) -> BudgetReport | None:
         """The policy's part of the domains' split, reported as its own split is."""
         key = policy.key
-        self._budgets[key] = shared.budgets[key]
+        budgets = self._keep(key, shared.budgets[key], nodes, store)
+        if not budgets and not store:
+            return None  # the allocator has not split it yet
         gpus = {name: budget.gpu_ids for name, budget in shared.budgets[key].items()}
         measured = [d.measured for d in node_demands(policy, gpus, nodes, late=self.acks.late(now))
                     if d.measured is not None]
         floor = shared.allocation.infeasible.get(key)
-        return BudgetReport(budget=float(sum(b.watts for b in self._budgets[key].values())),
+        return BudgetReport(budget=float(sum(b.watts for b in budgets.values())),
                             node_power=round(sum(measured), 1) if measured else None,
                             feasible=feasible(policy.spec.threshold_watts, floor))
+
+    def _keep(self, key: str, split: dict[str, PowerBudget], nodes: Sequence[NodeFrequencies],
+              store: bool) -> Mapping[str, PowerBudget]:
+        """Remember `split` as the policy's budgets (with `store`) and return it; without, return those the
+        objects hold (another replica allocates them)."""
+        if store:
+            self._budgets[key] = split
+            return split
+        self._budgets.pop(key, None)
+        return {(node.spec.node_name or node.metadata.name): budget for node in nodes
+                for budget in node.spec.power_budgets or [] if budget.policy == key}
 
     def _churn(self, policy: PowerCappingPolicy, now: float) -> float | None:
         """Seconds until the policy's spec counts as settled, while it is churning; None when it is not."""

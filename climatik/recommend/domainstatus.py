@@ -35,9 +35,10 @@ from climatik.clock import Clock
 from climatik.kube.client import ResourceClient
 from climatik.kube.controller import Result
 from climatik.kube.events import EventRecorder
+from climatik.kube.shards import Hold, sole_replica
 from climatik.kube.status import update_status
 from climatik.kube.store import CacheReader
-from climatik.recommend.core import Recommender
+from climatik.recommend.core import ALLOCATOR, Recommender
 from climatik.recommend.domains import DomainReport
 from climatik.recommend.sharing import DomainPower
 from climatik.recommend.tree import Resolved
@@ -103,8 +104,9 @@ class DomainReconciler:
                                             list[Any]]],
                  write_specs: Callable[[Mapping[str, Any]], list[str]], events: EventRecorder | None, clock: Clock,
                  enqueue_policy: Callable[[str], None] = lambda key: None,
-                 metrics: DomainMetrics | None = None) -> None:
+                 metrics: DomainMetrics | None = None, hold: Hold = sole_replica) -> None:
         self._domains = domains
+        self._hold = hold
         self._api = api
         self._core = core
         self._inputs = inputs
@@ -115,6 +117,16 @@ class DomainReconciler:
         self._metrics = metrics
 
     def __call__(self, name: str) -> Result:
+        """Shards: only the replica that allocates (it owns climatik.recommend.core.ALLOCATOR) splits and writes
+        the domains; the others export nothing of them."""
+        with self._hold(ALLOCATOR) as allocating:
+            if allocating:
+                return self._reconcile(name)
+        if self._metrics is not None:
+            self._metrics.forget(name)
+        return Result()
+
+    def _reconcile(self, name: str) -> Result:
         obj = self._domains.get(name)
         if obj is None:
             if self._metrics is not None:

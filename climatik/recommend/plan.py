@@ -12,6 +12,9 @@ Rules, applied the same way on every pass so that a steady cluster yields identi
 * Several policies asking for the same CPU get the lowest (most conservative) target, recorded with the policy
   that asked for it (ties go to the higher-ranked policy).
 * Each entry names its policy (`namespace/name`); entries are sorted by GPU UUID and CPU id.
+* Replicas that split the policies (shards) plan every node the same way but each writes only its part of a
+  spec (`merge_owned`): the clock entries of the policies it holds, and the power budgets if it is the one that
+  allocates them, over the other entries as the object has them at the write.
 * A policy's per-node power budgets (climatik.recommend.budgets) cover only GPUs it drives; a policy with no
   budgets this pass keeps those it holds, unless it contributes nothing (deleted, dry run) or keeps no budgets
   (spec.enforcement ClocksOnly). A power domain's budgets of the GPUs no policy budgets (`extra`, from
@@ -142,6 +145,38 @@ def plan(policies: Iterable[PowerCappingPolicy], outputs: Mapping[str, Targets],
     }
     return Plan(specs=specs, conflicts=tuple(conflicts), entries=entries,
                 unplaced={key: tuple(uuids) for key, uuids in unplaced.items()})
+
+
+def merge_owned(current: NodeFrequenciesSpec, planned: NodeFrequenciesSpec, mine: Collection[str], *,
+                budgets: bool) -> NodeFrequenciesSpec:
+    """The spec a shard writes over `current` (the object's, read at the write): `planned`'s clock entries of the
+    policies in `mine` replace theirs in `current`; `current`'s entries of other policies stay, except a GPU entry
+    that a planned entry of `mine` takes (the plan ranked both policies); a CPU keeps the lowest target asked of it.
+    With `budgets` (this shard allocates them) the power budgets are `planned`'s, as are entries that name no
+    policy (none, then); otherwise they are `current`'s."""
+
+    def foreign(policy: str | None) -> bool:
+        return (policy not in mine) if policy else not budgets
+
+    gpus = {e.gpu_id: e for e in current.gpu_frequencies or [] if foreign(e.policy)}
+    gpus.update({e.gpu_id: e for e in planned.gpu_frequencies or [] if e.policy in mine})
+    cpus = {e.cpu_id: e for e in current.cpu_frequencies or [] if foreign(e.policy)}
+    for entry in planned.cpu_frequencies or []:
+        held = cpus.get(entry.cpu_id)
+        if entry.policy in mine and (held is None or entry.target_frequency <= held.target_frequency):
+            cpus[entry.cpu_id] = entry
+    return NodeFrequenciesSpec(
+        node_name=planned.node_name or current.node_name,
+        gpu_frequencies=[gpus[uuid] for uuid in sorted(gpus)],
+        cpu_frequencies=[cpus[cpu] for cpu in sorted(cpus)],
+        power_budgets=list((planned if budgets else current).power_budgets or []),
+    )
+
+
+def entry_policies(spec: NodeFrequenciesSpec) -> set[str]:
+    """The policies named by a spec's entries and budgets."""
+    named = {e.policy for e in spec.gpu_frequencies or []} | {e.policy for e in spec.cpu_frequencies or []}
+    return {key for key in named | {b.policy for b in spec.power_budgets or []} if key}
 
 
 def _touching(active: list[PowerCappingPolicy], scope: set[str], nodes: list[NodeFrequencies],

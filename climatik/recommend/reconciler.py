@@ -3,38 +3,38 @@ and every NodeFrequencies object from the caches, run one pass, write the node s
 status, tell (Events, metrics, log lines), and let a deleted policy go only once its entries are gone
 (finalizer).
 
-NodeFrequencies objects are named after their node (the CRD requires metadata.name == spec.nodeName). Specs
-are written with optimistic concurrency: a 409 (the tuner wrote status meanwhile, or the cache was behind) reads
-the object again and writes the planned spec only if it still differs, so a spec already in place is never
-written twice. Every pass plans the whole cluster, not only the nodes of the policy being reconciled: a pass that
-changes nothing writes nothing, and a spec left behind by an earlier failure is mended by the next pass whatever
-triggered it.
+Specs are written by climatik.recommend.writer. A pass plans the nodes the policy touches, and every node now and
+then: a pass that changes nothing writes nothing, and a spec left behind by an earlier failure is mended by a
+later pass whatever triggered it.
+
+Sharded (`--shard`), a replica reconciles the policies it owns (`hold`) and, if it owns the allocator's key
+(climatik.recommend.core.ALLOCATOR), splits the node budgets of the others too (`allocate_only`): their steps,
+statuses and Events are their owners'.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from climatik.algorithms import Targets
-from climatik.api import DecodedCache, DecodeError, NodeFrequencies, NodeFrequenciesSpec, PowerCappingPolicy, to_dict
+from climatik.api import DecodedCache, DecodeError, PowerCappingPolicy
 from climatik.api.conditions import ACTUATED, CONFLICT, FEASIBLE, INVALID_SPEC, find_condition, is_condition_true
-from climatik.api.constants import API_VERSION, NODE_FREQUENCIES_KIND, POLICY_FINALIZER
+from climatik.api.constants import POLICY_FINALIZER
 from climatik.api.domain import PowerDomain
 from climatik.clock import Clock
 from climatik.kube.client import ResourceClient
 from climatik.kube.controller import Result
-from climatik.kube.errors import AlreadyExistsError, InvalidError
 from climatik.kube.events import EventRecorder
+from climatik.kube.shards import Hold, sole_replica
 from climatik.kube.status import update_object, update_status
 from climatik.kube.store import CacheReader
 from climatik.recommend.actuation import some
-from climatik.recommend.core import Pass, Recommender
-from climatik.recommend.plan import normalized
+from climatik.recommend.core import ALLOCATOR, Pass, Recommender
 from climatik.recommend.report import (
     ALGORITHM_FAILED,
     RELEASING,
@@ -45,6 +45,7 @@ from climatik.recommend.report import (
     desired_status,
 )
 from climatik.recommend.step import ACTIONS, Decision
+from climatik.recommend.writer import NodeWriter
 
 #: Reads the power domains and the nodes' labels (name -> labels) from the caches.
 DomainInputs = Callable[[], tuple[list[PowerDomain], Mapping[str, Mapping[str, str]]]]
@@ -97,85 +98,6 @@ class RecommendMetrics:
                 self.actions.remove(key, action)
 
 
-def spec_body(spec: NodeFrequenciesSpec) -> dict[str, Any]:
-    """The spec as written: both entry lists always present, so equal specs are equal dicts."""
-    return to_dict(normalized(spec))
-
-
-class NodeWriter:
-    """Creates and updates NodeFrequencies objects; reads the informer cache to skip what is already there."""
-
-    def __init__(self, *, api: ResourceClient, cache: CacheReader, metrics: RecommendMetrics | None = None) -> None:
-        self._api = api
-        self._cache = cache
-        self._metrics = metrics
-        self._decoded: DecodedCache[NodeFrequencies] = DecodedCache(NodeFrequencies.from_api)
-
-    def objects(self) -> list[NodeFrequencies]:
-        """Every cached NodeFrequencies object, typed (an object that does not decode is skipped and logged)."""
-        nodes = []
-        for decoded in self._decoded.decode_all(self._cache.list()):
-            if isinstance(decoded, Exception):
-                log.warning("node_frequencies_undecodable", controller="recommend", error=str(decoded))
-            else:
-                nodes.append(decoded)
-        return nodes
-
-    def ensure(self, names: Iterable[str]) -> list[str]:
-        """Create an empty object for each node in `names` that has none, so that its tuner can report its
-        inventory before it is targeted. Returns the nodes created."""
-        created = []
-        for name in sorted(set(names)):
-            if not name or self._cache.get(name) is not None:
-                continue
-            try:
-                self._api.create(_body(name, {"nodeName": name}))
-            except AlreadyExistsError:
-                continue  # created meanwhile, and the cache has not seen it yet
-            except InvalidError as exc:
-                # A name the API refuses cannot be fixed by retrying; the policy keeps serving its other nodes.
-                log.warning("node_frequencies_not_created", controller="recommend", key=name, error=str(exc))
-                continue
-            created.append(name)
-            self._count("create")
-            log.info("node_frequencies_created", controller="recommend", key=name)
-        return created
-
-    def write(self, specs: Mapping[str, NodeFrequenciesSpec]) -> list[str]:
-        """Bring each named object's spec to the planned one (creating objects that do not exist). Returns
-        the nodes whose spec was written."""
-        return [name for name, spec in sorted(specs.items()) if self._write_one(name, spec)]
-
-    def _write_one(self, name: str, spec: NodeFrequenciesSpec) -> bool:
-        wanted = spec_body(spec)
-
-        def mutate(obj: dict[str, Any]) -> dict[str, Any] | None:
-            if spec_body(NodeFrequencies.from_api(obj).spec) == wanted:
-                return None
-            obj["spec"] = wanted
-            return obj
-
-        result = update_object(self._api, name, mutate, current=self._cache.get(name))
-        if result.object is None:
-            try:
-                self._api.create(_body(name, wanted))
-            except AlreadyExistsError:
-                # Someone created it between our read and our create: write on top of theirs.
-                result = update_object(self._api, name, mutate)
-            else:
-                self._count("create")
-                log.info("node_frequencies_created", controller="recommend", key=name, entries=_entries(wanted))
-                return True
-        if result.written:
-            self._count("update")
-            log.info("node_frequencies_updated", controller="recommend", key=name, entries=_entries(wanted))
-        return result.written
-
-    def _count(self, operation: str) -> None:
-        if self._metrics is not None:
-            self._metrics.node_writes.labels(operation).inc()
-
-
 class RecommendReconciler:
     """Reconciles one PowerCappingPolicy key. `enqueue` is told about other policies whose conflicts changed, so
     that their Conflict condition follows without waiting for an event of their own."""
@@ -183,8 +105,11 @@ class RecommendReconciler:
     def __init__(self, *, policies: CacheReader, api: ResourceClient, writer: NodeWriter, core: Recommender,
                  events: EventRecorder | None, clock: Clock, enqueue: Callable[[str], None] = lambda key: None,
                  metrics: RecommendMetrics | None = None, domains: DomainInputs | None = None,
-                 on_split: Callable[[], None] = lambda: None) -> None:
+                 on_split: Callable[[], None] = lambda: None, hold: Hold = sole_replica,
+                 sharded: bool = False) -> None:
         self._policies = policies
+        self._hold = hold
+        self._sharded = sharded
         self._domains = domains
         self._on_split = on_split
         self._last_split: object | None = None
@@ -199,6 +124,16 @@ class RecommendReconciler:
         self._decoded: DecodedCache[PowerCappingPolicy] = DecodedCache(PowerCappingPolicy.from_api)
 
     def __call__(self, key: str) -> Result:
+        with self._hold(key) as owned:
+            if owned:
+                return self._reconcile(key)
+        if self._sharded:
+            with self._hold(ALLOCATOR) as allocating:
+                if allocating:
+                    return self._allocate_only(key)
+        return Result()
+
+    def _reconcile(self, key: str) -> Result:
         obj = self._policies.get(key)
         if obj is None:
             # Gone (its finalizer was removed by someone else, or it never had one): drop what it held.
@@ -222,9 +157,9 @@ class RecommendReconciler:
     def _step(self, obj: dict[str, Any], policy: PowerCappingPolicy) -> Result:
         key = policy.key
         domains, labels = self._domains() if self._domains is not None else ([], {})
-        with self._core.lock:
+        with self._core.lock, self._hold(ALLOCATOR) as allocating:
             done = self._core.step(policy, self.all_policies(), self._writer.objects(), now=self._clock.wall(),
-                                   domains=domains, node_labels=labels)
+                                   domains=domains, node_labels=labels, allocate=allocating)
             written = self._written(done)
         if done.shared is not None and done.shared is not self._last_split:
             self._last_split = done.shared
@@ -242,6 +177,26 @@ class RecommendReconciler:
             log.info("targets_decided", controller="recommend", key=key, action=decision.action,
                      targets=describe(decision.output.targets), reason=decision.output.reason,
                      dry_run=bool(policy.spec.dry_run), nodes_written=written)
+        return Result(requeue_after=done.recheck_after)
+
+    def _allocate_only(self, key: str) -> Result:
+        """The node budgets of a policy another shard owns (this replica allocates): split, planned, written."""
+        policies = self.all_policies()
+        policy = policies.get(key)
+        if policy is None or policy.metadata.deletion_timestamp:
+            # Gone or going: its budgets go with it (its owner removes its clock entries).
+            self._replan(key)
+            return Result()
+        domains, labels = self._domains() if self._domains is not None else ([], {})
+        with self._core.lock:
+            done = self._core.allocate_only(policy, policies, self._writer.objects(),
+                                            now=self._clock.wall(), domains=domains, node_labels=labels)
+            written = self._written(done)
+        if done.shared is not None and done.shared is not self._last_split:
+            self._last_split = done.shared
+            self._on_split()
+        if written:
+            log.info("budgets_written", controller="recommend", key=key, nodes_written=written)
         return Result(requeue_after=done.recheck_after)
 
     def _replan(self, origin: str) -> list[str]:
@@ -368,11 +323,3 @@ class RecommendReconciler:
         self._core.forget(key)
         if self._metrics is not None:
             self._metrics.forget(key)
-
-
-def _body(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": NODE_FREQUENCIES_KIND, "metadata": {"name": name}, "spec": dict(spec)}
-
-
-def _entries(spec: Mapping[str, Any]) -> int:
-    return len(spec.get("gpuFrequencies") or []) + len(spec.get("cpuFrequencies") or [])

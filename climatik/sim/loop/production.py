@@ -64,9 +64,9 @@ from climatik.prom.snapshot import GpuReading, GpuSnapshot
 from climatik.recommend import core as recommend
 from climatik.recommend.app import POLICY_INDEXES, policies_of_node
 from climatik.recommend.domainstatus import desired_status as domain_status
-from climatik.recommend.reconciler import spec_body
 from climatik.recommend.report import desired_status as recommend_status
 from climatik.recommend.step import StepSettings
+from climatik.recommend.writer import spec_body
 from climatik.sim.loop.harness import (
     ORDER_MONITOR,
     ORDER_RECOMMEND,

@@ -21,7 +21,8 @@ from climatik.monitor.core import SampleOutcome
 from climatik.monitor.reconciler import BY_LABEL, LatestSample, MonitorReconciler, index_by_label
 from climatik.recommend.app import POLICY_INDEXES
 from climatik.recommend.core import Recommender
-from climatik.recommend.reconciler import NodeWriter, RecommendReconciler
+from climatik.recommend.reconciler import RecommendReconciler
+from climatik.recommend.writer import NodeWriter
 from climatik.sim.loop import DataPath, ProductionLoop, Scenario, run
 from climatik.sim.loop import scenario as standard
 from climatik.sim.loop.production import CREATED, Controllers, NodeGpus

@@ -3,7 +3,8 @@ holds, a fake clock, and a deterministic plug-in algorithm, so that tests read l
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -24,7 +25,8 @@ from climatik.kube.client import EVENTS, NODE_FREQUENCIES, POLICIES
 from climatik.kube.events import EventRecorder
 from climatik.recommend.app import POLICY_INDEXES
 from climatik.recommend.core import Recommender
-from climatik.recommend.reconciler import NodeWriter, RecommendMetrics, RecommendReconciler
+from climatik.recommend.reconciler import DomainInputs, RecommendMetrics, RecommendReconciler
+from climatik.recommend.writer import NodeWriter
 
 STEPS = list(range(210, 1981, 15))
 
@@ -183,3 +185,36 @@ class World:
 
     def metric(self, name: str, **labels: str) -> float | None:
         return self.registry.get_sample_value(name, labels)
+
+
+# -- shards ---------------------------------------------------------------------------------------------------
+
+class Shares:
+    """Who owns which key, as the shard memberships would say; keys not named belong to nobody."""
+
+    def __init__(self, owners: dict[str, str]) -> None:
+        self.owners = owners
+
+    def hold(self, member: str) -> Callable[[str], contextlib.AbstractContextManager[bool]]:
+        @contextlib.contextmanager
+        def hold(key: str) -> Iterator[bool]:
+            yield self.owners.get(key) == member
+        return hold
+
+    def hold_all(self, member: str) -> Callable[[Iterable[str]], contextlib.AbstractContextManager[frozenset[str]]]:
+        @contextlib.contextmanager
+        def hold_all(keys: Iterable[str]) -> Iterator[frozenset[str]]:
+            yield frozenset(key for key in keys if self.owners.get(key) == member)
+        return hold_all
+
+
+def shard(world: World, shares: Shares, member: str, *, domains: DomainInputs | None = None) -> RecommendReconciler:
+    """One replica run with --shard over the world's cluster, with empty memory."""
+    metrics = RecommendMetrics(CollectorRegistry())
+    writer = NodeWriter(api=world.client.node_frequencies, cache=world.nodes, metrics=metrics,
+                        hold_all=shares.hold_all(member))
+    algorithms = AlgorithmRegistry({**builtin_factories(), Fixed.name: Fixed.create})
+    return RecommendReconciler(
+        policies=world.policies, api=world.client.policies, writer=writer, core=Recommender(registry=algorithms),
+        events=EventRecorder(world.client, component="climatik-recommend", clock=world.clock),
+        clock=world.clock, metrics=metrics, hold=shares.hold(member), sharded=True, domains=domains)

@@ -8,14 +8,16 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from rec_world import World
+from rec_world import Shares, World, shard
 from support.livecache import LiveCache
 
 from climatik.kube.client import EVENTS, NODE_FREQUENCIES, NODES, POLICIES, POWER_DOMAINS
 from climatik.kube.events import EventRecorder
 from climatik.recommend.app import DomainView, node_labels_only
+from climatik.recommend.core import ALLOCATOR
 from climatik.recommend.domainstatus import DomainMetrics, DomainReconciler
-from climatik.recommend.reconciler import NodeWriter, RecommendReconciler
+from climatik.recommend.reconciler import RecommendReconciler
+from climatik.recommend.writer import NodeWriter
 
 A, B, C, D = "GPU-a", "GPU-b", "GPU-c", "GPU-d"
 
@@ -201,3 +203,34 @@ def test_the_node_cache_keeps_only_what_says_which_domain_a_node_is_in() -> None
               "status": {"images": [{"names": ["registry/image"] * 10}]}, "spec": {"podCIDR": "10.0.0.0/24"}}
     assert node_labels_only(served) == {"metadata": {"name": "n1", "labels": {"rack": "r1"}, "resourceVersion": "7",
                                                      "uid": "u"}}
+
+
+def test_with_shards_the_allocator_splits_the_rack_for_policies_of_every_shard(world: DomainWorld) -> None:
+    world.domain("rack-1", 1600)
+    high = world.policy("chat", limit=2000, algorithm=None, priority=100)
+    low = world.policy("batch", limit=2000, algorithm=None, priority=0)
+    world.observe_nodes(high, {"n1": [A, B]}, {"n1": 1100.0})
+    world.observe_nodes(low, {"n2": [C, D]}, {"n2": 1100.0})
+    shares = Shares({high: "a", low: "b", ALLOCATOR: "a"})
+    a, b = shard(world, shares, "a", domains=world.view), shard(world, shares, "b", domains=world.view)
+
+    def domains_of(member: str, replica: RecommendReconciler) -> DomainReconciler:
+        return DomainReconciler(
+            domains=world.domains, api=world.client.resource(POWER_DOMAINS), core=replica._core,
+            inputs=lambda: (*world.view(), replica.all_policies(), replica._writer.objects()),
+            write_specs=replica._writer.write, clock=world.clock, events=None, hold=shares.hold(member))
+
+    b(low)
+    domains_of("b", b)("rack-1")
+    assert world.budgets("n2") == {} and world.domain_status("rack-1") == {}, "b does not allocate"
+
+    a(high)
+    a(low)
+    domains_of("a", a)("rack-1")
+    budgets = {**world.budgets("n1"), **world.budgets("n2")}
+    assert budgets[high] + budgets[low] <= 1600
+    assert budgets[high] >= 1100, "the high priority keeps what it draws"
+    assert world.domain_status("rack-1")["budget"] == 1600
+
+    b(low)
+    assert world.status(low)["budget"] == budgets[low], "the owner reports the allocator's split"

@@ -7,8 +7,16 @@ import random
 from typing import Any
 
 from climatik.algorithms import Targets
-from climatik.api import NodeFrequencies, PowerCappingPolicy, to_dict
-from climatik.recommend.plan import Conflict, conflict_report, plan
+from climatik.api import (
+    CpuFrequency,
+    GpuFrequency,
+    NodeFrequencies,
+    NodeFrequenciesSpec,
+    PowerBudget,
+    PowerCappingPolicy,
+    to_dict,
+)
+from climatik.recommend.plan import Conflict, conflict_report, merge_owned, plan
 
 
 def a_policy(name: str, gpus: dict[str, list[str]], *, namespace: str = "ml", priority: int | None = None,
@@ -216,3 +224,59 @@ def test_a_plan_of_some_nodes_is_the_full_plan_of_those_nodes() -> None:
         part = plan(policies, outputs, held, scope=scope)
         assert part.specs == {name: spec for name, spec in full.specs.items() if name in scope}
         assert {c for c in part.conflicts if c.node in scope} == {c for c in full.conflicts if c.node in scope}
+
+
+# -- what a shard writes: its part of a spec, over the object's ------------------------------------------------
+
+TRAIN, SERVE = "ml/train", "ml/serve"
+
+
+def a_spec(gpus: dict[str, tuple[int, str | None]] = {}, cpus: dict[int, tuple[int, str]] = {},  # noqa: B006
+           budgets: dict[str, int] = {}) -> NodeFrequenciesSpec:  # noqa: B006
+    return NodeFrequenciesSpec(
+        node_name="n1",
+        gpu_frequencies=[GpuFrequency(gpu_id=u, target_frequency=mhz, policy=p) for u, (mhz, p) in gpus.items()],
+        cpu_frequencies=[CpuFrequency(cpu_id=c, target_frequency=mhz, policy=p) for c, (mhz, p) in cpus.items()],
+        power_budgets=[PowerBudget(policy=p, watts=w, gpu_ids=[]) for p, w in budgets.items()])
+
+
+def test_a_shard_replaces_its_own_entries_and_keeps_the_others_as_the_object_has_them() -> None:
+    current = a_spec(gpus={"GPU-a": (1200, TRAIN), "GPU-b": (900, SERVE)}, budgets={TRAIN: 700, SERVE: 400})
+    planned = a_spec(gpus={"GPU-a": (1050, TRAIN), "GPU-b": (1980, SERVE)}, budgets={TRAIN: 650, SERVE: 450})
+
+    merged = merge_owned(current, planned, {TRAIN}, budgets=False)
+
+    assert [(e.gpu_id, e.target_frequency, e.policy) for e in merged.gpu_frequencies or []] == [
+        ("GPU-a", 1050, TRAIN), ("GPU-b", 900, SERVE)]
+    assert {b.policy: b.watts for b in merged.power_budgets or []} == {TRAIN: 700, SERVE: 400}, \
+        "budgets are the allocator's"
+    assert merge_owned(current, planned, {TRAIN}, budgets=True).power_budgets == planned.power_budgets
+
+
+def test_a_gpu_the_plan_gives_to_a_shards_policy_is_taken_from_the_other() -> None:
+    current = a_spec(gpus={"GPU-a": (900, SERVE)})
+    planned = a_spec(gpus={"GPU-a": (1200, TRAIN)})  # train outranks serve
+
+    merged = merge_owned(current, planned, {TRAIN}, budgets=False)
+
+    assert [(e.gpu_id, e.policy) for e in merged.gpu_frequencies or []] == [("GPU-a", TRAIN)]
+
+
+def test_an_entry_the_shard_dropped_goes_and_one_it_does_not_hold_stays() -> None:
+    current = a_spec(gpus={"GPU-a": (900, SERVE), "GPU-b": (1200, TRAIN), "GPU-c": (600, None)})
+    planned = a_spec()
+
+    assert [e.gpu_id for e in merge_owned(current, planned, {TRAIN}, budgets=False).gpu_frequencies or []] == [
+        "GPU-a", "GPU-c"]
+    assert [e.gpu_id for e in merge_owned(current, planned, {TRAIN}, budgets=True).gpu_frequencies or []] == [
+        "GPU-a"], "the allocator drops entries that name no policy, as one recommender does"
+
+
+def test_a_shared_cpu_keeps_the_lowest_target_either_shard_asked_for() -> None:
+    current = a_spec(cpus={0: (1800, SERVE), 1: (2400, SERVE)})
+    planned = a_spec(cpus={0: (2000, TRAIN), 1: (2000, TRAIN)})
+
+    merged = merge_owned(current, planned, {TRAIN}, budgets=False)
+
+    assert [(e.cpu_id, e.target_frequency, e.policy) for e in merged.cpu_frequencies or []] == [
+        (0, 1800, SERVE), (1, 2000, TRAIN)]
