@@ -114,19 +114,24 @@ def test_tuner_components_apply_on_top_of_default(control_plane, kubectl, tmp_pa
     assert accepted.returncode == 0, accepted.stderr
 
 
-def test_monitor_shards_runs_four_sharded_monitors_with_the_lease_grants_they_need(control_plane) -> None:  # type: ignore[no-untyped-def]
-    objects = render(control_plane, MANIFESTS / "monitor-shards")
+def test_the_shards_overlay_runs_sharded_monitors_and_recommenders_with_the_lease_grants_they_need(  # type: ignore[no-untyped-def]
+        control_plane) -> None:
+    objects = render(control_plane, MANIFESTS / "shards")
     default = render(control_plane, MANIFESTS / "default")
-    (monitor,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "climatik-monitor"]
-    args = monitor["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--shard" in args and "--leader-elect" not in args
-    assert monitor["spec"]["replicas"] == 4
-    (role,) = [o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "climatik-monitor-shards"]
+    for name, replicas in (("climatik-monitor", 4), ("climatik-recommend", 2)):
+        (deployment,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name]
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert "--shard" in args and "--leader-elect" not in args
+        assert deployment["spec"]["replicas"] == replicas
+        assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    (role,) = [o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "climatik-shards"]
     assert {verb for rule in role["rules"] for verb in rule["verbs"]} >= {"get", "list", "create", "update", "delete"}
     (binding,) = [o for o in objects
                   if o["kind"] == "RoleBinding" and o["metadata"]["name"] == role["metadata"]["name"]]
     assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "climatik-monitor", "namespace": "climatik-system"}]
-    unchanged = {(o["kind"], o["metadata"]["name"]) for o in default} - {("Deployment", "climatik-monitor")}
+        {"kind": "ServiceAccount", "name": f"climatik-{component}", "namespace": "climatik-system"}
+        for component in ("monitor", "recommend")]
+    unchanged = {(o["kind"], o["metadata"]["name"]) for o in default} - {
+        ("Deployment", "climatik-monitor"), ("Deployment", "climatik-recommend")}
     assert [o for o in objects if (o["kind"], o["metadata"]["name"]) in unchanged] == \
         [o for o in default if (o["kind"], o["metadata"]["name"]) in unchanged]

@@ -4,6 +4,7 @@ holds, a fake clock, and a deterministic plug-in algorithm, so that tests read l
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from climatik.algorithms import (
 from climatik.api import format_precise_time
 from climatik.kube.client import EVENTS, NODE_FREQUENCIES, POLICIES
 from climatik.kube.events import EventRecorder
+from climatik.kube.store import CacheReader, Store
 from climatik.recommend.app import POLICY_INDEXES
 from climatik.recommend.core import Recommender
 from climatik.recommend.reconciler import DomainInputs, RecommendMetrics, RecommendReconciler
@@ -208,10 +210,19 @@ class Shares:
         return hold_all
 
 
-def shard(world: World, shares: Shares, member: str, *, domains: DomainInputs | None = None) -> RecommendReconciler:
-    """One replica run with --shard over the world's cluster, with empty memory."""
+def snapshot(cache: CacheReader) -> Store:
+    """A cache frozen as `cache` is now: what a replica whose watch lags behind still sees."""
+    store = Store()
+    store.replace(copy.deepcopy(cache.list()))
+    return store
+
+
+def shard(world: World, shares: Shares, member: str, *, domains: DomainInputs | None = None,
+          nodes: CacheReader | None = None) -> RecommendReconciler:
+    """One replica run with --shard over the world's cluster, with empty memory (and `nodes` for its cache of
+    NodeFrequencies objects, if not the live one)."""
     metrics = RecommendMetrics(CollectorRegistry())
-    writer = NodeWriter(api=world.client.node_frequencies, cache=world.nodes, metrics=metrics,
+    writer = NodeWriter(api=world.client.node_frequencies, cache=nodes or world.nodes, metrics=metrics,
                         hold_all=shares.hold_all(member))
     algorithms = AlgorithmRegistry({**builtin_factories(), Fixed.name: Fixed.create})
     return RecommendReconciler(

@@ -5,7 +5,7 @@ recommender would."""
 from __future__ import annotations
 
 import pytest
-from rec_world import Shares, World, shard
+from rec_world import Shares, World, shard, snapshot
 
 from climatik.recommend.core import ALLOCATOR
 
@@ -142,3 +142,24 @@ def test_a_replica_that_owns_neither_the_policy_nor_the_allocator_writes_nothing
     c(llm)
 
     assert len(world.writes()) == before
+
+
+def test_a_write_planned_from_a_lagging_cache_keeps_what_another_shard_wrote_since(world: World) -> None:
+    train = world.policy("train", parameters={"mhz": "1200"})
+    serve = world.policy("serve", parameters={"mhz": "900"})
+    shares = Shares({train: "a", serve: "b", ALLOCATOR: "a"})
+    world.observe(train, {"n1": [GPU_A]}, power=1200, capping=True)
+    world.observe(serve, {"n1": [GPU_B]}, power=1200, capping=True)
+    shard(world, shares, "a")(train)
+    lagging = snapshot(world.nodes)  # a's watch stops here
+    shard(world, shares, "b")(serve)
+
+    namespace, name = train.split("/")
+    obj = world.client.policies.get(name, namespace=namespace)
+    obj["spec"]["customAlgorithms"][0]["parameters"]["mhz"] = "1000"
+    world.client.policies.replace(obj)
+    world.clock.advance(5)
+    world.observe(train, {"n1": [GPU_A]}, power=1200, capping=True)
+    shard(world, shares, "a", nodes=lagging)(train)  # planned without serve's entry; the write meets a 409
+
+    assert world.entries("n1") == [(GPU_A, 990, train), (GPU_B, 900, serve)]
