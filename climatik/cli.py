@@ -196,6 +196,10 @@ def version() -> None:
 @click.option("--heartbeat", type=Duration(), default="60s", show_default=True,
               help="Most time between status writes of a steady policy.")
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--shard-by", type=click.Choice(["policy", "namespace"]), default="policy", show_default=True,
+              help="With --shard, what moves between replicas as one: each policy, or every policy of a namespace "
+                   "(each replica then reads whole namespaces from Prometheus, cheaper than reading pods by name, "
+                   "but a namespace holding most policies falls to one replica).")
 def monitor(**kwargs: Any) -> None:
     """Power Usage Monitor: measure each policy's power and decide whether capping is required."""
     common = common_settings(kwargs)
@@ -205,7 +209,7 @@ def monitor(**kwargs: Any) -> None:
         prometheus=prometheus, interval=kwargs["interval"], metrics_profile=kwargs["metrics_profile"],
         cpu_power_metric=kwargs["cpu_power_metric"], max_sample_age=kwargs["max_sample_age"],
         release_band=kwargs["release_band"], heartbeat=kwargs["heartbeat"], workers=kwargs["workers"],
-        labels=_labels(kwargs))
+        shard_by=kwargs["shard_by"], labels=_labels(kwargs))
     sys.exit(monitor_app.build(settings, common, clock=SystemClock()).run())
 
 

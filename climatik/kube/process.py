@@ -111,9 +111,10 @@ class Wiring:
                              renew_deadline=s.renew_deadline, retry_period=s.retry_period)
         return LeaderElector(self.client, config, clock=self.clock, metrics=self.metrics)
 
-    def shards(self, group: str, keys: Callable[[], Iterable[str]]) -> ShardMembership | None:
+    def shards(self, group: str, keys: Callable[[], Iterable[str]],
+               unit: Callable[[str], str] | None = None) -> ShardMembership | None:
         """This replica's membership of the component's shard group when sharding is on, else None. `keys`
-        lists the keys the component knows (its cache)."""
+        lists the keys the component knows (its cache); `unit` maps a key to what is hashed (ShardMembership)."""
         s = self.settings
         if not s.shard:
             return None
@@ -121,7 +122,7 @@ class Wiring:
                                 identity=s.leader_election_identity, lease_duration=s.lease_duration,
                                 renew_deadline=s.renew_deadline, retry_period=s.retry_period)
         return ShardMembership(self.client, config, keys=keys, clock=self.clock,
-                               metrics=ShardMetrics(self.registry))
+                               metrics=ShardMetrics(self.registry), unit=unit)
 
 
 #: A probe answers (healthy, explanation).

@@ -85,6 +85,11 @@ def rank(member: str, key: str) -> int:
     return int.from_bytes(digest, "big")
 
 
+def namespace_of(key: str) -> str:
+    """The namespace of a `namespace/name` key (the key itself when it has none): keys that move together."""
+    return key.split("/", 1)[0] if "/" in key else key
+
+
 def owner_of(key: str, members: Iterable[str]) -> str | None:
     """The member `key` belongs to among `members` (None when there are none)."""
     return max(members, key=lambda member: (rank(member, key), member), default=None)
@@ -143,11 +148,14 @@ class ShardMetrics:
 class ShardMembership:
     """One replica's membership of a shard group. `run()` blocks (rounds until stopped, then leaves); `round()` is
     one round, for tests and loops. `keys` lists every key the controller knows (its cache), so that the
-    membership can count and announce the keys it gains."""
+    membership can count and announce the keys it gains. `unit` maps a key to what is hashed to a member (the key
+    itself by default; `namespace_of` moves every key of a namespace together)."""
 
     def __init__(self, client: KubeClient, config: ShardConfig, *, keys: Callable[[], Iterable[str]] = lambda: (),
-                 clock: Clock | None = None, metrics: ShardMetrics | None = None) -> None:
+                 clock: Clock | None = None, metrics: ShardMetrics | None = None,
+                 unit: Callable[[str], str] | None = None) -> None:
         self.config = config
+        self._unit = unit or (lambda key: key)
         self._leases: ResourceClient = client.leases
         self._keys = keys
         self._clock = clock or SystemClock()
@@ -231,7 +239,7 @@ class ShardMembership:
         if self._leaving or not self._acknowledged or self._clock.now() >= self._valid_until:
             return False
         if key not in self._owners:
-            self._owners[key] = owner_of(key, self._view)
+            self._owners[key] = owner_of(self._unit(key), self._view)
         return self._owners[key] == self.config.identity
 
     # -- rounds --------------------------------------------------------------------------------------------
@@ -385,7 +393,7 @@ class ShardMembership:
     def _drain(self, deadline: float) -> bool:
         """Wait until no reconcile in flight holds a key we no longer own; False if the deadline came first."""
         with self._lock:
-            return self._lock.wait_for(lambda: not any(self._owners.get(k, owner_of(k, self._view))
+            return self._lock.wait_for(lambda: not any(self._owners.get(k, owner_of(self._unit(k), self._view))
                                                        != self.config.identity for k in self._in_flight),
                                        timeout=max(0.0, deadline - self._clock.now()))
 

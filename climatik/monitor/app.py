@@ -2,7 +2,8 @@
 
 One replica measures every policy (with --leader-elect, one of several replicas does). With --shard, the
 replicas split the policies (climatik.kube.shards): each samples only the pods of its own policies and writes
-only their status, and takes over the policies of a replica that is gone.
+only their status, and takes over the policies of a replica that is gone; with --shard-by=namespace every policy of
+a namespace goes to one replica, which then reads whole namespaces (climatik.prom.scope).
 
 The pod cache keeps only what the monitor reads of each pod (climatik.monitor.pods)."""
 
@@ -19,7 +20,7 @@ from climatik.kube.client import PODS, POLICIES
 from climatik.kube.events import EventRecorder
 from climatik.kube.informer import enqueue_own_key
 from climatik.kube.process import CommonSettings, ProcessShell, Wiring
-from climatik.kube.shards import sole_replica
+from climatik.kube.shards import namespace_of, sole_replica
 from climatik.kube.store import POD_INDEXES
 from climatik.kube.workqueue import WorkQueue
 from climatik.monitor.core import Rules
@@ -57,6 +58,8 @@ class MonitorSettings:
     release_band: int = DEFAULT_RELEASE_BAND
     heartbeat: float = 60.0
     workers: int = 4
+    #: With --shard, what moves between replicas as one: "policy" or "namespace" (every policy of one).
+    shard_by: str = "policy"
     #: Metric profile fields that name labels and matchers (climatik.prom.profiles.MetricProfile).
     labels: Mapping[str, Any] = field(default_factory=dict)
 
@@ -81,7 +84,8 @@ def build(settings: MonitorSettings, common: CommonSettings, *, clock: Clock) ->
     pods = wiring.informer(PODS, name="pods", indexers={**POD_INDEXES, BY_LABEL: index_by_label},
                            transform=PodTrimmer())
     decoded = DecodedPolicies(policies.store)
-    shards = wiring.shards(SHARD_GROUP, keys=policies.store.keys)
+    shards = wiring.shards(SHARD_GROUP, keys=policies.store.keys,
+                           unit=namespace_of if settings.shard_by == "namespace" else None)
     owns = shards.owns if shards is not None else (lambda _key: True)
     latest = LatestSample()
     policy_queue = wiring.queue("monitor")

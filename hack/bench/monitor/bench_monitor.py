@@ -52,7 +52,7 @@ from variants import BASELINE, MonitorProcess, Variant, baseline, one_shard, wor
 from world import cached_pod_bytes, create_world  # noqa: E402
 
 from climatik.kube.client import POLICIES, KubeClient, connect  # noqa: E402
-from climatik.kube.shards import ShardConfig, ShardMembership, owner_of  # noqa: E402
+from climatik.kube.shards import ShardConfig, ShardMembership, namespace_of, owner_of  # noqa: E402
 
 NAMESPACE = "bench-monitor"
 INTERVAL_S = 5.0
@@ -126,7 +126,8 @@ class ShardPeers:
     """The other members of the measured monitor's shard group: memberships in this process that take their
     share of the policies (rounds only, no measuring), so that the monitor does exactly one shard's work."""
 
-    def __init__(self, plane: ControlPlane, client: KubeClient, shards: int) -> None:
+    def __init__(self, plane: ControlPlane, client: KubeClient, shards: int, by: str = "policy") -> None:
+        self._unit = namespace_of if by == "namespace" else (lambda key: key)
         ensure_namespace(client, NAMESPACE)  # the shard Leases' (with --teams, no pod or policy is there)
         self.identities = [f"bench-shard-{i}" for i in range(shards)]
         self._stop = threading.Event()
@@ -143,7 +144,7 @@ class ShardPeers:
     def owned(self, layout: Layout) -> int:
         """How many policies the measured monitor owns once every member has joined."""
         return sum(1 for i in range(layout.policies)
-                   if owner_of(layout.policy_key(i), self.identities) == SHARD_IDENTITY)
+                   if owner_of(self._unit(layout.policy_key(i)), self.identities) == SHARD_IDENTITY)
 
     def stop(self) -> None:
         self._stop.set()
@@ -158,10 +159,13 @@ def run_variant(scale: Scale, variant: Variant, workdir: Path, args: argparse.Na
     name = f"monitor-{variant.name}-{layout.nodes}x{layout.gpus_per_node}"
     sharded = ["--shard", f"--leader-election-namespace={NAMESPACE}",
                f"--leader-election-identity={SHARD_IDENTITY}"] if variant.shards else []
+    if variant.shard_by != "policy":
+        sharded.append(f"--shard-by={variant.shard_by}")  # an old tree knows no --shard-by
     monitor = MonitorProcess(variant, workdir / f"{name.replace('/', '-of-')}.log", scale.plane.kubeconfig,
                              [f"--prometheus-url={scale.prometheus.url}", f"--interval={INTERVAL_S:g}s",
                               f"--heartbeat={args.heartbeat}", *sharded])
-    peers = ShardPeers(scale.plane, scale.client, variant.shards).start() if variant.shards else None
+    peers = ShardPeers(scale.plane, scale.client, variant.shards, variant.shard_by).start() \
+        if variant.shards else None
     monitor.start()
     try:
         url = f"http://127.0.0.1:{monitor.port()}/metrics"
@@ -400,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated NODESxGPUS layouts, smallest first (policies = GPUs / 40)")
     parser.add_argument("--baseline", default=BASELINE, help="git commit of the old path")
     parser.add_argument("--paths", default="old,new,shard",
-                        help="which paths to run: old, new, shard (new as one of --shards), old-shard (old as one)")
+                        help="which paths to run: old, new, shard (new as one of --shards), ns-shard (the same, "
+                             "sharded by namespace), old-shard (old as one)")
     parser.add_argument("--shards", type=int, default=4, help="shard members of the shard path")
     parser.add_argument("--teams", type=int, default=1,
                         help="namespaces the policies are spread over (1: all in one, the worst case for narrowing)")
@@ -421,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="climatik-bench-monitor-") as tmp:
         old = baseline(args.baseline, Path(tmp)) if {"old", "old-shard"} & set(wanted) else None
         paths = {"old": old, "new": working_tree(), "shard": one_shard(args.shards),
+                 "ns-shard": one_shard(args.shards, by="namespace"),
                  "old-shard": one_shard(args.shards, old) if old is not None else None}
         variants = [variant for p in wanted if (variant := paths.get(p)) is not None]
         plane = start_with_crds(Path(tmp) / "control-plane")

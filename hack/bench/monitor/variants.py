@@ -34,6 +34,8 @@ class Variant:
     source: str
     #: Members of the monitors' shard group (the measured monitor included); 0 runs it unsharded.
     shards: int = 0
+    #: What moves between shards as one (`climatik monitor --shard-by`).
+    shard_by: str = "policy"
 
 
 def baseline(ref: str, workdir: Path) -> Variant:
@@ -53,10 +55,14 @@ def working_tree() -> Variant:
     return Variant("new", REPO, "working tree")
 
 
-def one_shard(shards: int, of: Variant | None = None) -> Variant:
+def one_shard(shards: int, of: Variant | None = None, *, by: str = "policy") -> Variant:
     """The working tree (or `of`'s tree) as one of `shards` monitors that split the policies (the others are
-    memberships run by the benchmark: they take their share of the policies without measuring them)."""
+    memberships run by the benchmark: they take their share of the policies without measuring them), each policy
+    or (`by` namespace) each namespace moving as one."""
     if of is None:
+        if by == "namespace":
+            return Variant(f"1/{shards} ns", REPO, f"working tree, --shard --shard-by=namespace, one of {shards} "
+                           "shard members", shards=shards, shard_by=by)
         return Variant(f"1/{shards}", REPO, f"working tree, --shard, one of {shards} shard members", shards=shards)
     return Variant(f"{of.name} 1/{shards}", of.tree, f"{of.source}, --shard, one of {shards} shard members",
                    shards=shards)

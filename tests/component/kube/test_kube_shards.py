@@ -14,14 +14,23 @@ from support.kube import FakeCluster, FakeKubeClient
 
 from climatik.kube.client import LEASES
 from climatik.kube.errors import UnavailableError
-from climatik.kube.shards import ACKED_ANNOTATION, GROUP_LABEL, ShardConfig, ShardMembership, lease_name, owner_of
+from climatik.kube.shards import (
+    ACKED_ANNOTATION,
+    GROUP_LABEL,
+    ShardConfig,
+    ShardMembership,
+    lease_name,
+    namespace_of,
+    owner_of,
+)
 
 KEYS = [f"ns-{i % 7}/policy-{i}" for i in range(400)]
 
 
-def member(cluster: FakeCluster, clock: FakeClock, identity: str, group: str = "climatik-monitor") -> ShardMembership:
+def member(cluster: FakeCluster, clock: FakeClock, identity: str, group: str = "climatik-monitor",
+           **options: object) -> ShardMembership:
     config = ShardConfig.of(namespace="climatik-system", group=group, identity=identity)
-    return ShardMembership(FakeKubeClient(cluster), config, keys=lambda: KEYS, clock=clock)
+    return ShardMembership(FakeKubeClient(cluster), config, keys=lambda: KEYS, clock=clock, **options)  # type: ignore[arg-type]
 
 
 def owners(members: Iterable[ShardMembership]) -> dict[str, list[str]]:
@@ -69,6 +78,24 @@ def test_three_members_split_the_keys_evenly_and_each_key_has_one_owner(cluster:
     assert_every_key_owned_once(members)
     shares = [len(m.owned_keys()) for m in members]
     assert all(90 <= share <= 180 for share in shares), shares  # 400 keys, about 133 each
+
+
+def test_sharded_by_namespace_every_key_of_a_namespace_has_the_same_owner(cluster: FakeCluster,
+                                                                         clock: FakeClock) -> None:
+    members = [member(cluster, clock, name, unit=namespace_of) for name in ("monitor-a", "monitor-b", "monitor-c")]
+    settle(*members)
+    assert_every_key_owned_once(members)
+    by_namespace: dict[str, set[str]] = {}
+    for key, (who,) in owners(members).items():
+        by_namespace.setdefault(namespace_of(key), set()).add(who)
+    assert all(len(who) == 1 for who in by_namespace.values()), by_namespace
+    assert len(set().union(*by_namespace.values())) > 1, "the namespaces are spread over the members"
+
+    members[2].leave()
+    settle(*members[:2])
+    assert_every_key_owned_once(members[:2])
+    assert all(len({next(m.config.identity for m in members[:2] if m.owns(key)) for key in KEYS
+                     if namespace_of(key) == namespace}) == 1 for namespace in by_namespace)
 
 
 def test_a_newcomer_acts_only_after_the_others_have_handed_its_keys_over(cluster: FakeCluster,
