@@ -124,6 +124,7 @@ def test_the_shards_overlay_runs_sharded_monitors_and_recommenders_with_the_leas
         assert "--shard" in args and "--leader-elect" not in args
         assert deployment["spec"]["replicas"] == replicas
         assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+        assert ("--shard-by=namespace" in args) == (name == "climatik-monitor")
     (role,) = [o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "climatik-shards"]
     assert {verb for rule in role["rules"] for verb in rule["verbs"]} >= {"get", "list", "create", "update", "delete"}
     (binding,) = [o for o in objects

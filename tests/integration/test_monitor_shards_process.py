@@ -1,6 +1,6 @@
 """`climatik monitor --shard` as real processes: two monitors split the policies (each writes the status of its own
-only), and when one is killed the other measures them all within 20 s. Real API server, real Prometheus scraping a
-simulated DCGM exporter."""
+only), and when one is killed the other measures them all within 20 s; sharded by namespace, every policy of a
+namespace is measured by one of them. Real API server, real Prometheus scraping a simulated DCGM exporter."""
 
 from __future__ import annotations
 
@@ -61,11 +61,13 @@ def client(control_plane, sim: SimCluster) -> Iterator[KubeClient]:  # type: ign
         yield client
 
 
-def sharded_monitor(control_plane, prometheus: PrometheusServer, identity: str, log: Path) -> ClimatikProcess:  # type: ignore[no-untyped-def]
+def sharded_monitor(control_plane, prometheus: PrometheusServer, identity: str, log: Path,  # type: ignore[no-untyped-def]
+                    *options: str) -> ClimatikProcess:
     return ClimatikProcess(
         ["monitor", f"--kubeconfig={control_plane.kubeconfig}", f"--prometheus-url={prometheus.url}",
          "--interval=1s", "--heartbeat=2s", "--metrics-port=0", "--shard",
-         f"--leader-election-namespace={LEASES_NS}", f"--leader-election-identity={identity}"], log).start()
+         f"--leader-election-namespace={LEASES_NS}", f"--leader-election-identity={identity}", *options],
+        log).start()
 
 
 def port(proc: ClimatikProcess) -> int | None:
@@ -138,6 +140,35 @@ def test_sharded_monitors_split_the_policies_and_a_survivor_takes_them_all(  # t
                  what="every policy measured after the kill", diagnostics=lambda: str(updated(client)))
         assert a.running()
         assert [line for line in a.output().splitlines() if '"level": "error"' in line] == []
+    finally:
+        a.stop_quietly()
+        b.stop_quietly()
+
+
+def test_monitors_sharded_by_namespace_keep_each_namespace_on_one_replica(  # type: ignore[no-untyped-def]
+        control_plane, prometheus: PrometheusServer, client: KubeClient, tmp_path: Path) -> None:
+    namespaces = [f"{NS}-team-{i}" for i in range(6)]
+    members = ["monitor-ns-a", "monitor-ns-b"]
+    assert len({owner_of(namespace, members) for namespace in namespaces}) == 2, "both replicas get namespaces"
+    for namespace in namespaces:
+        ensure_namespace(client, namespace)
+        for name in ("serve", "train"):
+            client.create(POLICIES, {"apiVersion": "climatik.io/v1alpha1", "kind": "PowerCappingPolicy",
+                                     "metadata": {"name": name, "namespace": namespace},
+                                     "spec": {"powerCapLimit": 5000, "selector": {"matchLabels": {"app": name}}}})
+    a, b = (sharded_monitor(control_plane, prometheus, identity, tmp_path / f"{identity}.log", "--shard-by=namespace")
+            for identity in members)
+    try:
+        everyone = len(client.list(POLICIES).get("items") or [])
+        wait_for(lambda: (owned(a) or 0) + (owned(b) or 0) == everyone and bool(owned(a)) and bool(owned(b)),
+                 timeout=60, what="both monitors own their namespaces",
+                 diagnostics=lambda: a.output()[-3000:] + b.output()[-3000:])
+        keys = {f"{namespace}/{name}": namespace for namespace in namespaces for name in ("serve", "train")}
+        wait_for(lambda: set(keys) <= statuses_written(a) | statuses_written(b), timeout=60,
+                 what="every policy's status written", diagnostics=lambda: a.output()[-3000:] + b.output()[-3000:])
+        for proc, identity in ((a, members[0]), (b, members[1])):
+            assert statuses_written(proc) & set(keys) == {
+                key for key, namespace in keys.items() if owner_of(namespace, members) == identity}
     finally:
         a.stop_quietly()
         b.stop_quietly()

@@ -56,10 +56,11 @@ def created(kubectl, replicas: dict[str, ClimatikProcess]) -> Iterator[dict[str,
     remove_created(kubectl, made, diagnostics=lambda: "".join(proc.output()[-3000:] for proc in running))
 
 
-def logged(proc: ClimatikProcess, event: str) -> set[str]:
-    """The keys of the log lines of `event` that name a policy of this test's namespace."""
+def logged(proc: ClimatikProcess, event: str, *, since_line: int = 0) -> set[str]:
+    """The keys of the log lines of `event` (from line `since_line` on) that name a policy of this test's
+    namespace."""
     keys = set()
-    for line in proc.output().splitlines():
+    for line in proc.output().splitlines()[since_line:]:
         if f'"{event}"' in line:
             key = json.loads(line).get("key", "")
             if key.startswith(f"{NS}/"):
@@ -86,14 +87,22 @@ def test_sharded_recommenders_split_the_policies_and_a_survivor_takes_over_the_b
     cluster = Cluster(kubectl, created, NS)
     for node in NODES:
         cluster.tuner_reports(node, UUIDS[node])
-    for name, (node, uuid) in POLICIES.items():
+    for name in POLICIES:
         cluster.policy(name, algorithm=HALVING)
-        cluster.monitor_reports(name, {node: [uuid]}, power=1400, capping=True)
     owner = {f"{NS}/{name}": owner_of(f"{NS}/{name}", MEMBERS) for name in POLICIES}
     allocator = owner_of(ALLOCATOR, MEMBERS)
     assert allocator is not None and set(owner.values()) == set(MEMBERS), "both replicas own some policies"
     other = next(member for member in MEMBERS if member != allocator)
     diagnostics = lambda: "".join(proc.output()[-3000:] for proc in replicas.values())  # noqa: E731
+    # Every policy of the cluster (other tests' too) and the allocator's key, each on the replica it hashes to.
+    everyone = [*(f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+                  for p in json.loads(cluster.ok("get", "pcp", "-A", "-o", "json"))["items"]), ALLOCATOR]
+    shares = {member: sum(1 for key in everyone if owner_of(key, MEMBERS) == member) for member in MEMBERS}
+    wait_for(lambda: all(owned(replicas[member]) == shares[member] for member in MEMBERS), timeout=60,
+             what="both replicas own their share", diagnostics=diagnostics)
+    split_at = {member: len(proc.output().splitlines()) for member, proc in replicas.items()}
+    for name, (node, uuid) in POLICIES.items():
+        cluster.monitor_reports(name, {node: [uuid]}, power=1400, capping=True)
 
     def planned() -> bool:
         for node in NODES:
@@ -110,16 +119,17 @@ def test_sharded_recommenders_split_the_policies_and_a_survivor_takes_over_the_b
                          and cluster.status(name).get("budget") for name in POLICIES),
              timeout=30, what="every policy's status", diagnostics=diagnostics)
     for member, proc in replicas.items():
-        assert logged(proc, "status_updated") == {key for key, at in owner.items() if at == member}, \
-            f"{member} writes the status of its own policies only"
-    assert logged(replicas[other], "budgets_written") == set(), "only the allocator writes budgets"
-    assert logged(replicas[allocator], "budgets_written") <= {key for key, at in owner.items() if at == other}
+        assert logged(proc, "status_updated", since_line=split_at[member]) == {
+            key for key, at in owner.items() if at == member}, f"{member} writes the status of its own policies only"
+    assert logged(replicas[other], "budgets_written", since_line=split_at[other]) == set(), \
+        "only the allocator writes budgets"
+    assert logged(replicas[allocator], "budgets_written", since_line=split_at[allocator]) == {
+        key for key, at in owner.items() if at == other}, "the allocator splits the budgets of the other's policies"
 
     # The allocator dies: the survivor owns everything, the budgets included, within 20 s.
-    everyone = len(json.loads(cluster.ok("get", "pcp", "-A", "-o", "json"))["items"])
     replicas[allocator].kill()
     started = time.monotonic()
-    wait_for(lambda: owned(replicas[other]) == everyone + 1, timeout=30, what="the survivor owns every key",
+    wait_for(lambda: owned(replicas[other]) == len(everyone), timeout=30, what="the survivor owns every key",
              diagnostics=lambda: replicas[other].output()[-3000:])
     taken_over = time.monotonic() - started
     print(f"recommender shards: the killed allocator's keys owned again after {taken_over:.1f} s")
