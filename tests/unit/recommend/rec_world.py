@@ -31,6 +31,7 @@ from climatik.recommend.reconciler import DomainInputs, RecommendMetrics, Recomm
 from climatik.recommend.writer import NodeWriter
 
 STEPS = list(range(210, 1981, 15))
+GPU_A, GPU_B, GPU_C = "GPU-aaaa", "GPU-bbbb", "GPU-cccc"
 
 
 class Fixed:
@@ -229,3 +230,11 @@ def shard(world: World, shares: Shares, member: str, *, domains: DomainInputs | 
         policies=world.policies, api=world.client.policies, writer=writer, core=Recommender(registry=algorithms),
         events=EventRecorder(world.client, component="climatik-recommend", clock=world.clock),
         clock=world.clock, metrics=metrics, hold=shares.hold(member), sharded=True, domains=domains)
+
+
+def two_nodes() -> World:
+    """A world whose tuners have reported n1 (GPU_A, GPU_B) and n2 (GPU_C)."""
+    world = World()
+    world.inventory("n1", [GPU_A, GPU_B])
+    world.inventory("n2", [GPU_C])
+    return world

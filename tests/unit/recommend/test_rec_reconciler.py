@@ -6,22 +6,14 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from rec_world import World
+from rec_world import GPU_A, GPU_B, GPU_C, World, two_nodes
 from support.kube import FakeRequest
 
 from climatik.api.constants import POLICY_FINALIZER
 from climatik.kube.client import NODE_FREQUENCIES, POLICIES
 from climatik.kube.errors import ConflictError
 
-GPU_A, GPU_B, GPU_C = "GPU-aaaa", "GPU-bbbb", "GPU-cccc"
-
-
-@pytest.fixture
-def world() -> World:
-    w = World()
-    w.inventory("n1", [GPU_A, GPU_B])
-    w.inventory("n2", [GPU_C])
-    return w
+world = pytest.fixture(two_nodes, name="world")
 
 
 def test_a_policy_over_its_threshold_caps_its_gpus_on_each_node_and_says_so(world: World) -> None:

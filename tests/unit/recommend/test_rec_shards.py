@@ -5,28 +5,27 @@ recommender would."""
 from __future__ import annotations
 
 import pytest
-from rec_world import Shares, World, shard, snapshot
+from rec_world import GPU_A, GPU_B, GPU_C, Shares, World, shard, snapshot, two_nodes
 
 from climatik.recommend.core import ALLOCATOR
+from climatik.recommend.reconciler import RecommendReconciler
 
-GPU_A, GPU_B, GPU_C = "GPU-aaaa", "GPU-bbbb", "GPU-cccc"
-
-
-@pytest.fixture
-def world() -> World:
-    w = World()
-    w.inventory("n1", [GPU_A, GPU_B])
-    w.inventory("n2", [GPU_C])
-    return w
+world = pytest.fixture(two_nodes, name="world")
 
 
-def test_each_shard_steps_and_writes_only_its_own_policies(world: World) -> None:
+def two_shards_on_one_node(world: World) -> tuple[str, str, RecommendReconciler, RecommendReconciler]:
+    """Policies train (capping GPU_A at 1200 MHz) and serve (GPU_B at 900 MHz), both on n1 and over their
+    threshold, and the shards a (train's, and the allocator) and b (serve's)."""
     train = world.policy("train", parameters={"mhz": "1200"})
     serve = world.policy("serve", parameters={"mhz": "900"})
     shares = Shares({train: "a", serve: "b", ALLOCATOR: "a"})
-    a, b = shard(world, shares, "a"), shard(world, shares, "b")
     world.observe(train, {"n1": [GPU_A]}, power=1200, capping=True)
     world.observe(serve, {"n1": [GPU_B]}, power=1200, capping=True)
+    return train, serve, shard(world, shares, "a"), shard(world, shares, "b")
+
+
+def test_each_shard_steps_and_writes_only_its_own_policies(world: World) -> None:
+    train, serve, a, b = two_shards_on_one_node(world)
 
     for replica in (a, b):
         for key in (train, serve):
@@ -40,12 +39,7 @@ def test_each_shard_steps_and_writes_only_its_own_policies(world: World) -> None
 
 
 def test_a_shard_keeps_the_entries_another_shard_wrote_after_it_planned(world: World) -> None:
-    train = world.policy("train", parameters={"mhz": "1200"})
-    serve = world.policy("serve", parameters={"mhz": "900"})
-    shares = Shares({train: "a", serve: "b", ALLOCATOR: "a"})
-    a, b = shard(world, shares, "a"), shard(world, shares, "b")
-    world.observe(train, {"n1": [GPU_A]}, power=1200, capping=True)
-    world.observe(serve, {"n1": [GPU_B]}, power=1200, capping=True)
+    train, serve, a, b = two_shards_on_one_node(world)
     b(serve)
     a(train)
     world.clock.advance(5)
