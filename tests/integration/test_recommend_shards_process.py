@@ -126,6 +126,19 @@ def test_sharded_recommenders_split_the_policies_and_a_survivor_takes_over_the_b
     assert logged(replicas[allocator], "budgets_written", since_line=split_at[allocator]) == {
         key for key, at in owner.items() if at == other}, "the allocator splits the budgets of the other's policies"
 
+    # Steady: the tuners acknowledge again and again, which wakes every policy on both replicas, and neither
+    # replica rewrites a spec (each node carries the parts of both).
+    def generations() -> list[int]:
+        for node in NODES:
+            cluster.tuner_applies(node)
+        return [cluster.node(node)["metadata"]["generation"] for node in NODES]
+
+    settled = wait_for(lambda: (g := generations()) == generations() and g, timeout=30,
+                       what="the specs settled", diagnostics=diagnostics)
+    for _ in range(4):
+        time.sleep(0.5)
+        assert generations() == settled, "a steady cluster's specs are not rewritten"
+
     # The allocator dies: the survivor owns everything, the budgets included, within 20 s.
     replicas[allocator].kill()
     started = time.monotonic()
