@@ -61,18 +61,33 @@ class ApiServer:
         self.logname = f"kube-apiserver{suffix}.log"
         self.kubeconfig = plane.workdir / f"kubeconfig{suffix}"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._started = False  # a restart keeps the port: clients hold its URL
 
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self, *, wait: bool = True) -> None:
-        """Start the process against the running etcd; with `wait`, return once /readyz answers ok."""
-        self.plane.write_kubeconfig(self.kubeconfig, self.server, self.cert_dir / "apiserver.crt")
-        with (self.plane.workdir / self.logname).open("ab") as log:
-            self._proc = subprocess.Popen(self._args(), stdout=log, stderr=subprocess.STDOUT)
-        if wait:
-            self.wait_ready()
+        """Start the process against the running etcd; with `wait`, return once /readyz answers ok.
+
+        A port found free can be handed to another process's connection before the apiserver binds it; a first
+        start that finds its port taken moves to another free one (at most three tries)."""
+        first, self._started = not self._started, True
+        for attempt in range(3):
+            self.plane.write_kubeconfig(self.kubeconfig, self.server, self.cert_dir / "apiserver.crt")
+            with (self.plane.workdir / self.logname).open("ab") as log:
+                self._proc = subprocess.Popen(self._args(), stdout=log, stderr=subprocess.STDOUT)
+            if not wait:
+                return
+            try:
+                self.wait_ready()
+            except ControlPlaneError as exc:
+                if not first or attempt == 2 or "address already in use" not in str(exc):
+                    raise
+                self.port = free_port()
+                self.server = f"https://127.0.0.1:{self.port}"
+                continue
+            return
 
     def wait_ready(self, timeout: float | None = None) -> None:
         assert self._proc is not None, "not started"

@@ -106,6 +106,14 @@ def wait_until_owned_once(replicas: list[Replica], timeout: float) -> float:
         time.sleep(0.05)
 
 
+def wait_until_each_held_a_key(replicas: list[Replica], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(r.held for r in replicas):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"held nothing after {timeout} s: {[r.identity for r in replicas if not r.held]}")
+        time.sleep(0.05)
+
+
 def overlaps(replicas: list[Replica]) -> list[str]:
     """Every time a replica began holding a key that another replica was still holding."""
     found = []
@@ -127,6 +135,7 @@ def test_replicas_hand_keys_over_without_ever_sharing_one(control_plane: testenv
     everyone = [a, b, c]
     try:
         started = wait_until_owned_once([a, b, c], timeout=20)
+        wait_until_each_held_a_key([a, b, c], timeout=10)  # c is killed next: its worker must have acted first
         c_keys = c.membership.owned_keys()
         assert 50 <= len(c_keys) <= 150
 
