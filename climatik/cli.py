@@ -196,7 +196,7 @@ def version() -> None:
 @click.option("--heartbeat", type=Duration(), default="60s", show_default=True,
               help="Most time between status writes of a steady policy.")
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True)
-@click.option("--shard-by", type=click.Choice(["policy", "namespace"]), default="policy", show_default=True,
+@click.option("--shard-by", type=click.Choice(list(monitor_app.SHARD_UNITS)), default="policy", show_default=True,
               help="With --shard, what moves between replicas as one: each policy, or every policy of a namespace "
                    "(each replica then reads whole namespaces from Prometheus, cheaper than reading pods by name, "
                    "but a namespace holding most policies falls to one replica).")

@@ -73,12 +73,6 @@ def sole_replica(_key: str) -> Iterator[bool]:
     yield True
 
 
-@contextlib.contextmanager
-def sole_replica_all(keys: Iterable[str]) -> Iterator[frozenset[str]]:
-    """The `HoldAll` of an unsharded process: it owns every key."""
-    yield frozenset(keys)
-
-
 def rank(member: str, key: str) -> int:
     """The rendezvous weight of `key` on `member` (stable across processes and versions)."""
     digest = hashlib.blake2b(f"{member}\x00{key}".encode(), digest_size=8).digest()

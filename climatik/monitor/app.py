@@ -10,7 +10,7 @@ The pod cache keeps only what the monitor reads of each pod (climatik.monitor.po
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,9 @@ from climatik.prom import GpuSampler, PromClient, PromQueryMetrics, PromSettings
 LEASE_NAME = "climatik-monitor"
 #: The shard group of monitors run with --shard (climatik.kube.shards): they split the policies.
 SHARD_GROUP = "climatik-monitor"
+#: With --shard-by, what a policy key is hashed by among the shards: itself, or its namespace (every policy of a
+#: namespace moves as one).
+SHARD_UNITS: Mapping[str, Callable[[str], str]] = {"policy": lambda key: key, "namespace": namespace_of}
 #: Allocations between collections of the youngest generation (Python's default is 700). A cycle allocates a
 #: snapshot's worth of short-lived objects (hundreds of thousands at thousands of GPUs), freed by reference
 #: counting; collecting every 700 of them promoted the snapshot into older generations and rescanned it, about
@@ -58,7 +61,7 @@ class MonitorSettings:
     release_band: int = DEFAULT_RELEASE_BAND
     heartbeat: float = 60.0
     workers: int = 4
-    #: With --shard, what moves between replicas as one: "policy" or "namespace" (every policy of one).
+    #: With --shard, what moves between replicas as one: a key of SHARD_UNITS.
     shard_by: str = "policy"
     #: Metric profile fields that name labels and matchers (climatik.prom.profiles.MetricProfile).
     labels: Mapping[str, Any] = field(default_factory=dict)
@@ -84,8 +87,7 @@ def build(settings: MonitorSettings, common: CommonSettings, *, clock: Clock) ->
     pods = wiring.informer(PODS, name="pods", indexers={**POD_INDEXES, BY_LABEL: index_by_label},
                            transform=PodTrimmer())
     decoded = DecodedPolicies(policies.store)
-    shards = wiring.shards(SHARD_GROUP, keys=policies.store.keys,
-                           unit=namespace_of if settings.shard_by == "namespace" else None)
+    shards = wiring.shards(SHARD_GROUP, keys=policies.store.keys, unit=SHARD_UNITS[settings.shard_by])
     owns = shards.owns if shards is not None else (lambda _key: True)
     latest = LatestSample()
     policy_queue = wiring.queue("monitor")

@@ -161,9 +161,7 @@ class RecommendReconciler:
             done = self._core.step(policy, self.all_policies(), self._writer.objects(), now=self._clock.wall(),
                                    domains=domains, node_labels=labels, allocate=allocating)
             written = self._written(done)
-        if done.shared is not None and done.shared is not self._last_split:
-            self._last_split = done.shared
-            self._on_split()
+        self._note_split(done)
         self._writer.ensure(node.name for node in (policy.status.nodes or [] if policy.status else []))
         decision, said = done.decision, done.report
         assert decision is not None and said is not None
@@ -192,12 +190,16 @@ class RecommendReconciler:
             done = self._core.allocate_only(policy, policies, self._writer.objects(),
                                             now=self._clock.wall(), domains=domains, node_labels=labels)
             written = self._written(done)
-        if done.shared is not None and done.shared is not self._last_split:
-            self._last_split = done.shared
-            self._on_split()
+        self._note_split(done)
         if written:
             log.info("budgets_written", controller="recommend", key=key, nodes_written=written)
         return Result(requeue_after=done.recheck_after)
+
+    def _note_split(self, done: Pass) -> None:
+        """Tell `on_split` when a pass used a domain split newer than the last one seen."""
+        if done.shared is not None and done.shared is not self._last_split:
+            self._last_split = done.shared
+            self._on_split()
 
     def _replan(self, origin: str) -> list[str]:
         with self._core.lock:

@@ -52,7 +52,8 @@ from variants import BASELINE, MonitorProcess, Variant, baseline, one_shard, wor
 from world import cached_pod_bytes, create_world  # noqa: E402
 
 from climatik.kube.client import POLICIES, KubeClient, connect  # noqa: E402
-from climatik.kube.shards import ShardConfig, ShardMembership, namespace_of, owner_of  # noqa: E402
+from climatik.kube.shards import ShardConfig, ShardMembership, owner_of  # noqa: E402
+from climatik.monitor.app import SHARD_UNITS  # noqa: E402
 
 NAMESPACE = "bench-monitor"
 INTERVAL_S = 5.0
@@ -127,7 +128,7 @@ class ShardPeers:
     share of the policies (rounds only, no measuring), so that the monitor does exactly one shard's work."""
 
     def __init__(self, plane: ControlPlane, client: KubeClient, shards: int, by: str = "policy") -> None:
-        self._unit = namespace_of if by == "namespace" else (lambda key: key)
+        self._unit = SHARD_UNITS[by]
         ensure_namespace(client, NAMESPACE)  # the shard Leases' (with --teams, no pod or policy is there)
         self.identities = [f"bench-shard-{i}" for i in range(shards)]
         self._stop = threading.Event()
