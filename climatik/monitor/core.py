@@ -19,9 +19,10 @@ the simulated-time benchmark runs exactly this code.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from climatik.api import (
@@ -62,19 +63,35 @@ class SelectedPod:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """The pods a policy's selector chose when a sample was taken: the pods whose series the sample read."""
+
+    selector: LabelSelector
+    pods: tuple[SelectedPod, ...]
+
+
+@dataclass(frozen=True)
 class SampleOutcome:
     """The latest Prometheus sample: a snapshot, or the error that prevented one, and when it was taken (UNIX s).
-    `policies` are the keys of the policies whose pods it read (None: every policy)."""
+    `policies` are the keys of the policies whose pods it read (None: every policy); `selected` the pods each of
+    them selected then, by key."""
 
     snapshot: GpuSnapshot | None
     error: PromError | None
     taken_at: float
     policies: frozenset[str] | None = None
+    selected: Mapping[str, Selection] = field(default_factory=dict)
 
     def serves(self, key: str) -> bool:
         """Whether this sample can judge the policy `key`: it read the policy's pods, or it failed (which no
         policy can be measured through)."""
         return self.policies is None or self.snapshot is None or key in self.policies
+
+    def pods_of(self, key: str, selector: LabelSelector) -> tuple[SelectedPod, ...] | None:
+        """The pods policy `key` selected with `selector` when the sample was taken; None when the sample did not
+        select for it, or did with another selector (the policy changed since)."""
+        found = self.selected.get(key)
+        return found.pods if found is not None and found.selector == selector else None
 
 
 @dataclass(frozen=True)
@@ -156,17 +173,35 @@ class Measurement:
     """What the monitor learned about one policy in one cycle.
 
     `power` is the sum over the distinct GPUs (plus CPU power where configured). `complete` is False when some
-    GPU or pod the policy uses had no valid reading, so that `power` understates the truth.
+    GPU or pod the policy uses had no valid reading, so that `power` understates the truth. `readings` are the
+    GPUs measured, by node (sorted, bounded), each with the selected pods it serves; `nodes` gives them as the
+    status writes them, built only when asked (most cycles of a steady policy write nothing).
     """
 
     power: float
     complete: bool
     gpu_count: int
-    nodes: list[NodeObservation]
+    readings: tuple[tuple[str, tuple[tuple[GpuReading, tuple[str, ...]], ...]], ...]
     pods_without_metrics: list[str]
     missing_gpus: list[str]
     truncated: bool
     sample_time: float
+
+    @functools.cached_property
+    def nodes(self) -> list[NodeObservation]:
+        """The observations of the status, per node."""
+        return [NodeObservation(name=name, power=round(sum(r.power_watts for r, _ in gpus), 3),
+                                gpus=[_gpu(reading, pods) for reading, pods in gpus])
+                for name, gpus in self.readings]
+
+    def layout(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """Which GPUs on which nodes serve which selected pods, as the status would say it."""
+        return [(name, reading.uuid or reading.key, pods) for name, gpus in self.readings for reading, pods in gpus]
+
+    def clocks(self) -> dict[str, int]:
+        """The SM clock of each GPU with a valid one, as the status would say it."""
+        return {reading.uuid or reading.key: clock for _, gpus in self.readings for reading, _ in gpus
+                if (clock := _clock(reading)) is not None}
 
 
 def measure(pods: Sequence[SelectedPod], snapshot: GpuSnapshot) -> Measurement:
@@ -174,50 +209,53 @@ def measure(pods: Sequence[SelectedPod], snapshot: GpuSnapshot) -> Measurement:
     keys = [pod.key for pod in pods]
     total: PowerTotal = snapshot.total_for(keys)
     without = sorted(str(pod.key) for pod in pods if pod.holds_gpus and not snapshot.pod_gpus.get(pod.key))
-    node_of_pod = {str(pod.key): pod.node for pod in pods}
-    selected = {str(key) for key in keys}
+    node_of_pod = {pod.key: pod.node for pod in pods}
     by_node: dict[str, list[GpuReading]] = {}
     for key in sorted(total.gpus):
         reading = snapshot.gpus[key]
-        pod_nodes = sorted(node_of_pod[str(p)] for p in reading.pods if str(p) in selected)
+        pod_nodes = sorted(node_of_pod[p] for p in reading.pods if p in node_of_pod)
         by_node.setdefault(pod_nodes[0] if pod_nodes else reading.hostname, []).append(reading)
-    nodes, truncated = _observations(by_node, selected)
+    truncated = len(by_node) > MAX_NODES or len(without) > MAX_PODS_WITHOUT_METRICS
+    readings = []
+    for name in sorted(by_node)[:MAX_NODES]:
+        found = by_node[name]
+        truncated |= len(found) > MAX_GPUS_PER_NODE or any(len(r.pods) > MAX_PODS_PER_GPU for r in found)
+        readings.append((name, tuple((r, _served(r, node_of_pod)) for r in found[:MAX_GPUS_PER_NODE])))
     times = [snapshot.gpus[key].timestamp for key in total.gpus]
     return Measurement(
         power=round(total.watts, 3),
         complete=total.complete and not without,
         gpu_count=len(total.gpus | total.missing_gpus),
-        nodes=nodes,
+        readings=tuple(readings),
         pods_without_metrics=without[:MAX_PODS_WITHOUT_METRICS],
         missing_gpus=sorted(total.missing_gpus),
-        truncated=truncated or len(without) > MAX_PODS_WITHOUT_METRICS,
+        truncated=truncated,
         sample_time=min(times) if times else snapshot.query_time,
     )
 
 
-def _observations(by_node: dict[str, list[GpuReading]], selected: set[str]) -> tuple[list[NodeObservation], bool]:
-    truncated = len(by_node) > MAX_NODES
-    nodes = []
-    for name in sorted(by_node)[:MAX_NODES]:
-        readings = by_node[name]
-        truncated |= len(readings) > MAX_GPUS_PER_NODE
-        gpus = [_gpu(reading, selected) for reading in readings[:MAX_GPUS_PER_NODE]]
-        truncated |= any(len(reading.pods) > MAX_PODS_PER_GPU for reading in readings)
-        nodes.append(NodeObservation(name=name, power=round(sum(r.power_watts for r in readings), 3), gpus=gpus))
-    return nodes, truncated
+def _served(reading: GpuReading, selected: Mapping[PodKey, str]) -> tuple[str, ...]:
+    """The selected pods `reading`'s GPU serves, by name, sorted and bounded."""
+    if len(reading.pods) == 1:  # the common case: one pod per GPU
+        (pod,) = reading.pods
+        return (str(pod),) if pod in selected else ()
+    return tuple(sorted(str(p) for p in reading.pods if p in selected)[:MAX_PODS_PER_GPU])
 
 
-def _gpu(reading: GpuReading, selected: set[str]) -> GpuObservation:
-    pods = sorted(str(p) for p in reading.pods if str(p) in selected)[:MAX_PODS_PER_GPU]
+def _clock(reading: GpuReading) -> int | None:
     clock = reading.sm_clock_mhz
+    return round(clock) if clock is not None and math.isfinite(clock) else None
+
+
+def _gpu(reading: GpuReading, pods: tuple[str, ...]) -> GpuObservation:
     return GpuObservation(
         uuid=reading.uuid or reading.key,
         mig_instance=reading.mig_instance,
         index=int(reading.index) if reading.index.isdigit() else None,
         model=reading.model or None,
         power=round(reading.power_watts, 3),
-        sm_clock=round(clock) if clock is not None and math.isfinite(clock) else None,
-        pods=pods,
+        sm_clock=_clock(reading),
+        pods=list(pods),
     )
 
 
@@ -404,7 +442,7 @@ def _worth_writing(old: Mapping[str, Any], new: Mapping[str, Any], measurement: 
     if _condition_states(old) != _condition_states(new):
         return True
     if measurement is not None:
-        if _layout(old) != _measured_layout(measurement) or "currentPower" not in old:
+        if _layout(old) != measurement.layout() or "currentPower" not in old:
             return True
         threshold = max(rules.power_delta_watts, limit * rules.power_delta_percent / 100.0)
         if abs(measurement.power - float(old["currentPower"])) >= threshold:
@@ -429,14 +467,7 @@ def _layout(status: Mapping[str, Any]) -> list[tuple[str, str, tuple[str, ...]]]
             for node in status.get("nodes") or [] for gpu in node.get("gpus") or []]
 
 
-def _measured_layout(measurement: Measurement) -> list[tuple[str, str, tuple[str, ...]]]:
-    """`_layout` of the status `measurement` would write."""
-    return [(node.name, gpu.uuid, tuple(gpu.pods or [])) for node in measurement.nodes for gpu in node.gpus or []]
-
-
 def _clock_moved(old: Mapping[str, Any], measurement: Measurement, delta: int) -> bool:
     before = {gpu["uuid"]: gpu["smClock"] for node in old.get("nodes") or [] for gpu in node.get("gpus") or []
               if gpu.get("smClock") is not None}
-    after = {gpu.uuid: gpu.sm_clock for node in measurement.nodes for gpu in node.gpus or []
-             if gpu.sm_clock is not None}
-    return any(abs(after[uuid] - before.get(uuid, after[uuid])) >= delta for uuid in after)
+    return any(abs(clock - before.get(uuid, clock)) >= delta for uuid, clock in measurement.clocks().items())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from prometheus_client import CollectorRegistry, Gauge
@@ -29,6 +29,7 @@ from climatik.kube.store import BY_NAMESPACE, CacheReader, resource_version_of
 from climatik.monitor.core import (
     Rules,
     SampleOutcome,
+    Selection,
     Verdict,
     desired_status,
     evaluate,
@@ -95,12 +96,22 @@ class DecodedPolicies:
         return obj, policy
 
 
+class Sampling(NamedTuple):
+    """What the next sample reads (`scope`), the policies it serves, and the pods each of them selects."""
+
+    scope: Scope
+    policies: frozenset[str]
+    selected: Mapping[str, Selection]
+
+
 def sampling_scope(policies: DecodedPolicies, pods: CacheReader,
-                   owns: Callable[[str], bool] = lambda _key: True) -> tuple[Scope, frozenset[str]]:
-    """What the next sample reads (the running pods each policy this replica `owns` selects, by namespace) and the
-    policies it serves."""
-    selected: dict[str, set[str]] = {}
+                   owns: Callable[[str], bool] = lambda _key: True) -> Sampling:
+    """What the next sample reads: the running pods each policy this replica `owns` selects, by namespace. The
+    selections go with the sample, so that each policy is judged on the very pods whose series were read, and
+    its pods are selected once per cycle."""
+    names: dict[str, set[str]] = {}
     keys = []
+    selected: dict[str, Selection] = {}
     for key in policies.policy_keys():
         if not owns(key):
             continue
@@ -112,13 +123,15 @@ def sampling_scope(policies: DecodedPolicies, pods: CacheReader,
         namespace, selector = policy.metadata.namespace or "", policy.spec.selector
         if selector.problems():
             continue
-        names = selected.setdefault(namespace, set())
-        names.update(pod.key.name for pod in select_pods(selector, candidate_pods(pods, namespace, selector)))
+        chosen = select_pods(selector, candidate_pods(pods, namespace, selector))
+        selected[key] = Selection(selector, tuple(chosen))
+        names.setdefault(namespace, set()).update(pod.key.name for pod in chosen)
+
     def running(namespace: str) -> int:
         return sum(1 for pod in pods.by_index(BY_NAMESPACE, namespace) if is_running_on_a_node(pod))
 
-    scope = Scope.of({namespace: names for namespace, names in selected.items() if names}, running)
-    return scope, frozenset(keys)
+    scope = Scope.of({namespace: found for namespace, found in names.items() if found}, running)
+    return Sampling(scope, frozenset(keys), selected)
 
 
 class LatestSample:
@@ -142,7 +155,7 @@ class Sampler:
     back after `interval` seconds. Running it through the controller runner gives it the runner's lifecycle
     (it starts only while leading and stops with the process)."""
 
-    def __init__(self, *, fetch: Callable[[Scope], GpuSnapshot], scope: Callable[[], tuple[Scope, frozenset[str]]],
+    def __init__(self, *, fetch: Callable[[Scope], GpuSnapshot], scope: Callable[[], Sampling],
                  latest: LatestSample, clock: Clock, policy_keys: Callable[[], Iterable[str]],
                  enqueue: Callable[[str], None], interval: float) -> None:
         self._fetch = fetch
@@ -157,9 +170,10 @@ class Sampler:
     def __call__(self, key: str) -> Result:
         started = self._clock.now()
         taken_at = self._clock.wall().timestamp()
-        scope, served = self._scope()
+        sampling = self._scope()
         try:
-            outcome = SampleOutcome(self._fetch(scope), None, taken_at, policies=served)
+            outcome = SampleOutcome(self._fetch(sampling.scope), None, taken_at, policies=sampling.policies,
+                                    selected=sampling.selected)
             if self._failing:
                 log.info("prometheus_recovered", controller="monitor")
             self._failing = False
@@ -247,9 +261,12 @@ class MonitorReconciler:
             # the last sample, which did not read its pods): the status in the API server is the best knowledge
             # there is, so it stays as it is; the next sample queues every policy.
             return Result()
-        namespace = policy.metadata.namespace or ""
         selector = policy.spec.selector
-        pods = [] if selector.problems() else select_pods(selector, candidate_pods(self._pods, namespace, selector))
+        pods = outcome.pods_of(key, selector)
+        if pods is None:  # the sample selected none for it (it failed), or the policy changed since
+            namespace = policy.metadata.namespace or ""
+            pods = () if selector.problems() else tuple(select_pods(selector, candidate_pods(self._pods, namespace,
+                                                                                               selector)))
         verdict = evaluate(policy, pods, outcome, now=self._clock.wall(), rules=self._rules)
         self._write(obj, policy, verdict)
         if self._metrics is not None:

@@ -187,7 +187,7 @@ def sampler(prometheus: PrometheusServer) -> Iterator[GpuSampler]:
 
 
 def test_the_narrowed_read_gives_every_policy_what_the_full_read_gives(caches: Caches, sampler: GpuSampler) -> None:
-    scope, served = sampling_scope(caches.decoded, caches.pods.store)
+    scope, served, _ = sampling_scope(caches.decoded, caches.pods.store)
     narrowed = sampler.fetch_gpu_samples(scope=scope)
     everything = sampler.fetch_gpu_samples(narrowed.query_time, EVERYTHING)
 
@@ -218,7 +218,7 @@ def test_a_pod_replaced_on_another_node_is_measured_there(client: KubeClient, ca
     wait_for(lambda: caches.pods.store.get(f"{SMALL}/llm-1-x") and _terminating(caches, f"{SMALL}/llm-1"),
              timeout=30, what="the pod cache caught up")
 
-    scope, _ = sampling_scope(caches.decoded, caches.pods.store)
+    scope = sampling_scope(caches.decoded, caches.pods.store).scope
     snapshot = sampler.fetch_gpu_samples(scope=scope)
 
     assert scope.namespaces[SMALL] == {"llm-0", "llm-1-x", "llm-2", "llm-3"}
@@ -234,7 +234,7 @@ def _terminating(caches: Caches, key: str) -> bool:
 
 def test_a_namespace_without_policies_is_never_read(caches: Caches, sampler: GpuSampler,
                                                     prometheus: PrometheusServer) -> None:
-    scope, _ = sampling_scope(caches.decoded, caches.pods.store)
+    scope = sampling_scope(caches.decoded, caches.pods.store).scope
 
     snapshot = sampler.fetch_gpu_samples(scope=scope)
 

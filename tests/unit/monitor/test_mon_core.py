@@ -8,9 +8,7 @@ import datetime as dt
 from typing import Any
 
 from climatik.api import (
-    GpuObservation,
     LabelSelector,
-    NodeObservation,
     PolicySpec,
     PowerCappingPolicy,
     SelectorRequirement,
@@ -212,10 +210,10 @@ RULES = Rules(power_delta_percent=1.0, power_delta_watts=1.0, clock_delta_mhz=15
 
 def verdict(power: float, *, capping: bool = False, clock: int = 1980, at: dt.datetime = T0,
             available: bool = True) -> Verdict:
-    gpu = GpuObservation(uuid="GPU-a", index=0, model="H100", power=power, sm_clock=clock, pods=["ns/p"])
-    measurement = Measurement(power=power, complete=True, gpu_count=1,
-                              nodes=[NodeObservation(name="n1", power=power, gpus=[gpu])], pods_without_metrics=[],
-                              missing_gpus=[], truncated=False, sample_time=at.timestamp())
+    gpu = GpuReading(key="GPU-a", uuid="GPU-a", index="0", model="H100", hostname="n1", power_watts=power,
+                     sm_clock_mhz=clock, timestamp=at.timestamp(), pods=frozenset({PodKey("ns", "p")}))
+    measurement = Measurement(power=power, complete=True, gpu_count=1, readings=(("n1", ((gpu, ("ns/p",)),)),),
+                              pods_without_metrics=[], missing_gpus=[], truncated=False, sample_time=at.timestamp())
     decision = CappingDecision(capping, "AboveThreshold" if capping else "BelowThreshold", f"{power} W")
     return Verdict(decision, measurement if available else None, available,
                    "MetricsFresh" if available else "PrometheusUnreachable", "m")

@@ -41,11 +41,13 @@ class Cluster:
         self.client.policies.create({"metadata": {"name": name, "namespace": namespace},
                                      "spec": {"powerCapLimit": 1000, "selector": selector}})
 
-    def pods_of(self, app: str, namespace: str, count: int, *, node: str = "n1") -> None:
-        for i in range(count):
+    def pods_of(self, app: str, namespace: str, count: int, *, node: str = "n1", first: int = 0,
+                gpus: bool = False) -> None:
+        containers = [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": "1"}}}] if gpus else []
+        for i in range(first, first + count):
             self.client.pods.create({"metadata": {"name": f"{app}-{i}", "namespace": namespace,
                                                   "labels": {"app": app}},
-                                     "spec": {"nodeName": node, "containers": []}})
+                                     "spec": {"nodeName": node, "containers": containers}})
             self.cluster.patch(PODS, namespace, f"{app}-{i}", {"status": {"phase": "Running"}},
                                subresource="status")
 
@@ -59,10 +61,12 @@ def test_a_small_workload_among_many_is_read_by_name_and_a_namespace_it_fills_is
     world.policy("web", "web", {"matchLabels": {"app": "web"}})
     world.policy("idle", "quiet", {"matchLabels": {"app": "none"}})
 
-    scope, served = sampling_scope(world.policies, world.pods)
+    scope, served, selected = sampling_scope(world.policies, world.pods)
 
     assert scope.namespaces == {"ml": {"llm-0", "llm-1"}, "web": None}
     assert served == {"ml/llm", "web/web", "quiet/idle"}, "a policy that selects nothing is still measured: 0 W"
+    assert [str(pod.key) for pod in selected["ml/llm"].pods] == ["ml/llm-0", "ml/llm-1"]
+    assert selected["quiet/idle"].pods == ()
 
 
 def test_the_sampler_reads_the_scope_of_the_moment_and_says_which_policies_it_serves() -> None:
@@ -107,3 +111,49 @@ def test_a_policy_newer_than_the_sample_waits_for_the_next_one_instead_of_report
     latest.set(SampleOutcome(snapshot, None, now, policies=frozenset({"ml/llm"})))
     reconciler("ml/llm")
     assert world.client.policies.get("llm", namespace="ml")["status"]["currentPower"] == 300.0
+
+
+def test_a_policy_is_judged_on_the_pods_whose_series_its_sample_read() -> None:
+    world = Cluster()
+    world.pods_of("llm", "ml", 1, gpus=True)
+    world.policy("llm", "ml", {"matchLabels": {"app": "llm"}})
+    sampling = sampling_scope(world.policies, world.pods)
+    now = world.clock.wall().timestamp()
+    reading = GpuReading(key="GPU-a", uuid="GPU-a", index="0", model="H100", hostname="n1", power_watts=300.0,
+                         sm_clock_mhz=1980.0, timestamp=now - 1, pods=frozenset({PodKey("ml", "llm-0")}))
+    snapshot = GpuSnapshot(query_time=now, gpus={"GPU-a": reading}, pod_gpus={PodKey("ml", "llm-0"): {"GPU-a"}},
+                           scope=sampling.scope)
+    latest = LatestSample()
+    latest.set(SampleOutcome(snapshot, None, now, policies=sampling.policies, selected=sampling.selected))
+    reconciler = MonitorReconciler(policies=world.policies, pods=world.pods, api=world.client.policies,
+                                   latest=latest, events=None, clock=world.clock, rules=Rules.for_period(5.0))
+    world.pods_of("llm", "ml", 1, first=1, gpus=True)  # started after the sample: its series were not read
+
+    reconciler("ml/llm")
+
+    status = world.client.policies.get("llm", namespace="ml")["status"]
+    assert status["currentPower"] == 300.0 and "podsWithoutMetrics" not in status, \
+        "a pod the sample did not read waits for the next sample instead of making the data incomplete"
+
+
+def test_a_policy_whose_selector_changed_since_the_sample_selects_its_pods_again() -> None:
+    world = Cluster()
+    world.pods_of("llm", "ml", 1, gpus=True)
+    world.pods_of("chat", "ml", 1, gpus=True)
+    world.policy("llm", "ml", {"matchLabels": {"app": "llm"}})
+    sampling = sampling_scope(world.policies, world.pods)
+    now = world.clock.wall().timestamp()
+    reading = GpuReading(key="GPU-a", uuid="GPU-a", index="0", model="H100", hostname="n1", power_watts=300.0,
+                         sm_clock_mhz=1980.0, timestamp=now - 1, pods=frozenset({PodKey("ml", "llm-0")}))
+    snapshot = GpuSnapshot(query_time=now, gpus={"GPU-a": reading}, pod_gpus={PodKey("ml", "llm-0"): {"GPU-a"}},
+                           scope=Scope({"ml": None}))
+    latest = LatestSample()
+    latest.set(SampleOutcome(snapshot, None, now, policies=sampling.policies, selected=sampling.selected))
+    reconciler = MonitorReconciler(policies=world.policies, pods=world.pods, api=world.client.policies,
+                                   latest=latest, events=None, clock=world.clock, rules=Rules.for_period(5.0))
+    world.client.policies.patch("llm", {"spec": {"selector": {"matchLabels": {"app": "chat"}}}}, namespace="ml")
+
+    reconciler("ml/llm")
+
+    status = world.client.policies.get("llm", namespace="ml")["status"]
+    assert status["podsWithoutMetrics"] == ["ml/chat-0"], "the new selector's pod, which the sample did not read"
