@@ -89,7 +89,7 @@ def decode_vector(body: object, query: str) -> tuple[tuple[Sample, ...], tuple[s
     result = data.get("result")
     if not isinstance(result, list):
         raise PromResponseError("answer's result is not a list", query=query)
-    samples = tuple(_decode_sample(item, query) for item in result)
+    samples = tuple(_sample(item, query) for item in result)
     warnings = body.get("warnings") or []
     return samples, tuple(str(w) for w in warnings) if isinstance(warnings, list) else ()
 
@@ -118,6 +118,21 @@ def _status_error(body: dict[str, Any], query: str, *, status: int) -> PromError
     cls = PromUnavailableError if error_type in _TRANSIENT_ERROR_TYPES else PromQueryError
     message = f"Prometheus answered {error_type or 'error'}: {error or 'no detail'}"
     return cls(message, query=query, status=status, error_type=error_type, error=error)
+
+
+def _sample(item: Any, query: str) -> Sample:
+    """One series of the answer: the shape Prometheus gives (`{"metric": {...}, "value": [time, "value"]}`) read
+    directly, anything else through `_decode_sample`, which says what is wrong with it. An answer holds a series
+    per GPU, so this runs thousands of times a cycle."""
+    try:
+        labels = item["metric"]
+        pair = item["value"]
+        if type(labels) is dict and type(pair) is list and len(pair) == 2 and type(pair[1]) is str:
+            "".join(labels.values())  # raises TypeError unless every label value is a string
+            return Sample(labels=labels, value=float(pair[1]), timestamp=float(pair[0]))
+    except (TypeError, KeyError, ValueError):
+        pass
+    return _decode_sample(item, query)
 
 
 def _decode_sample(item: object, query: str) -> Sample:

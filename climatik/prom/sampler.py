@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from climatik.prom.client import PromClient, QueryResult, Sample
@@ -31,6 +32,8 @@ from climatik.prom.snapshot import GpuSnapshot, Judge, Series, build_snapshot
 
 #: The label `count_values` puts each distinct scrape time in.
 SCRAPE_TIME_LABEL = "climatik_scrape_time"
+#: Asks Prometheus its time (one sample, whose value is the evaluation time).
+EVAL_TIME_QUERY = "vector(time())"
 
 
 def power_query(profile: MetricProfile) -> str:
@@ -104,7 +107,6 @@ class _Metric:
 @dataclass(frozen=True)
 class _Read:
     samples: tuple[Sample, ...]
-    eval_time: float | None
     duration_s: float
     warnings: tuple[str, ...]
 
@@ -148,25 +150,27 @@ class GpuSampler:
         if scope.empty:
             return GpuSnapshot(query_time=now if now is not None else self._wall(), gpus={}, pod_gpus={},
                                cpu_queried=bool(profile.cpu_power_metric), scope=scope)
-        power = self._read(_Metric("gpu_power", profile.power_metric, profile.power_matchers, profile.pod_labels,
-                                   power_labels(profile)), now, scope)
-        at = now if now is not None else power.eval_time
-        warnings = power.warnings
-        if not power.samples:
-            # Narrowed to pods that have no series (yet): say so, unless the metric is missing altogether.
-            at, hint = self._no_power(at, scope)
-            warnings += (hint,)
-        if at is None:
-            raise PromNoDataError("Prometheus gave no evaluation time", query=power_query(profile))
-        reads = {"gpu_power": power}
+        at = now if now is not None else self._eval_time()
+        metrics = {"gpu_power": _Metric("gpu_power", profile.power_metric, profile.power_matchers,
+                                        profile.pod_labels, power_labels(profile))}
         if profile.sm_clock_metric:
-            reads["sm_clock"] = self._read(_Metric("sm_clock", profile.sm_clock_metric, profile.sm_clock_matchers,
-                                                   profile.pod_labels, clock_labels(profile)), at, scope)
+            metrics["sm_clock"] = _Metric("sm_clock", profile.sm_clock_metric, profile.sm_clock_matchers,
+                                          profile.pod_labels, clock_labels(profile))
         if profile.cpu_power_metric:
-            reads["cpu_power"] = self._read(_Metric("cpu_power", profile.cpu_power_metric,
-                                                    profile.cpu_power_matchers, profile.cpu_pod_labels, None),
-                                            at, scope)
-        warnings += tuple(w for name, r in reads.items() if name != "gpu_power" for w in r.warnings)
+            metrics["cpu_power"] = _Metric("cpu_power", profile.cpu_power_metric, profile.cpu_power_matchers,
+                                           profile.cpu_pod_labels, None)
+        # The metrics are read side by side, all at the one evaluation time: Prometheus evaluates concurrent
+        # queries on several cores, and the cycle waits for the slowest read instead of for their sum.
+        with ThreadPoolExecutor(max_workers=len(metrics), thread_name_prefix="prom-read") as pool:
+            futures = {name: pool.submit(self._read, metric, at, scope) for name, metric in metrics.items()}
+        power = futures["gpu_power"].result()
+        warnings: tuple[str, ...] = ()
+        if not power.samples:
+            # Narrowed to pods that have no series (yet): say so, unless the metric is missing altogether, which
+            # is the error to tell whatever the other reads met.
+            warnings += (self._no_power(at, scope),)
+        reads = {name: future.result() for name, future in futures.items()}
+        warnings += tuple(w for r in reads.values() for w in r.warnings)
         cpu = reads.get("cpu_power")
         if cpu is not None and not cpu.samples:
             warnings += (f"no {profile.cpu_power_metric} series in Prometheus{self._cpu_hint(at)}",)
@@ -181,14 +185,21 @@ class GpuSampler:
             scope=scope,
         )
 
-    def _read(self, metric: _Metric, at: float | None, scope: Scope) -> _Read:
-        """Every series of `metric` in `scope`, each stamped with its scrape time."""
+    def _eval_time(self) -> float:
+        """Prometheus' own time now: the evaluation time of every query of the cycle, so that a clock that differs
+        between the monitor and Prometheus neither ages nor rejuvenates a reading."""
+        result = self._query(EVAL_TIME_QUERY, None, "time")
+        if not result.samples:
+            raise PromNoDataError("Prometheus gave no evaluation time", query=EVAL_TIME_QUERY)
+        return result.samples[0].value
+
+    def _read(self, metric: _Metric, at: float, scope: Scope) -> _Read:
+        """Every series of `metric` in `scope` at `at`, each stamped with its scrape time."""
         samples: list[Sample] = []
         duration = 0.0
         warnings: tuple[str, ...] = ()
         for group in selector_groups(metric.metric, metric.matchers, metric.pairs, scope):
             values = self._query(values_query(group.selectors(), metric.by), at, metric.name)
-            at = at if at is not None else values.eval_time
             duration += values.duration_s
             warnings += values.warnings
             if not values.samples:
@@ -196,10 +207,10 @@ class GpuSampler:
             stamped, took = self._stamp(metric, group, values, at)
             samples += stamped
             duration += took
-        return _Read(tuple(samples), at, duration, warnings)
+        return _Read(tuple(samples), duration, warnings)
 
     def _stamp(self, metric: _Metric, group: SelectorGroup, values: QueryResult,
-               at: float | None) -> tuple[list[Sample], float]:
+               at: float) -> tuple[list[Sample], float]:
         """The values, each with its scrape time; and the time the scrape-time queries took."""
         instance = self._profile.instance_label
         times = self._query(scrape_times_query(group.selectors(), instance), at, metric.name)
@@ -228,19 +239,16 @@ class GpuSampler:
     def _query(self, expr: str, at: float | None, name: str) -> QueryResult:
         return self._client.query(expr, at=at, name=name)
 
-    def _no_power(self, at: float | None, scope: Scope) -> tuple[float, str]:
-        """The evaluation time and a warning when the scope's pods have no power series; raises
-        `PromNoDataError` when Prometheus has no power series at all."""
+    def _no_power(self, at: float, scope: Scope) -> str:
+        """The warning when the scope's pods have no power series; raises `PromNoDataError` when Prometheus has no
+        power series at all."""
         profile = self._profile
         present = None if scope.everything else self._count(power_query(profile), at)
         if present is None or not present.samples:
             raise PromNoDataError(f"no {profile.power_metric} series in Prometheus{self._gpu_hint(at)}",
                                   query=power_query(profile))
-        when = at if at is not None else present.eval_time
-        if when is None:
-            raise PromNoDataError("Prometheus gave no evaluation time", query=present.query)
-        return when, (f"no {profile.power_metric} series in Prometheus names the selected pods: do the series "
-                      "carry the workload's pod and namespace (the exporter's pod labels, honor_labels)?")
+        return (f"no {profile.power_metric} series in Prometheus names the selected pods: do the series "
+                "carry the workload's pod and namespace (the exporter's pod labels, honor_labels)?")
 
     def _gpu_hint(self, at: float | None) -> str:
         """Why there may be no GPU power, when Prometheus holds Kepler's GPU series instead (asked only then)."""

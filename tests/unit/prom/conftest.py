@@ -74,11 +74,14 @@ class StubPrometheus:
         """Answer with a plain instant vector, every sample stamped with the evaluation time."""
         self.answer(vector(samples, self.eval_time), when=when)
 
-    def answer_series(self, metric: str, rows: Sequence[Row]) -> None:
-        """Answer the sampler's queries for `metric` as Prometheus would over the series `rows`."""
-        self.routes.insert(0, (metric, Emulated(metric, list(rows), self.eval_time)))
+    def answer_series(self, metric: str, rows: Sequence[Row], *, held: bool = False) -> None:
+        """Answer the sampler's queries for `metric` as Prometheus would over the series `rows`; `held` answers
+        only once `released` is set (5 s at most)."""
+        self.routes.insert(0, (metric, Emulated(metric, list(rows), self.eval_time, 5.0 if held else 0.0)))
 
     def pick(self, query: str) -> Canned:
+        if query == "vector(time())":  # Prometheus' own time
+            return Canned(200, json.dumps(vector([({}, self.eval_time)], self.eval_time)).encode())
         for when, canned in self.routes:
             if when in query:
                 return canned.evaluate(query) if isinstance(canned, Emulated) else canned
@@ -101,6 +104,7 @@ class Emulated:
     metric: str
     rows: list[Row]
     eval_time: float
+    delay_s: float = 0.0
 
     def evaluate(self, query: str) -> Canned:
         series = [(dict(labels), value, self.eval_time - (age[0] if age else 5.0))
@@ -115,7 +119,7 @@ class Emulated:
         else:
             named = [({"__name__": self.metric, **labels}, value) for labels, value, _ in series]
             samples = _aggregate(query, named)
-        return Canned(200, json.dumps(vector(samples, self.eval_time)).encode())
+        return Canned(200, json.dumps(vector(samples, self.eval_time)).encode(), delay_s=self.delay_s)
 
 
 def _instance_matches(query: str, labels: Mapping[str, str]) -> bool:
