@@ -45,10 +45,12 @@ SHARD_GROUP = "climatik-monitor"
 #: namespace moves as one).
 SHARD_UNITS: Mapping[str, Callable[[str], str]] = {"policy": lambda key: key, "namespace": namespace_of}
 #: Allocations between collections of the youngest generation (Python's default is 700). A cycle allocates a
-#: snapshot's worth of short-lived objects (hundreds of thousands at thousands of GPUs), freed by reference
-#: counting; collecting every 700 of them promoted the snapshot into older generations and rescanned it, about
-#: a quarter of the monitor's CPU time at 8,000 GPUs.
-YOUNG_COLLECTION_EVERY = 20_000
+#: snapshot's worth of objects (hundreds of thousands at thousands of GPUs) that live until the next snapshot and are
+#: then freed by reference counting: the monitor makes almost no cyclic garbage (19 objects found in 10 cycles at
+#: 1,000 nodes x 8 GPUs). Collecting every 700 allocations promoted each snapshot into older generations and
+#: rescanned it, about a quarter of the monitor's CPU time at 8,000 GPUs; every 20,000 still cost 0.12-0.15 CPU s
+#: per cycle there (4-5 young collections of about 20 ms and a middle one), every 200,000 none at that size.
+YOUNG_COLLECTION_EVERY = 200_000
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 for every policy, and the policy reconciler, which reads a policy and its pods from the caches, asks the core
 (climatik.monitor.core) for the verdict and the status, writes it, and tells (Events, metrics, log lines).
 
-The sampler reads only the series of the pods some policy selects (`sampling_scope`, climatik.prom.scope). A
-policy created after a sample was taken is measured from the next one: the last sample did not read its pods.
+The sampler reads only the series of the pods some policy selects (`sampling_scope`, climatik.prom.scope), and
+each policy is judged on the pods it selected then, the very pods whose series were read: they are selected once
+per cycle, and a pod started since waits for the next sample instead of counting as missing. A policy created
+after a sample was taken is measured from the next one: the last sample did not read its pods.
 Policies are decoded once per resourceVersion (`DecodedPolicies`), and a status is built for writing only when
 the core says a write is due, so that a steady cycle costs little more than the reading."""
 

@@ -1,7 +1,10 @@
 """One cycle's worth of GPU power readings: the few PromQL queries built from a metric profile and a scope, which
 serve every policy at once, and the sampler that runs them and maps the answers into a `GpuSnapshot`.
 
-What a cycle asks, per metric and per chunk of the scope (climatik.prom.scope):
+A cycle first asks Prometheus its time (`vector(time())`, unless the caller gives one), and evaluates every
+other query at that time. The metrics (GPU power, SM clock, CPU power) are then read side by side, one thread
+each: Prometheus evaluates concurrent queries on several cores, and the cycle waits for the slowest read
+instead of for their sum. What it asks, per metric and per chunk of the scope (climatik.prom.scope):
 
 * the values, aggregated by Prometheus onto the labels the profile reads (`max by (UUID, pod, ...)`): one series
   per GPU, pod and scrape target, without the labels nothing here reads (driver version, PCI bus, container,
