@@ -23,7 +23,7 @@ import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from climatik.api import (
     GpuObservation,
@@ -168,6 +168,15 @@ def select_pods(selector: LabelSelector, pods: Iterable[Mapping[str, Any]]) -> l
 # -- measuring -------------------------------------------------------------------------------------------------
 
 
+class NodeReadings(NamedTuple):
+    """The GPUs of a policy measured on one node: the node's power (all its GPUs), and its first
+    MAX_GPUS_PER_NODE readings, each with the selected pods it serves (sorted names, bounded)."""
+
+    name: str
+    power: float
+    gpus: tuple[tuple[GpuReading, tuple[str, ...]], ...]
+
+
 @dataclass(frozen=True)
 class Measurement:
     """What the monitor learned about one policy in one cycle.
@@ -181,7 +190,7 @@ class Measurement:
     power: float
     complete: bool
     gpu_count: int
-    readings: tuple[tuple[str, tuple[tuple[GpuReading, tuple[str, ...]], ...]], ...]
+    readings: tuple[NodeReadings, ...]
     pods_without_metrics: list[str]
     missing_gpus: list[str]
     truncated: bool
@@ -190,17 +199,16 @@ class Measurement:
     @functools.cached_property
     def nodes(self) -> list[NodeObservation]:
         """The observations of the status, per node."""
-        return [NodeObservation(name=name, power=round(sum(r.power_watts for r, _ in gpus), 3),
-                                gpus=[_gpu(reading, pods) for reading, pods in gpus])
-                for name, gpus in self.readings]
+        return [NodeObservation(name=node.name, power=node.power,
+                                gpus=[_gpu(reading, pods) for reading, pods in node.gpus]) for node in self.readings]
 
     def layout(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """Which GPUs on which nodes serve which selected pods, as the status would say it."""
-        return [(name, reading.uuid or reading.key, pods) for name, gpus in self.readings for reading, pods in gpus]
+        return [(node.name, reading.uuid or reading.key, pods) for node in self.readings for reading, pods in node.gpus]
 
     def clocks(self) -> dict[str, int]:
         """The SM clock of each GPU with a valid one, as the status would say it."""
-        return {reading.uuid or reading.key: clock for _, gpus in self.readings for reading, _ in gpus
+        return {reading.uuid or reading.key: clock for node in self.readings for reading, _ in node.gpus
                 if (clock := _clock(reading)) is not None}
 
 
@@ -220,7 +228,8 @@ def measure(pods: Sequence[SelectedPod], snapshot: GpuSnapshot) -> Measurement:
     for name in sorted(by_node)[:MAX_NODES]:
         found = by_node[name]
         truncated |= len(found) > MAX_GPUS_PER_NODE or any(len(r.pods) > MAX_PODS_PER_GPU for r in found)
-        readings.append((name, tuple((r, _served(r, node_of_pod)) for r in found[:MAX_GPUS_PER_NODE])))
+        readings.append(NodeReadings(name, round(sum(r.power_watts for r in found), 3),
+                                     tuple((r, _served(r, node_of_pod)) for r in found[:MAX_GPUS_PER_NODE])))
     times = [snapshot.gpus[key].timestamp for key in total.gpus]
     return Measurement(
         power=round(total.watts, 3),

@@ -17,6 +17,7 @@ from climatik.monitor.core import (
     MAX_GPUS_PER_NODE,
     CappingDecision,
     Measurement,
+    NodeReadings,
     Rules,
     SampleOutcome,
     SelectedPod,
@@ -157,6 +158,7 @@ def test_observations_are_bounded_and_say_so() -> None:
     result = measure(pods, snapshot(*readings))
     assert result.power == 10.0 * len(names)
     assert len(result.nodes[0].gpus or []) == MAX_GPUS_PER_NODE
+    assert result.nodes[0].power == 10.0 * len(names), "the node's power counts the GPUs left out of the list too"
     assert result.truncated
 
 
@@ -212,8 +214,9 @@ def verdict(power: float, *, capping: bool = False, clock: int = 1980, at: dt.da
             available: bool = True) -> Verdict:
     gpu = GpuReading(key="GPU-a", uuid="GPU-a", index="0", model="H100", hostname="n1", power_watts=power,
                      sm_clock_mhz=clock, timestamp=at.timestamp(), pods=frozenset({PodKey("ns", "p")}))
-    measurement = Measurement(power=power, complete=True, gpu_count=1, readings=(("n1", ((gpu, ("ns/p",)),)),),
-                              pods_without_metrics=[], missing_gpus=[], truncated=False, sample_time=at.timestamp())
+    measurement = Measurement(power=power, complete=True, gpu_count=1,
+                              readings=(NodeReadings("n1", power, ((gpu, ("ns/p",)),)),), pods_without_metrics=[],
+                              missing_gpus=[], truncated=False, sample_time=at.timestamp())
     decision = CappingDecision(capping, "AboveThreshold" if capping else "BelowThreshold", f"{power} W")
     return Verdict(decision, measurement if available else None, available,
                    "MetricsFresh" if available else "PrometheusUnreachable", "m")
