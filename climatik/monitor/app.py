@@ -32,6 +32,7 @@ from climatik.monitor.reconciler import (
     LatestSample,
     MonitorMetrics,
     MonitorReconciler,
+    PodSelections,
     Sampler,
     index_by_label,
     sampling_scope,
@@ -89,6 +90,7 @@ def build(settings: MonitorSettings, common: CommonSettings, *, clock: Clock) ->
     pods = wiring.informer(PODS, name="pods", indexers={**POD_INDEXES, BY_LABEL: index_by_label},
                            transform=PodTrimmer())
     decoded = DecodedPolicies(policies.store)
+    selections = PodSelections(pods.store)
     shards = wiring.shards(SHARD_GROUP, keys=policies.store.keys, unit=SHARD_UNITS[settings.shard_by])
     owns = shards.owns if shards is not None else (lambda _key: True)
     latest = LatestSample()
@@ -103,7 +105,7 @@ def build(settings: MonitorSettings, common: CommonSettings, *, clock: Clock) ->
         hold=shards.hold if shards is not None else sole_replica,
     )
     sampler = Sampler(fetch=lambda scope: sampler_source.fetch_gpu_samples(scope=scope),
-                      scope=lambda: sampling_scope(decoded, pods.store, owns), latest=latest, clock=clock,
+                      scope=lambda: sampling_scope(decoded, selections, owns), latest=latest, clock=clock,
                       policy_keys=lambda: list(filter(owns, policies.store.keys())),
                       enqueue=policy_queue.add, interval=settings.interval)
     policies.add_handler(enqueue_own_key(policy_queue))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import structlog
@@ -31,6 +31,7 @@ from climatik.kube.store import BY_NAMESPACE, CacheReader, resource_version_of
 from climatik.monitor.core import (
     Rules,
     SampleOutcome,
+    SelectedPod,
     Selection,
     Verdict,
     desired_status,
@@ -67,6 +68,36 @@ def candidate_pods(pods: CacheReader, namespace: str, selector: LabelSelector) -
     if buckets:
         return min(buckets, key=len)
     return pods.by_index(BY_NAMESPACE, namespace)
+
+
+class PodSelections:
+    """Each policy's selected pods, selected again only when its selector or one of its candidate pods changed.
+
+    The cache replaces a pod's object whenever the pod changes, and lists a bucket's pods in a stable order, so
+    candidates that are the very objects of the last selection select the same pods. Used by the sampler's thread
+    only; `keep` drops the policies a cycle no longer selects for."""
+
+    def __init__(self, pods: CacheReader) -> None:
+        self._pods = pods
+        self._last: dict[str, tuple[LabelSelector, list[dict[str, Any]], tuple[SelectedPod, ...]]] = {}
+
+    @property
+    def pods(self) -> CacheReader:
+        return self._pods
+
+    def select(self, key: str, namespace: str, selector: LabelSelector) -> tuple[SelectedPod, ...]:
+        candidates = candidate_pods(self._pods, namespace, selector)
+        last = self._last.get(key)
+        if (last is not None and last[0] == selector and len(last[1]) == len(candidates)
+                and all(a is b for a, b in zip(last[1], candidates, strict=True))):
+            return last[2]
+        chosen = tuple(select_pods(selector, candidates))
+        self._last[key] = (selector, candidates, chosen)
+        return chosen
+
+    def keep(self, keys: Collection[str]) -> None:
+        for key in self._last.keys() - set(keys):
+            del self._last[key]
 
 
 class DecodedPolicies:
@@ -106,11 +137,12 @@ class Sampling(NamedTuple):
     selected: Mapping[str, Selection]
 
 
-def sampling_scope(policies: DecodedPolicies, pods: CacheReader,
+def sampling_scope(policies: DecodedPolicies, pods: CacheReader | PodSelections,
                    owns: Callable[[str], bool] = lambda _key: True) -> Sampling:
     """What the next sample reads: the running pods each policy this replica `owns` selects, by namespace. The
     selections go with the sample, so that each policy is judged on the very pods whose series were read, and
-    its pods are selected once per cycle."""
+    its pods are selected once per cycle (with `PodSelections` kept between cycles, only when they changed)."""
+    selections = pods if isinstance(pods, PodSelections) else PodSelections(pods)
     names: dict[str, set[str]] = {}
     keys = []
     selected: dict[str, Selection] = {}
@@ -125,12 +157,13 @@ def sampling_scope(policies: DecodedPolicies, pods: CacheReader,
         namespace, selector = policy.metadata.namespace or "", policy.spec.selector
         if selector.problems():
             continue
-        chosen = select_pods(selector, candidate_pods(pods, namespace, selector))
-        selected[key] = Selection(selector, tuple(chosen))
+        chosen = selections.select(key, namespace, selector)
+        selected[key] = Selection(selector, chosen)
         names.setdefault(namespace, set()).update(pod.key.name for pod in chosen)
+    selections.keep(selected)
 
     def running(namespace: str) -> int:
-        return sum(1 for pod in pods.by_index(BY_NAMESPACE, namespace) if is_running_on_a_node(pod))
+        return sum(1 for pod in selections.pods.by_index(BY_NAMESPACE, namespace) if is_running_on_a_node(pod))
 
     scope = Scope.of({namespace: found for namespace, found in names.items() if found}, running)
     return Sampling(scope, frozenset(keys), selected)

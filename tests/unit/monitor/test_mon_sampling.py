@@ -3,14 +3,16 @@ namespace), never the rest of the fleet; and a policy is judged only from a samp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from support.clock import FakeClock
 from support.kube import FakeCluster, FakeKubeClient
 from support.livecache import LiveCache
 
+from climatik.api import LabelSelector
 from climatik.kube.client import PODS, POLICIES
-from climatik.kube.store import POD_INDEXES
+from climatik.kube.store import POD_INDEXES, Store
 from climatik.monitor.core import Rules, SampleOutcome
 from climatik.monitor.reconciler import (
     BY_LABEL,
@@ -18,6 +20,7 @@ from climatik.monitor.reconciler import (
     DecodedPolicies,
     LatestSample,
     MonitorReconciler,
+    PodSelections,
     Sampler,
     index_by_label,
     sampling_scope,
@@ -157,3 +160,50 @@ def test_a_policy_whose_selector_changed_since_the_sample_selects_its_pods_again
 
     status = world.client.policies.get("llm", namespace="ml")["status"]
     assert status["podsWithoutMetrics"] == ["ml/chat-0"], "the new selector's pod, which the sample did not read"
+
+
+def informed_pods(world: Cluster) -> tuple[Store, Callable[[], object]]:
+    """The pod cache as an informer keeps it (an object replaced only when its pod changed), and what syncs it."""
+    cache = Store({**POD_INDEXES, BY_LABEL: index_by_label})
+    return cache, lambda: cache.replace(world.cluster.objects(PODS))
+
+
+def test_a_policys_pods_are_selected_again_only_when_its_candidates_or_its_selector_changed() -> None:
+    world = Cluster()
+    world.pods_of("llm", "ml", 2, gpus=True)
+    cache, sync = informed_pods(world)
+    sync()
+    selections = PodSelections(cache)
+    app = LabelSelector(match_labels={"app": "llm"})
+
+    first = selections.select("ml/llm", "ml", app)
+    assert [str(p.key) for p in first] == ["ml/llm-0", "ml/llm-1"]
+    sync()
+    assert selections.select("ml/llm", "ml", app) is first, "nothing changed: the last selection stands"
+
+    world.cluster.patch(PODS, "ml", "llm-1", {"status": {"phase": "Succeeded"}}, subresource="status")
+    sync()
+    assert [str(p.key) for p in selections.select("ml/llm", "ml", app)] == ["ml/llm-0"]
+    world.pods_of("llm", "ml", 1, first=2, gpus=True)
+    sync()
+    assert [str(p.key) for p in selections.select("ml/llm", "ml", app)] == ["ml/llm-0", "ml/llm-2"]
+    assert selections.select("ml/llm", "ml", LabelSelector(match_labels={"app": "chat"})) == ()
+
+
+def test_the_sampling_scope_keeps_selections_between_cycles_and_forgets_deleted_policies() -> None:
+    world = Cluster()
+    world.pods_of("llm", "ml", 1, gpus=True)
+    world.policy("llm", "ml", {"matchLabels": {"app": "llm"}})
+    world.policy("chat", "ml", {"matchLabels": {"app": "llm"}})
+    cache, sync = informed_pods(world)
+    sync()
+    selections = PodSelections(cache)
+
+    before = sampling_scope(world.policies, selections)
+    world.client.policies.delete("chat", namespace="ml")
+    after = sampling_scope(world.policies, selections)
+
+    assert after.selected["ml/llm"].pods is before.selected["ml/llm"].pods
+    assert set(after.selected) == {"ml/llm"}
+    assert selections.select("ml/chat", "ml", LabelSelector(match_labels={"app": "llm"})) is not \
+        before.selected["ml/chat"].pods, "a deleted policy's selection is not kept"
