@@ -260,7 +260,7 @@ def _gpu(reading: GpuReading, pods: tuple[str, ...]) -> GpuObservation:
     return GpuObservation(
         uuid=reading.uuid or reading.key,
         mig_instance=reading.mig_instance,
-        index=int(reading.index) if reading.index.isdigit() else None,
+        index=int(reading.gpu_index) if reading.gpu_index.isdigit() else None,
         model=reading.model or None,
         power=round(reading.power_watts, 3),
         sm_clock=_clock(reading),

@@ -22,7 +22,7 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -48,10 +48,10 @@ MAX_GET_QUERY = 2048
 _TRANSIENT_ERROR_TYPES = frozenset({"timeout", "canceled", "unavailable"})
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(NamedTuple):
     """One series of an instant vector: its labels (`__name__` included when Prometheus kept it), its value
-    and the timestamp Prometheus gave it (unix seconds)."""
+    and the timestamp Prometheus gave it (unix seconds). A named tuple: an answer holds one per series, and a
+    tuple is built faster than a frozen dataclass."""
 
     labels: dict[str, str]
     value: float

@@ -20,12 +20,12 @@ Rules, in the order they apply:
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from climatik.prom.client import Sample
 from climatik.prom.profiles import MetricProfile, PodKey
@@ -61,19 +61,19 @@ class SampleProblem:
     pod: PodKey | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class GpuReading:
+class GpuReading(NamedTuple):
     """The latest valid power reading of one GPU, or of one MIG instance of it.
 
     `key` identifies what must be counted once: the GPU UUID, or `<UUID>/<GPU instance ID>` for a MIG instance
     (then `mig_instance` is the instance ID and `power_watts` the instance's share of the GPU's power).
     `timestamp` is the scrape time (unix s); `sm_clock_mhz` is None when no valid clock reading came with it.
-    `pods` are the pods using the GPU.
+    `pods` are the pods using the GPU. A named tuple: a cycle makes one per GPU read, and a tuple is built in
+    half the time of a frozen dataclass.
     """
 
     key: str
     uuid: str
-    index: str
+    gpu_index: str
     model: str
     hostname: str
     power_watts: float
@@ -244,7 +244,7 @@ def _gpus(
         gpus[key] = GpuReading(
             key=key,
             uuid=uuid,
-            index=labels.get(profile.index_label, ""),
+            gpu_index=labels.get(profile.index_label, ""),
             model=labels.get(profile.model_label, ""),
             hostname=profile.hostname_of(labels),
             power_watts=latest.value,
@@ -267,7 +267,7 @@ def _share_mig_power(profile: MetricProfile, gpus: dict[str, GpuReading], by_key
     for instances in slices.values():
         total = sum(instances.values())
         for key, count in instances.items():
-            gpus[key] = dataclasses.replace(gpus[key], power_watts=gpus[key].power_watts * count / total)
+            gpus[key] = gpus[key]._replace(power_watts=gpus[key].power_watts * count / total)
 
 
 def _compute_slices(profile_name: str) -> int:

@@ -50,7 +50,7 @@ def pod(name: str, labels: dict[str, str], *, node: str | None = "n1", phase: st
 
 
 def reading(uuid: str, watts: float, *pods: str, host: str = "n1", clock: float | None = 1980.0) -> GpuReading:
-    return GpuReading(key=uuid, uuid=uuid, index=uuid[-1], model="NVIDIA H100 80GB HBM3", hostname=host,
+    return GpuReading(key=uuid, uuid=uuid, gpu_index=uuid[-1], model="NVIDIA H100 80GB HBM3", hostname=host,
                       power_watts=watts, sm_clock_mhz=clock, timestamp=NOW - 1,
                       pods=frozenset(PodKey("ns", p) for p in pods))
 
@@ -212,7 +212,7 @@ RULES = Rules(power_delta_percent=1.0, power_delta_watts=1.0, clock_delta_mhz=15
 
 def verdict(power: float, *, capping: bool = False, clock: int = 1980, at: dt.datetime = T0,
             available: bool = True) -> Verdict:
-    gpu = GpuReading(key="GPU-a", uuid="GPU-a", index="0", model="H100", hostname="n1", power_watts=power,
+    gpu = GpuReading(key="GPU-a", uuid="GPU-a", gpu_index="0", model="H100", hostname="n1", power_watts=power,
                      sm_clock_mhz=clock, timestamp=at.timestamp(), pods=frozenset({PodKey("ns", "p")}))
     measurement = Measurement(power=power, complete=True, gpu_count=1,
                               readings=(NodeReadings("n1", power, ((gpu, ("ns/p",)),)),), pods_without_metrics=[],

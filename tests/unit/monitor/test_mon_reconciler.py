@@ -54,7 +54,7 @@ class World:
     def sample(self, watts: dict[str, tuple[float, str]], *, age: float = 1.0) -> None:
         """A Prometheus sample taken now: per GPU UUID, its power and the pod (ns/name) that uses it."""
         now = self.clock.wall().timestamp()
-        gpus = {uuid: GpuReading(key=uuid, uuid=uuid, index=uuid[-1], model="NVIDIA H100 80GB HBM3",
+        gpus = {uuid: GpuReading(key=uuid, uuid=uuid, gpu_index=uuid[-1], model="NVIDIA H100 80GB HBM3",
                                  hostname="exporter", power_watts=power, sm_clock_mhz=1980.0, timestamp=now - age,
                                  pods=frozenset({PodKey(*pod.split("/"))}))
                 for uuid, (power, pod) in watts.items()}

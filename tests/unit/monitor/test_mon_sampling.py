@@ -102,7 +102,7 @@ def test_a_policy_newer_than_the_sample_waits_for_the_next_one_instead_of_report
     reconciler = MonitorReconciler(policies=world.policies, pods=world.pods, api=world.client.policies,
                                    latest=latest, events=None, clock=world.clock, rules=Rules.for_period(5.0))
     now = world.clock.wall().timestamp()
-    reading = GpuReading(key="GPU-a", uuid="GPU-a", index="0", model="H100", hostname="n1", power_watts=300.0,
+    reading = GpuReading(key="GPU-a", uuid="GPU-a", gpu_index="0", model="H100", hostname="n1", power_watts=300.0,
                          sm_clock_mhz=1980.0, timestamp=now - 1, pods=frozenset({PodKey("ml", "llm-0")}))
     snapshot = GpuSnapshot(query_time=now, gpus={"GPU-a": reading}, pod_gpus={PodKey("ml", "llm-0"): {"GPU-a"}},
                            scope=Scope({"ml": None}))
@@ -122,7 +122,7 @@ def test_a_policy_is_judged_on_the_pods_whose_series_its_sample_read() -> None:
     world.policy("llm", "ml", {"matchLabels": {"app": "llm"}})
     sampling = sampling_scope(world.policies, world.pods)
     now = world.clock.wall().timestamp()
-    reading = GpuReading(key="GPU-a", uuid="GPU-a", index="0", model="H100", hostname="n1", power_watts=300.0,
+    reading = GpuReading(key="GPU-a", uuid="GPU-a", gpu_index="0", model="H100", hostname="n1", power_watts=300.0,
                          sm_clock_mhz=1980.0, timestamp=now - 1, pods=frozenset({PodKey("ml", "llm-0")}))
     snapshot = GpuSnapshot(query_time=now, gpus={"GPU-a": reading}, pod_gpus={PodKey("ml", "llm-0"): {"GPU-a"}},
                            scope=sampling.scope)
@@ -146,7 +146,7 @@ def test_a_policy_whose_selector_changed_since_the_sample_selects_its_pods_again
     world.policy("llm", "ml", {"matchLabels": {"app": "llm"}})
     sampling = sampling_scope(world.policies, world.pods)
     now = world.clock.wall().timestamp()
-    reading = GpuReading(key="GPU-a", uuid="GPU-a", index="0", model="H100", hostname="n1", power_watts=300.0,
+    reading = GpuReading(key="GPU-a", uuid="GPU-a", gpu_index="0", model="H100", hostname="n1", power_watts=300.0,
                          sm_clock_mhz=1980.0, timestamp=now - 1, pods=frozenset({PodKey("ml", "llm-0")}))
     snapshot = GpuSnapshot(query_time=now, gpus={"GPU-a": reading}, pod_gpus={PodKey("ml", "llm-0"): {"GPU-a"}},
                            scope=Scope({"ml": None}))

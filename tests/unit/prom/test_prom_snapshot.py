@@ -46,7 +46,7 @@ def test_a_few_queries_serve_every_pod_and_each_reading_keeps_its_scrape_time(pr
     assert len(prom.requests) == 5
     assert all(r.params["time"] == f"{prom.eval_time:.3f}" for r in prom.requests)
     a = snap.gpus["GPU-a"]
-    assert (a.uuid, a.index, a.model, a.hostname) == ("GPU-a", "0", "NVIDIA H100 80GB HBM3", "node-a")
+    assert (a.uuid, a.gpu_index, a.model, a.hostname) == ("GPU-a", "0", "NVIDIA H100 80GB HBM3", "node-a")
     assert (a.power_watts, a.sm_clock_mhz, a.timestamp, a.pods) == (310.5, 1980.0, prom.eval_time - 5, {TRAIN})
     assert snap.gpus["GPU-b"].timestamp == prom.eval_time - 12
     assert snap.pod_gpus == {TRAIN: {"GPU-a"}, SERVE: {"GPU-b"}}
