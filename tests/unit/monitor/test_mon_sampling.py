@@ -94,18 +94,37 @@ def test_the_sampler_reads_the_scope_of_the_moment_and_says_which_policies_it_se
     assert outcome.serves("ml/llm") and not outcome.serves("ml/newer")
 
 
+def llm_0_read(world: Cluster, scope: Scope) -> GpuSnapshot:
+    """A sample of `scope` that read GPU-a, used by ml/llm-0 and drawing 300 W."""
+    now = world.clock.wall().timestamp()
+    reading = GpuReading(key="GPU-a", uuid="GPU-a", gpu_index="0", model="H100", hostname="n1", power_watts=300.0,
+                         sm_clock_mhz=1980.0, timestamp=now - 1, pods=frozenset({PodKey("ml", "llm-0")}))
+    return GpuSnapshot(query_time=now, gpus={"GPU-a": reading}, pod_gpus={PodKey("ml", "llm-0"): {"GPU-a"}},
+                       scope=scope)
+
+
+def reconciler_of(world: Cluster, latest: LatestSample) -> MonitorReconciler:
+    return MonitorReconciler(policies=world.policies, pods=world.pods, api=world.client.policies, latest=latest,
+                             events=None, clock=world.clock, rules=Rules.for_period(5.0))
+
+
+def reconciler_after_sampling(world: Cluster) -> MonitorReconciler:
+    """A reconciler whose latest sample was taken now, as the sampler takes it, and read GPU-a of ml/llm-0."""
+    sampling = sampling_scope(world.policies, world.pods)
+    latest = LatestSample()
+    latest.set(SampleOutcome(llm_0_read(world, sampling.scope), None, world.clock.wall().timestamp(),
+                             policies=sampling.policies, selected=sampling.selected))
+    return reconciler_of(world, latest)
+
+
 def test_a_policy_newer_than_the_sample_waits_for_the_next_one_instead_of_reporting_its_pods_missing() -> None:
     world = Cluster()
     world.pods_of("llm", "ml", 1)
     world.policy("llm", "ml", {"matchLabels": {"app": "llm"}})
     latest = LatestSample()
-    reconciler = MonitorReconciler(policies=world.policies, pods=world.pods, api=world.client.policies,
-                                   latest=latest, events=None, clock=world.clock, rules=Rules.for_period(5.0))
+    reconciler = reconciler_of(world, latest)
     now = world.clock.wall().timestamp()
-    reading = GpuReading(key="GPU-a", uuid="GPU-a", gpu_index="0", model="H100", hostname="n1", power_watts=300.0,
-                         sm_clock_mhz=1980.0, timestamp=now - 1, pods=frozenset({PodKey("ml", "llm-0")}))
-    snapshot = GpuSnapshot(query_time=now, gpus={"GPU-a": reading}, pod_gpus={PodKey("ml", "llm-0"): {"GPU-a"}},
-                           scope=Scope({"ml": None}))
+    snapshot = llm_0_read(world, Scope({"ml": None}))
 
     latest.set(SampleOutcome(snapshot, None, now, policies=frozenset()))
     reconciler("ml/llm")
@@ -120,16 +139,7 @@ def test_a_policy_is_judged_on_the_pods_whose_series_its_sample_read() -> None:
     world = Cluster()
     world.pods_of("llm", "ml", 1, gpus=True)
     world.policy("llm", "ml", {"matchLabels": {"app": "llm"}})
-    sampling = sampling_scope(world.policies, world.pods)
-    now = world.clock.wall().timestamp()
-    reading = GpuReading(key="GPU-a", uuid="GPU-a", gpu_index="0", model="H100", hostname="n1", power_watts=300.0,
-                         sm_clock_mhz=1980.0, timestamp=now - 1, pods=frozenset({PodKey("ml", "llm-0")}))
-    snapshot = GpuSnapshot(query_time=now, gpus={"GPU-a": reading}, pod_gpus={PodKey("ml", "llm-0"): {"GPU-a"}},
-                           scope=sampling.scope)
-    latest = LatestSample()
-    latest.set(SampleOutcome(snapshot, None, now, policies=sampling.policies, selected=sampling.selected))
-    reconciler = MonitorReconciler(policies=world.policies, pods=world.pods, api=world.client.policies,
-                                   latest=latest, events=None, clock=world.clock, rules=Rules.for_period(5.0))
+    reconciler = reconciler_after_sampling(world)
     world.pods_of("llm", "ml", 1, first=1, gpus=True)  # started after the sample: its series were not read
 
     reconciler("ml/llm")
@@ -144,16 +154,7 @@ def test_a_policy_whose_selector_changed_since_the_sample_selects_its_pods_again
     world.pods_of("llm", "ml", 1, gpus=True)
     world.pods_of("chat", "ml", 1, gpus=True)
     world.policy("llm", "ml", {"matchLabels": {"app": "llm"}})
-    sampling = sampling_scope(world.policies, world.pods)
-    now = world.clock.wall().timestamp()
-    reading = GpuReading(key="GPU-a", uuid="GPU-a", gpu_index="0", model="H100", hostname="n1", power_watts=300.0,
-                         sm_clock_mhz=1980.0, timestamp=now - 1, pods=frozenset({PodKey("ml", "llm-0")}))
-    snapshot = GpuSnapshot(query_time=now, gpus={"GPU-a": reading}, pod_gpus={PodKey("ml", "llm-0"): {"GPU-a"}},
-                           scope=Scope({"ml": None}))
-    latest = LatestSample()
-    latest.set(SampleOutcome(snapshot, None, now, policies=sampling.policies, selected=sampling.selected))
-    reconciler = MonitorReconciler(policies=world.policies, pods=world.pods, api=world.client.policies,
-                                   latest=latest, events=None, clock=world.clock, rules=Rules.for_period(5.0))
+    reconciler = reconciler_after_sampling(world)
     world.client.policies.patch("llm", {"spec": {"selector": {"matchLabels": {"app": "chat"}}}}, namespace="ml")
 
     reconciler("ml/llm")
