@@ -216,7 +216,7 @@ def test_honor_labels_shape_counts_a_shared_gpu_once_and_reports_bad_ones(client
 
     assert snap.pod_gpus == {W1: {"GPU-a"}, W2: {"GPU-a"}, W3: {"GPU-c", "GPU-d"}}
     a = snap.gpus["GPU-a"]
-    assert (a.power_watts, a.sm_clock_mhz, a.index, a.hostname) == (412.5, 1980.0, "0", "node-a")
+    assert (a.power_watts, a.sm_clock_mhz, a.gpu_index, a.hostname) == (412.5, 1980.0, "0", "node-a")
     # The sample's own scrape time, not the evaluation time.
     assert now - 3 < a.timestamp < now
     assert snap.gpus["GPU-b"].pods == frozenset()
