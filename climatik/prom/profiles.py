@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -51,9 +51,11 @@ class PodLabels:
 
     def pod_of(self, labels: Mapping[str, str]) -> PodKey | None:
         """The pod these labels name, or None when either label is missing or empty."""
-        name = labels.get(self.pod, "")
-        namespace = labels.get(self.namespace, "")
-        return PodKey(namespace, name) if name and namespace else None
+        name = labels.get(self.pod)
+        if not name:
+            return None
+        namespace = labels.get(self.namespace)
+        return PodKey(namespace, name) if namespace else None
 
     @classmethod
     def parse(cls, text: str) -> tuple[PodLabels, ...]:
@@ -121,12 +123,22 @@ class MetricProfile:
                 _check_label(field, pair.pod, required=True)
                 _check_label(field, pair.namespace, required=True)
 
+    # The lookups below run for every series of a cycle (thousands): each is one loop, without further calls.
+
     def uuid_of(self, labels: Mapping[str, str]) -> str:
         """The GPU's UUID (the parent GPU's, for a MIG instance); "" when no UUID label is set."""
-        return _first(self.uuid_labels, labels)
+        for name in self.uuid_labels:
+            value = labels.get(name)
+            if value:
+                return value
+        return ""
 
     def hostname_of(self, labels: Mapping[str, str]) -> str:
-        return _first(self.hostname_labels, labels)
+        for name in self.hostname_labels:
+            value = labels.get(name)
+            if value:
+                return value
+        return ""
 
     def pod_of(self, labels: Mapping[str, str]) -> PodKey | None:
         """The pod a GPU power or SM clock series belongs to; None for a GPU no pod is allocated."""
@@ -175,19 +187,14 @@ def label_list(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
-def _first(names: Sequence[str], labels: Mapping[str, str]) -> str:
-    for name in names:
-        value = labels.get(name)
-        if value:
-            return value
-    return ""
-
-
 def _first_pod(pairs: tuple[PodLabels, ...], labels: Mapping[str, str]) -> PodKey | None:
+    """The pod named by the first of `pairs` whose two labels are both set (`PodLabels.pod_of`, inlined)."""
     for pair in pairs:
-        pod = pair.pod_of(labels)
-        if pod is not None:
-            return pod
+        name = labels.get(pair.pod)
+        if name:
+            namespace = labels.get(pair.namespace)
+            if namespace:
+                return PodKey(namespace, name)
     return None
 
 
