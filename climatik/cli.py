@@ -188,6 +188,9 @@ def version() -> None:
 @click.option("--bearer-token-file", type=click.Path(dir_okay=False), default=None)
 @click.option("--ca-bundle", type=click.Path(dir_okay=False), default=None)
 @click.option("--insecure-skip-verify", is_flag=True)
+@click.option("--prometheus-compression/--no-prometheus-compression", default=False, show_default=True,
+              help="Ask Prometheus for gzip-compressed answers: for a Prometheus across a WAN or a metered service. "
+                   "Off, the default, suits an in-cluster Prometheus, which spends less CPU on each answer.")
 @click.option("--max-sample-age", type=Duration(), default="60s", show_default=True,
               help="Samples scraped longer ago than this are stale and never summed. It bounds the scrape's age "
                    "only: a sample the exporter collected 30 s before the scrape looks fresh.")
@@ -204,7 +207,8 @@ def monitor(**kwargs: Any) -> None:
     """Power Usage Monitor: measure each policy's power and decide whether capping is required."""
     common = common_settings(kwargs)
     prometheus = PromSettings(url=kwargs["prometheus_url"], bearer_token_file=kwargs["bearer_token_file"],
-                              ca_bundle=kwargs["ca_bundle"], insecure_skip_verify=kwargs["insecure_skip_verify"])
+                              ca_bundle=kwargs["ca_bundle"], insecure_skip_verify=kwargs["insecure_skip_verify"],
+                              compress=kwargs["prometheus_compression"])
     settings = monitor_app.MonitorSettings(
         prometheus=prometheus, interval=kwargs["interval"], metrics_profile=kwargs["metrics_profile"],
         cpu_power_metric=kwargs["cpu_power_metric"], max_sample_age=kwargs["max_sample_age"],

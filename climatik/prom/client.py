@@ -228,6 +228,12 @@ class PromSettings:
     `url` is the base URL, path prefix included (e.g. `https://thanos.example/prometheus`). The token file is
     re-read when it changes. `ca_bundle` is a PEM file of CAs to trust instead of the system ones;
     `insecure_skip_verify` turns certificate checks off altogether.
+
+    `compress` asks for gzip-compressed answers. It is off by default: Prometheus normally runs in the cluster,
+    next to the monitor, where bytes are cheap and Prometheus' CPU is what a cycle waits for; gzipping one
+    1,000-node power answer (2 MB) costs it 30-50 ms of CPU, and the monitor more to unpack it. Turn it on for a
+    Prometheus across a WAN or a metered managed service, where the answers (about 0.6 MB/s per 1,000 nodes at
+    a 5 s interval, a tenth of that compressed) cost more than the CPU.
     """
 
     url: str
@@ -236,6 +242,7 @@ class PromSettings:
     bearer_token_file: str | None = None
     ca_bundle: str | None = None
     insecure_skip_verify: bool = False
+    compress: bool = False
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -254,9 +261,11 @@ class QueryObserver(Protocol):
 
 
 def make_session(settings: PromSettings) -> requests.Session:
-    """A session that verifies TLS as the settings say and sends the bearer token when one is configured."""
+    """A session that verifies TLS as the settings say, sends the bearer token when one is configured, and asks
+    for compressed answers only when the settings do."""
     session = requests.Session()
     session.headers["Accept"] = "application/json"
+    session.headers["Accept-Encoding"] = "gzip" if settings.compress else "identity"
     session.headers["User-Agent"] = f"climatik/{climatik.__version__}"
     session.verify = False if settings.insecure_skip_verify else (settings.ca_bundle or True)
     if settings.bearer_token_file:

@@ -33,6 +33,7 @@ from climatik.prom import (
     PromSettings,
     dcgm_profile,
     kepler_profile,
+    make_session,
 )
 from climatik.prom.sampler import (
     clock_labels,
@@ -225,6 +226,26 @@ def test_honor_labels_shape_counts_a_shared_gpu_once_and_reports_bad_ones(client
     assert (w3.watts, w3.missing_gpus, w3.complete) == (0.0, {"GPU-c", "GPU-d"}, False)
     found = {(p.kind, p.key) for p in snap.problems if p.metric == "DCGM_FI_DEV_POWER_USAGE"}
     assert found == {(ProblemKind.NAN, "GPU-c"), (ProblemKind.STALE, "GPU-d")}
+
+
+def test_prometheus_gzips_its_answers_only_when_asked_and_they_read_the_same(prometheus):
+    profile = dcgm_profile(power_matchers='job="dcgm-honor"', sm_clock_matchers='job="dcgm-honor"')
+    now = time.time()
+    encodings: dict[bool, set[str | None]] = {}
+    snapshots = {}
+    for compress in (False, True):
+        settings = PromSettings(url=prometheus.url, compress=compress)
+        session = make_session(settings)
+        seen = encodings.setdefault(compress, set())
+        session.hooks["response"].append(lambda r, *_, seen=seen, **__: seen.add(r.headers.get("Content-Encoding")))
+        client = PromClient(settings, session=session)
+        try:
+            snapshots[compress] = GpuSampler(client, profile).fetch_gpu_samples(now)
+        finally:
+            client.close()
+
+    assert encodings == {False: {None}, True: {"gzip"}}
+    assert snapshots[False].gpus == snapshots[True].gpus and snapshots[False].gpus
 
 
 def test_without_honor_labels_the_workload_is_found_in_exported_labels(client):

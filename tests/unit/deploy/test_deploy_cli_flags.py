@@ -31,3 +31,12 @@ def test_label_options_reach_the_metric_profile_and_bad_ones_are_refused(mocker)
     assert settings.labels["power_matchers"] == 'job="dcgm-exporter"'
     refused = CliRunner().invoke(cli, [*base, "--pod-labels", "pod"])
     assert refused.exit_code == 2 and "pod:namespace label pair" in refused.output
+
+
+def test_prometheus_answers_are_compressed_only_with_the_flag(mocker) -> None:  # type: ignore[no-untyped-def]
+    build = mocker.patch("climatik.monitor.app.build")
+    base = ["monitor", "--prometheus-url", "http://prometheus:9090"]
+    CliRunner().invoke(cli, base)
+    CliRunner().invoke(cli, [*base, "--prometheus-compression"])
+
+    assert [call.args[0].prometheus.compress for call in build.call_args_list] == [False, True]

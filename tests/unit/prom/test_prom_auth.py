@@ -137,6 +137,18 @@ def test_ca_bundle_and_token_reach_the_session_the_factory_builds(tmp_path):
         s.close()
 
 
+def test_answers_are_asked_uncompressed_unless_compression_is_on(prom):
+    prom.answer(EMPTY)
+    for compress in (False, True):
+        client = _client(prom.url, compress=compress)
+        try:
+            client.query("up")
+        finally:
+            client.close()
+
+    assert [r.headers["Accept-Encoding"] for r in prom.requests] == ["identity", "gzip"]
+
+
 def test_a_session_handed_in_is_used_as_it_is(prom):
     prom.answer(EMPTY)
     session = requests.Session()
