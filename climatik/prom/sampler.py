@@ -2,10 +2,9 @@
 serve every policy at once, and the sampler that runs them and maps the answers into a `GpuSnapshot`.
 
 A cycle first asks Prometheus its time (`vector(time())`, unless the caller gives one), and evaluates every
-other query at that time. It then asks all the others side by side (at most MAX_PARALLEL_QUERIES at once):
-Prometheus evaluates concurrent queries on several cores, and the cycle waits for the slowest read instead of
-for their sum. What it asks, per metric (GPU power, SM clock, CPU power) and per chunk of the scope
-(climatik.prom.scope):
+other query at that time. The metrics (GPU power, SM clock, CPU power) are then read side by side, one thread
+each: Prometheus evaluates concurrent queries on several cores, and the cycle waits for the slowest read
+instead of for their sum. What it asks, per metric and per chunk of the scope (climatik.prom.scope):
 
 * the values, aggregated by Prometheus onto the labels the profile reads (`max by (UUID, pod, ...)`): one series
   per GPU, pod and scrape target, without the labels nothing here reads (driver version, PCI bus, container,
@@ -25,9 +24,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from climatik.prom.client import PromClient, QueryResult, Sample
 from climatik.prom.errors import PromError, PromNoDataError, PromResponseError
@@ -39,9 +37,6 @@ from climatik.prom.snapshot import GpuSnapshot, Judge, Series, build_snapshot
 SCRAPE_TIME_LABEL = "climatik_scrape_time"
 #: Asks Prometheus its time (one sample, whose value is the evaluation time).
 EVAL_TIME_QUERY = "vector(time())"
-#: The most queries one sample asks at once: two per metric and chunk of the scope (values and scrape times);
-#: a scope split into many chunks queues the rest rather than loading Prometheus with all of them.
-MAX_PARALLEL_QUERIES = 8
 
 
 def power_query(profile: MetricProfile) -> str:
@@ -112,14 +107,6 @@ class _Metric:
     by: tuple[str, ...] | None
 
 
-class _Asked(NamedTuple):
-    """The queries asked for one chunk of a metric's scope: its values and their scrape times."""
-
-    group: SelectorGroup
-    values: Future[QueryResult]
-    times: Future[QueryResult]
-
-
 @dataclass(frozen=True)
 class _Read:
     samples: tuple[Sample, ...]
@@ -175,19 +162,17 @@ class GpuSampler:
         if profile.cpu_power_metric:
             metrics["cpu_power"] = _Metric("cpu_power", profile.cpu_power_metric, profile.cpu_power_matchers,
                                            profile.cpu_pod_labels, None)
-        # Every query of the sample is asked side by side, all at the one evaluation time: each metric's values
-        # and its scrape times, for every chunk of the scope. Prometheus evaluates concurrent queries on several
-        # cores, and the cycle waits for the slowest read instead of for their sum.
-        with ThreadPoolExecutor(max_workers=MAX_PARALLEL_QUERIES, thread_name_prefix="prom-read") as pool:
-            asked = {name: self._ask(pool, metric, at, scope) for name, metric in metrics.items()}
-        power = self._read(metrics["gpu_power"], asked["gpu_power"], at)
+        # The metrics are read side by side, all at the one evaluation time: Prometheus evaluates concurrent
+        # queries on several cores, and the cycle waits for the slowest read instead of for their sum.
+        with ThreadPoolExecutor(max_workers=len(metrics), thread_name_prefix="prom-read") as pool:
+            futures = {name: pool.submit(self._read, metric, at, scope) for name, metric in metrics.items()}
+        power = futures["gpu_power"].result()
         warnings: tuple[str, ...] = ()
         if not power.samples:
             # Narrowed to pods that have no series (yet): say so, unless the metric is missing altogether, which
             # is the error to tell whatever the other reads met.
             warnings += (self._no_power(at, scope),)
-        reads = {name: power if name == "gpu_power" else self._read(metric, asked[name], at)
-                 for name, metric in metrics.items()}
+        reads = {name: future.result() for name, future in futures.items()}
         warnings += tuple(w for r in reads.values() for w in r.warnings)
         cpu = reads.get("cpu_power")
         if cpu is not None and not cpu.samples:
@@ -211,39 +196,31 @@ class GpuSampler:
             raise PromNoDataError("Prometheus gave no evaluation time", query=EVAL_TIME_QUERY)
         return result.samples[0].value
 
-    def _ask(self, pool: ThreadPoolExecutor, metric: _Metric, at: float, scope: Scope) -> list[_Asked]:
-        """Ask for `metric`'s values and scrape times in `scope` at `at`, every query on `pool`."""
-        asked = []
-        for group in selector_groups(metric.metric, metric.matchers, metric.pairs, scope):
-            values = pool.submit(self._query, values_query(group.selectors(), metric.by), at, metric.name)
-            times = pool.submit(self._query, scrape_times_query(group.selectors(), self._profile.instance_label),
-                                at, metric.name)
-            asked.append(_Asked(group, values, times))
-        return asked
-
-    def _read(self, metric: _Metric, asked: Sequence[_Asked], at: float) -> _Read:
-        """Every series `asked` read of `metric`, each stamped with its scrape time; raises the first error met."""
+    def _read(self, metric: _Metric, at: float, scope: Scope) -> _Read:
+        """Every series of `metric` in `scope` at `at`, each stamped with its scrape time."""
         samples: list[Sample] = []
         duration = 0.0
         warnings: tuple[str, ...] = ()
-        for group, values_future, times_future in asked:
-            values, times = values_future.result(), times_future.result()
-            duration += values.duration_s + times.duration_s
+        for group in selector_groups(metric.metric, metric.matchers, metric.pairs, scope):
+            values = self._query(values_query(group.selectors(), metric.by), at, metric.name)
+            duration += values.duration_s
             warnings += values.warnings
-            if values.samples:
-                stamped, took = self._stamp(metric, group, values, times, at)
-                samples += stamped
-                duration += took
+            if not values.samples:
+                continue
+            stamped, took = self._stamp(metric, group, values, at)
+            samples += stamped
+            duration += took
         return _Read(tuple(samples), duration, warnings)
 
-    def _stamp(self, metric: _Metric, group: SelectorGroup, values: QueryResult, times: QueryResult,
+    def _stamp(self, metric: _Metric, group: SelectorGroup, values: QueryResult,
                at: float) -> tuple[list[Sample], float]:
-        """The values, each with its scrape time; and the time the follow-up scrape-time query took, if any."""
+        """The values, each with its scrape time; and the time the scrape-time queries took."""
         instance = self._profile.instance_label
+        times = self._query(scrape_times_query(group.selectors(), instance), at, metric.name)
         per_target: dict[str, set[float]] = {}
         for sample in times.samples:
             per_target.setdefault(sample.labels.get(instance, ""), set()).add(_scrape_time(sample, times.query))
-        took = 0.0
+        took = times.duration_s
         mixed = sorted(target for target, found in per_target.items() if len(found) > 1)
         exact: dict[frozenset[tuple[str, str]], float] = {}
         if mixed:
@@ -253,13 +230,13 @@ class GpuSampler:
             took += series.duration_s
         single = {target: next(iter(found)) for target, found in per_target.items() if len(found) == 1}
         stamped = []
-        for labels, value, _ in values.samples:
-            scraped = single.get(labels.get(instance, ""))
+        for sample in values.samples:
+            scraped = single.get(sample.labels.get(instance, ""))
             if scraped is None:
-                scraped = exact.get(_identity(labels))
+                scraped = exact.get(_identity(sample.labels))
             if scraped is None:
-                raise PromResponseError(f"series has a value but no scrape time: {labels}", query=values.query)
-            stamped.append(Sample(labels, value, scraped))
+                raise PromResponseError(f"series has a value but no scrape time: {sample.labels}", query=values.query)
+            stamped.append(Sample(labels=sample.labels, value=sample.value, timestamp=scraped))
         return stamped, took
 
     def _query(self, expr: str, at: float | None, name: str) -> QueryResult:
