@@ -197,7 +197,11 @@ class GpuSampler:
         return result.samples[0].value
 
     def _read(self, metric: _Metric, at: float, scope: Scope) -> _Read:
-        """Every series of `metric` in `scope` at `at`, each stamped with its scrape time."""
+        """Every series of `metric` in `scope` at `at`, each stamped with its scrape time.
+
+        The scrape times are asked once the values are in, not beside them: the monitor decodes the values while
+        Prometheus works on the times. Asked all at once, the queries share a loaded Prometheus' cores and all
+        answer late (a 1,000-node cycle took 0.14-0.18 s longer, measured side by side)."""
         samples: list[Sample] = []
         duration = 0.0
         warnings: tuple[str, ...] = ()
