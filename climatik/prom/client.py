@@ -233,7 +233,7 @@ class PromSettings:
     next to the monitor, where bytes are cheap and Prometheus' CPU is what a cycle waits for; gzipping one
     1,000-node power answer (2 MB) costs it 30-50 ms of CPU, and the monitor more to unpack it. Turn it on for a
     Prometheus across a WAN or a metered managed service, where the answers (about 0.6 MB/s per 1,000 nodes at
-    a 5 s interval, a tenth of that compressed) cost more than the CPU.
+    a 5 s interval, about a sixth of that compressed) cost more than the CPU.
     """
 
     url: str
