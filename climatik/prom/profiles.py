@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -123,22 +123,12 @@ class MetricProfile:
                 _check_label(field, pair.pod, required=True)
                 _check_label(field, pair.namespace, required=True)
 
-    # The lookups below run for every series of a cycle (thousands): each is one loop, without further calls.
-
     def uuid_of(self, labels: Mapping[str, str]) -> str:
         """The GPU's UUID (the parent GPU's, for a MIG instance); "" when no UUID label is set."""
-        for name in self.uuid_labels:
-            value = labels.get(name)
-            if value:
-                return value
-        return ""
+        return _first(self.uuid_labels, labels)
 
     def hostname_of(self, labels: Mapping[str, str]) -> str:
-        for name in self.hostname_labels:
-            value = labels.get(name)
-            if value:
-                return value
-        return ""
+        return _first(self.hostname_labels, labels)
 
     def pod_of(self, labels: Mapping[str, str]) -> PodKey | None:
         """The pod a GPU power or SM clock series belongs to; None for a GPU no pod is allocated."""
@@ -187,14 +177,19 @@ def label_list(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
+def _first(names: Sequence[str], labels: Mapping[str, str]) -> str:
+    for name in names:
+        value = labels.get(name)
+        if value:
+            return value
+    return ""
+
+
 def _first_pod(pairs: tuple[PodLabels, ...], labels: Mapping[str, str]) -> PodKey | None:
-    """The pod named by the first of `pairs` whose two labels are both set (`PodLabels.pod_of`, inlined)."""
     for pair in pairs:
-        name = labels.get(pair.pod)
-        if name:
-            namespace = labels.get(pair.namespace)
-            if namespace:
-                return PodKey(namespace, name)
+        pod = pair.pod_of(labels)
+        if pod is not None:
+            return pod
     return None
 
 
