@@ -7,6 +7,9 @@ Prometheus encodes each sample as `[unix seconds, "value"]`, the value a string 
 sample with the evaluation time; the scrape times that tell a fresh reading from a stale one are asked for
 separately (climatik.prom.sampler).
 
+Besides instant queries it asks one index lookup, the values a label takes on a metric's series (`label_values`),
+which costs Prometheus no sample reads.
+
 Queries go as GET; one longer than `MAX_GET_QUERY` characters (a scope's names, climatik.prom.scope) goes as a
 form-encoded POST, which the HTTP API accepts too, so that no proxy's URL limit cuts it.
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
@@ -92,6 +95,18 @@ def decode_vector(body: object, query: str) -> tuple[tuple[Sample, ...], tuple[s
     samples = tuple(_sample(item, query) for item in result)
     warnings = body.get("warnings") or []
     return samples, tuple(str(w) for w in warnings) if isinstance(warnings, list) else ()
+
+
+def decode_strings(body: object, query: str) -> frozenset[str]:
+    """The strings of a successful answer whose data is a list of strings (a label's values)."""
+    if not isinstance(body, dict):
+        raise PromResponseError(f"answer is not a JSON object: {_clip(body)}", query=query)
+    if body.get("status") != "success":
+        raise _status_error(body, query, status=0)
+    data = body.get("data")
+    if not isinstance(data, list) or not all(isinstance(item, str) for item in data):
+        raise PromResponseError(f"answer's data is not a list of strings: {_clip(data)}", query=query)
+    return frozenset(data)
 
 
 def error_for_status(status: int, text: str, query: str) -> PromError:
@@ -292,7 +307,7 @@ class PromClient:
         self._session = session if session is not None else make_session(settings)
         self._observer = observer
         self._clock: Clock = clock if clock is not None else SystemClock()
-        self._query_url = settings.url.rstrip("/") + "/api/v1/query"
+        self._api_url = settings.url.rstrip("/") + "/api/v1/"
 
     @property
     def settings(self) -> PromSettings:
@@ -301,8 +316,11 @@ class PromClient:
     def query(self, promql: str, *, at: float | None = None, name: str = "query") -> QueryResult:
         """Evaluate `promql` as an instant vector at unix time `at` (Prometheus' "now" when None)."""
         started = self._clock.now()
+        params: dict[str, str | list[str]] = {"query": promql}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
         try:
-            body = self._get(promql, at)
+            body = self._get("query", params, promql, post=len(promql) > MAX_GET_QUERY)
             samples, warnings = decode_vector(body, promql)
         except PromError as exc:
             self._observe(name, exc.reason, started)
@@ -311,40 +329,55 @@ class PromClient:
         eval_time = samples[0].timestamp if samples else at
         return QueryResult(promql, samples, eval_time, duration, warnings)
 
+    def label_values(self, label: str, selectors: Sequence[str], *, start: float, end: float,
+                     name: str = "labels") -> frozenset[str]:
+        """The values `label` takes on the series `selectors` match between unix times `start` and `end`
+        (`/api/v1/label/<label>/values` with `match[]`). Prometheus answers from its index, at a cost that grows
+        with the label's values, not with the series, and reads no sample. One older than 2.24 ignores `match[]`
+        and gives the label's values on every series: more values, never fewer."""
+        started = self._clock.now()
+        asked = f"values of label {label} on {' or '.join(selectors)}"
+        params: dict[str, str | list[str]] = {"match[]": list(selectors), "start": f"{start:.3f}", "end": f"{end:.3f}"}
+        try:
+            body = self._get(f"label/{label}/values", params, asked, post=False)
+            values = decode_strings(body, asked)
+        except PromError as exc:
+            self._observe(name, exc.reason, started)
+            raise
+        self._observe(name, "success", started)
+        return values
+
     def close(self) -> None:
         self._session.close()
 
-    def _get(self, promql: str, at: float | None) -> object:
-        params: Mapping[str, str] = {"query": promql}
-        if at is not None:
-            params = {**params, "time": f"{at:.3f}"}
+    def _get(self, endpoint: str, params: Mapping[str, str | list[str]], asked: str, *, post: bool) -> object:
+        """The decoded JSON answer of `endpoint` (under /api/v1/); `asked` names the request in errors."""
+        url = self._api_url + endpoint
         timeout = (self._settings.connect_timeout_s, self._settings.read_timeout_s)
         try:
             # verify is passed per request because requests lets REQUESTS_CA_BUNDLE override a session's own.
-            if len(promql) > MAX_GET_QUERY:
-                response = self._session.post(self._query_url, data=params, timeout=timeout,
-                                              verify=self._session.verify)
+            if post:
+                response = self._session.post(url, data=params, timeout=timeout, verify=self._session.verify)
             else:
-                response = self._session.get(self._query_url, params=params, timeout=timeout,
-                                             verify=self._session.verify)
+                response = self._session.get(url, params=params, timeout=timeout, verify=self._session.verify)
         except requests.Timeout as exc:
-            raise PromTimeoutError(f"Prometheus at {self._settings.url} timed out: {exc}", query=promql) from exc
+            raise PromTimeoutError(f"Prometheus at {self._settings.url} timed out: {exc}", query=asked) from exc
         except requests.ConnectionError as exc:
             if _is_read_timeout(exc):
-                raise PromTimeoutError(f"Prometheus at {self._settings.url} timed out: {exc}", query=promql) from exc
+                raise PromTimeoutError(f"Prometheus at {self._settings.url} timed out: {exc}", query=asked) from exc
             what = "TLS handshake failed" if isinstance(exc, requests.exceptions.SSLError) else "cannot connect"
-            raise PromConnectionError(f"{what} to {self._settings.url}: {exc}", query=promql) from exc
+            raise PromConnectionError(f"{what} to {self._settings.url}: {exc}", query=asked) from exc
         except requests.RequestException as exc:
-            raise PromConnectionError(f"request to {self._settings.url} failed: {exc}", query=promql) from exc
+            raise PromConnectionError(f"request to {self._settings.url} failed: {exc}", query=asked) from exc
         if not 200 <= response.status_code < 300:
-            raise error_for_status(response.status_code, response.text, promql)
+            raise error_for_status(response.status_code, response.text, asked)
         try:
             return response.json()
         except ValueError as exc:
             raise PromResponseError(
                 f"answer is not JSON ({response.headers.get('Content-Type', 'no content type')}): "
                 f"{response.text[:200]!r}",
-                query=promql,
+                query=asked,
                 status=response.status_code,
             ) from exc
 

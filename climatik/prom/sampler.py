@@ -14,6 +14,14 @@ instead of for their sum. What it asks, per metric and per chunk of the scope (c
   disagree (explicit timestamps, a deduplicated HA pair) gets one more query for the time of each of its series,
   aggregated onto the same labels as the values.
 
+A profile lists every (pod label, namespace label) pair an exporter and a scrape set-up may put the workload in, and
+a scope's selectors are one per pair, joined with `or`; but a Prometheus normally holds one of them. Before a
+metric's reads, the sampler asks which namespaces each pair's namespace label names on the metric's series (an
+index lookup over the last `LABELS_LOOKBACK_S`, no samples read, a few milliseconds) and leaves out the pairs that
+name none of the scope's: each selector of an `or` costs Prometheus a pass over the series it joins (at 8,000 GPU
+series, three pairs instead of one took 0.19 against 0.15 s per values query and 0.23 against 0.18 s per
+scrape-time query). When a lookup fails, or no pair names a scope namespace, every pair is asked, as without it.
+
 Each value then carries the time it was scraped, exactly as `timestamp()` gives it, without asking for every
 series twice; the snapshot's rules judge it (climatik.prom.snapshot). An instant query stamps every sample with
 the evaluation time, however old the scrape behind it is (Prometheus carries a sample forward for up to its
@@ -37,6 +45,9 @@ from climatik.prom.snapshot import GpuSnapshot, Judge, Series, build_snapshot
 SCRAPE_TIME_LABEL = "climatik_scrape_time"
 #: Asks Prometheus its time (one sample, whose value is the evaluation time).
 EVAL_TIME_QUERY = "vector(time())"
+#: How far back the lookup of the namespaces a metric's series name looks: Prometheus' default lookback delta, the
+#: oldest a sample can be and still answer an instant query.
+LABELS_LOOKBACK_S = 300.0
 
 
 def power_query(profile: MetricProfile) -> str:
@@ -205,7 +216,8 @@ class GpuSampler:
         samples: list[Sample] = []
         duration = 0.0
         warnings: tuple[str, ...] = ()
-        for group in selector_groups(metric.metric, metric.matchers, metric.pairs, scope):
+        pairs = metric.pairs if scope.everything else self._pairs_in_use(metric, at, scope)
+        for group in selector_groups(metric.metric, metric.matchers, pairs, scope):
             values = self._query(values_query(group.selectors(), metric.by), at, metric.name)
             duration += values.duration_s
             warnings += values.warnings
@@ -215,6 +227,22 @@ class GpuSampler:
             samples += stamped
             duration += took
         return _Read(tuple(samples), duration, warnings)
+
+    def _pairs_in_use(self, metric: _Metric, at: float, scope: Scope) -> tuple[PodLabels, ...]:
+        """The pod label pairs of `metric` whose namespace label names one of `scope`'s namespaces on some series,
+        or every pair when none does or Prometheus could not say."""
+        if len(metric.pairs) < 2:
+            return metric.pairs
+        wanted = set(scope.namespaces)
+        found: dict[str, bool] = {}
+        try:
+            for label in dict.fromkeys(pair.namespace for pair in metric.pairs):
+                values = self._client.label_values(label, [selector(metric.metric, metric.matchers)],
+                                                   start=at - LABELS_LOOKBACK_S, end=at, name=f"{metric.name}_labels")
+                found[label] = not wanted.isdisjoint(values)
+        except PromError:
+            return metric.pairs  # counted in the query metrics under its outcome; the reads go on with every pair
+        return tuple(pair for pair in metric.pairs if found[pair.namespace]) or metric.pairs
 
     def _stamp(self, metric: _Metric, group: SelectorGroup, values: QueryResult,
                at: float) -> tuple[list[Sample], float]:

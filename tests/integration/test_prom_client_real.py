@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 import pytest
 import requests
@@ -31,6 +32,7 @@ from climatik.prom import (
     PromClient,
     PromQueryError,
     PromSettings,
+    PromUnavailableError,
     dcgm_profile,
     kepler_profile,
     make_session,
@@ -246,6 +248,50 @@ def test_prometheus_gzips_its_answers_only_when_asked_and_they_read_the_same(pro
 
     assert encodings == {False: {None}, True: {"gzip"}}
     assert snapshots[False].gpus == snapshots[True].gpus and snapshots[False].gpus
+
+
+def test_prometheus_names_the_namespaces_a_metrics_series_carry_from_its_index(client):
+    now = time.time()
+
+    def namespaces(label: str, job: str) -> frozenset[str]:
+        return client.label_values(label, [f'DCGM_FI_DEV_POWER_USAGE{{job="{job}"}}'], start=now - 300, end=now)
+
+    assert (namespaces("namespace", "dcgm-honor"), namespaces("exported_namespace", "dcgm-honor")) == ({"team"}, set())
+    assert (namespaces("namespace", "dcgm-plain"), namespaces("exported_namespace", "dcgm-plain")) == (
+        {"gpu-operator"}, {"team"})
+    assert namespaces("namespace", "nobody") == frozenset()
+
+
+class WithoutLabelLookups(PromClient):
+    """A client whose label lookups fail, so that the sampler asks every pod label pair."""
+
+    def label_values(self, label: str, selectors: Any, *, start: float, end: float,
+                     name: str = "labels") -> frozenset[str]:
+        raise PromUnavailableError("label lookups refused here", query="labels")
+
+
+def test_a_narrowed_read_asks_only_the_pod_labels_in_use_and_reads_what_every_pair_reads(prometheus):
+    profile = dcgm_profile(power_matchers='job="dcgm-honor"', sm_clock_matchers='job="dcgm-honor"')
+    scope = Scope({"team": None})
+    now = time.time()
+    asked: list[str] = []
+    settings = PromSettings(url=prometheus.url)
+    session = make_session(settings)
+    session.hooks["response"].append(lambda r, *_, **__: asked.append(r.request.url or ""))
+    client, every_pair = PromClient(settings, session=session), WithoutLabelLookups(settings)
+    try:
+        narrowed = GpuSampler(client, profile).fetch_gpu_samples(now, scope)
+        wide = GpuSampler(every_pair, profile).fetch_gpu_samples(now, scope)
+    finally:
+        client.close()
+        every_pair.close()
+
+    queries = [unquote_plus(url) for url in asked if "/api/v1/query" in url]
+    # (six queries: the stuck GPU-d, stamped by its exporter, gets its target a closer look per metric)
+    assert len(queries) == 6 and all("exported_namespace=" not in q and "pod_namespace=" not in q for q in queries)
+    assert narrowed.gpus == wide.gpus and narrowed.pod_gpus == wide.pod_gpus == {
+        W1: {"GPU-a"}, W2: {"GPU-a"}, W3: {"GPU-c", "GPU-d"}}
+    assert {(p.kind, p.key) for p in narrowed.problems} == {(p.kind, p.key) for p in wide.problems}
 
 
 def test_without_honor_labels_the_workload_is_found_in_exported_labels(client):

@@ -4,7 +4,8 @@ Answers are chosen by a substring of the query, so that one server can answer a 
 query differently. Every request (GET, or a POSTed form) is recorded (path, query parameters, headers) for the
 tests to inspect.
 
-`answer_series` stores a metric's series as a scrape left them and answers the query shapes the sampler sends
+`answer_series` stores a metric's series as a scrape left them, answers the values their labels take
+(`/api/v1/label/<name>/values`), and answers the query shapes the sampler sends
 (climatik.prom.sampler) the way Prometheus evaluates them: values aggregated with `max by (...)`, the distinct
 scrape times per target from `count_values`, the scrape time of each series from `timestamp()`, restricted to
 the targets an `instance` matcher names. Other matchers (a scope's namespaces and pods) are not applied: the
@@ -79,6 +80,17 @@ class StubPrometheus:
         only once `released` is set (5 s at most)."""
         self.routes.insert(0, (metric, Emulated(metric, list(rows), self.eval_time, 5.0 if held else 0.0)))
 
+    def pick_label_values(self, label: str, match: str) -> Canned:
+        """The values `label` takes on the series of the metric `match` selects (`/api/v1/label/<label>/values`),
+        as Prometheus' index gives them; a canned answer routed under "labels" overrides it."""
+        for when, canned in self.routes:
+            if when == "labels" and isinstance(canned, Canned):
+                return canned
+            if isinstance(canned, Emulated) and match.startswith(canned.metric):
+                values = sorted({labels[label] for labels, *_ in canned.rows if labels.get(label)})
+                return Canned(200, json.dumps({"status": "success", "data": values}).encode())
+        return Canned(200, b'{"status":"success","data":[]}')
+
     def pick(self, query: str) -> Canned:
         if query == "vector(time())":  # Prometheus' own time
             return Canned(200, json.dumps(vector([({}, self.eval_time)], self.eval_time)).encode())
@@ -88,7 +100,12 @@ class StubPrometheus:
         return Canned(404, b'{"status":"error","errorType":"not_found","error":"no canned answer"}')
 
     def queries(self) -> list[str]:
-        return [r.params.get("query", "") for r in self.requests]
+        """The PromQL of every query asked (label lookups left out)."""
+        return [r.params["query"] for r in self.requests if "query" in r.params]
+
+    def lookups(self) -> list[Recorded]:
+        """The label lookups asked."""
+        return [r for r in self.requests if r.path.endswith("/values")]
 
 
 def vector(samples: Sequence[tuple[Mapping[str, str], float | str]], eval_time: float = EVAL_TIME) -> dict[str, Any]:
@@ -184,7 +201,11 @@ def _handler(stub: StubPrometheus) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, path: str, params: dict[str, str]) -> None:
             stub.requests.append(Recorded(path, params, dict(self.headers.items())))
-            canned = stub.pick(params.get("query", ""))
+            label = re.fullmatch(r".*/api/v1/label/([^/]+)/values", path)
+            if label is not None:
+                canned = stub.pick_label_values(label.group(1), params.get("match[]", ""))
+            else:
+                canned = stub.pick(params.get("query", ""))
             if canned.delay_s:
                 stub.released.wait(canned.delay_s)
             try:

@@ -77,6 +77,31 @@ def test_an_empty_vector_is_an_empty_result_not_an_error(prom, client):
     assert result.eval_time == 1_750_000_000.0
 
 
+def test_label_values_ask_the_index_for_the_series_a_selector_matches_in_a_window(prom):
+    prom.answer({"status": "success", "data": ["ml", "web"]}, when="labels")
+    recorder = Recorder()
+    client = PromClient(PromSettings(url=prom.url), observer=recorder)
+
+    values = client.label_values("namespace", ['DCGM_FI_DEV_POWER_USAGE{job="dcgm"}'], start=1_750_000_000.0,
+                                 end=1_750_000_300.0, name="gpu_power_labels")
+
+    assert values == {"ml", "web"}
+    assert prom.requests[0].path == "/api/v1/label/namespace/values"
+    assert prom.requests[0].params == {"match[]": 'DCGM_FI_DEV_POWER_USAGE{job="dcgm"}', "start": "1750000000.000",
+                                       "end": "1750000300.000"}
+    assert [(name, outcome) for name, outcome, _ in recorder.calls] == [("gpu_power_labels", "success")]
+
+
+@pytest.mark.parametrize("body", [{"status": "success", "data": {"resultType": "vector"}},
+                                  {"status": "success", "data": ["ml", 3]}])
+def test_label_values_that_are_not_a_list_of_strings_are_a_response_error(prom, client, body):
+    prom.answer(body, when="labels")
+
+    with pytest.raises(PromResponseError, match="not a list of strings") as caught:
+        client.label_values("namespace", ["up"], start=0.0, end=1.0)
+    assert caught.value.query == "values of label namespace on up"
+
+
 def test_url_path_prefix_is_kept(prom):
     prom.answer_vector([({"__name__": "up"}, "1")])
     client = PromClient(PromSettings(url=prom.url + "/prometheus/"))

@@ -101,6 +101,69 @@ def test_the_queries_read_only_the_scope(prom, sampler):
     assert snap.scope.covers(TRAIN) and not snap.scope.covers(SERVE)
 
 
+def test_a_narrowed_read_asks_only_the_pod_labels_the_series_carry(prom, sampler):
+    prom.answer_series(POWER, [(gpu("GPU-a", TRAIN), 300.0)])
+    prom.answer_series(CLOCK, [(gpu("GPU-a", TRAIN), 1980.0)])
+
+    snap = sampler.fetch_gpu_samples(prom.eval_time, Scope({"ml": None}))
+
+    # The profile names three pairs (exported_pod/exported_namespace, pod/namespace, pod_name/pod_namespace);
+    # the series carry only pod/namespace, so each query has one selector instead of three joined with `or`.
+    assert all(q.count('namespace="ml"') == 1 and '{namespace="ml"}' in q for q in prom.queries())
+    assert sorted((r.path.split("/")[-2], r.params["match[]"]) for r in prom.lookups()) == sorted(
+        (label, metric) for label in ("exported_namespace", "namespace", "pod_namespace") for metric in (POWER, CLOCK))
+    assert all((r.params["start"], r.params["end"]) == (f"{prom.eval_time - 300:.3f}", f"{prom.eval_time:.3f}")
+               for r in prom.lookups())
+    assert snap.total_for([TRAIN]).watts == 300.0 and snap.gpus["GPU-a"].sm_clock_mhz == 1980.0
+
+    # A full read has no selector per pair to leave out, and asks no lookup.
+    prom.requests.clear()
+    sampler.fetch_gpu_samples(prom.eval_time)
+    assert prom.lookups() == [] and len(prom.queries()) == 4
+
+
+def test_a_pair_whose_series_name_other_namespaces_only_is_left_out(prom, sampler):
+    # Scraped without honor_labels: pod/namespace name the exporter's own pod, the workload moved to exported_*.
+    exported = {**gpu("GPU-a", TRAIN), "exported_pod": TRAIN.name, "exported_namespace": TRAIN.namespace,
+                "pod": "dcgm-exporter-x", "namespace": "gpu-operator"}
+    prom.answer_series(POWER, [(exported, 300.0)])
+    prom.answer_series(CLOCK, [(exported, 1980.0)])
+
+    snap = sampler.fetch_gpu_samples(prom.eval_time, Scope({"ml": None}))
+
+    assert all(q.count('namespace="ml"') == 1 and 'exported_namespace="ml"' in q for q in prom.queries())
+    assert snap.total_for([TRAIN]).watts == 300.0
+
+
+def test_every_pair_a_series_carries_is_asked(prom, sampler):
+    # Two scrape set-ups side by side: one keeps the workload in pod/namespace, the other (no honor_labels) in
+    # exported_pod/exported_namespace.
+    exported = {**gpu("GPU-b", SERVE), "exported_pod": SERVE.name, "exported_namespace": SERVE.namespace,
+                "pod": "dcgm-exporter-x", "namespace": "gpu-operator"}
+    prom.answer_series(POWER, [(gpu("GPU-a", TRAIN), 300.0), (exported, 200.0)])
+    prom.answer_series(CLOCK, [(gpu("GPU-a", TRAIN), 1980.0)])
+
+    sampler.fetch_gpu_samples(prom.eval_time, Scope({"ml": None}))
+
+    [values, _times] = [q for q in prom.queries() if POWER in q]
+    assert 'exported_namespace="ml"' in values and '{namespace="ml"}' in values and 'pod_namespace="ml"' not in values
+    assert all(q.count('namespace="ml"') == 1 for q in prom.queries() if CLOCK in q)
+
+
+@pytest.mark.parametrize("answer", [dict(body={"status": "error", "errorType": "bad_data", "error": "no"}, status=400),
+                                    dict(body={"status": "error", "errorType": "internal", "error": "no"}, status=500),
+                                    dict(body={"status": "success", "data": []}, status=200)])
+def test_when_prometheus_cannot_say_which_pod_labels_are_carried_every_pair_is_asked(prom, sampler, answer):
+    prom.answer_series(POWER, [(gpu("GPU-a", TRAIN), 300.0)])
+    prom.answer_series(CLOCK, [(gpu("GPU-a", TRAIN), 1980.0)])
+    prom.answer(answer["body"], status=answer["status"], when="labels")
+
+    snap = sampler.fetch_gpu_samples(prom.eval_time, Scope({"ml": None}))
+
+    assert all(q.count('namespace="ml"') == 3 for q in prom.queries()), "the three pairs, as without the lookup"
+    assert snap.total_for([TRAIN]).watts == 300.0
+
+
 def test_an_empty_scope_asks_nothing(prom, sampler):
     snap = sampler.fetch_gpu_samples(scope=Scope())
 
