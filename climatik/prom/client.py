@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
@@ -313,14 +313,19 @@ class PromClient:
     def settings(self) -> PromSettings:
         return self._settings
 
-    def query(self, promql: str, *, at: float | None = None, name: str = "query") -> QueryResult:
-        """Evaluate `promql` as an instant vector at unix time `at` (Prometheus' "now" when None)."""
+    def query(self, promql: str, *, at: float | None = None, name: str = "query",
+              on_answer: Callable[[], None] | None = None) -> QueryResult:
+        """Evaluate `promql` as an instant vector at unix time `at` (Prometheus' "now" when None).
+
+        `on_answer` is called as soon as Prometheus starts answering (it has evaluated the query), before the
+        answer is read and decoded: a caller can ask its next query then, and have Prometheus evaluate it while
+        this answer is decoded here."""
         started = self._clock.now()
         params: dict[str, str | list[str]] = {"query": promql}
         if at is not None:
             params["time"] = f"{at:.3f}"
         try:
-            body = self._get("query", params, promql, post=len(promql) > MAX_GET_QUERY)
+            body = self._get("query", params, promql, post=len(promql) > MAX_GET_QUERY, on_answer=on_answer)
             samples, warnings = decode_vector(body, promql)
         except PromError as exc:
             self._observe(name, exc.reason, started)
@@ -350,16 +355,28 @@ class PromClient:
     def close(self) -> None:
         self._session.close()
 
-    def _get(self, endpoint: str, params: Mapping[str, str | list[str]], asked: str, *, post: bool) -> object:
-        """The decoded JSON answer of `endpoint` (under /api/v1/); `asked` names the request in errors."""
+    def _get(self, endpoint: str, params: Mapping[str, str | list[str]], asked: str, *, post: bool,
+             on_answer: Callable[[], None] | None = None) -> object:
+        """The decoded JSON answer of `endpoint` (under /api/v1/); `asked` names the request in errors.
+        `on_answer` is called once a successful answer's headers are in, before its body is read."""
         url = self._api_url + endpoint
         timeout = (self._settings.connect_timeout_s, self._settings.read_timeout_s)
         try:
             # verify is passed per request because requests lets REQUESTS_CA_BUNDLE override a session's own.
             if post:
-                response = self._session.post(url, data=params, timeout=timeout, verify=self._session.verify)
+                response = self._session.post(url, data=params, timeout=timeout, verify=self._session.verify,
+                                              stream=True)
             else:
-                response = self._session.get(url, params=params, timeout=timeout, verify=self._session.verify)
+                response = self._session.get(url, params=params, timeout=timeout, verify=self._session.verify,
+                                             stream=True)
+            try:
+                if not 200 <= response.status_code < 300:
+                    raise error_for_status(response.status_code, response.text, asked)
+                if on_answer is not None:
+                    on_answer()
+                content = response.content
+            finally:
+                response.close()  # back to the pool once read; a connection left half read is dropped
         except requests.Timeout as exc:
             raise PromTimeoutError(f"Prometheus at {self._settings.url} timed out: {exc}", query=asked) from exc
         except requests.ConnectionError as exc:
@@ -369,14 +386,12 @@ class PromClient:
             raise PromConnectionError(f"{what} to {self._settings.url}: {exc}", query=asked) from exc
         except requests.RequestException as exc:
             raise PromConnectionError(f"request to {self._settings.url} failed: {exc}", query=asked) from exc
-        if not 200 <= response.status_code < 300:
-            raise error_for_status(response.status_code, response.text, asked)
         try:
-            return response.json()
+            return json.loads(content)
         except ValueError as exc:
             raise PromResponseError(
                 f"answer is not JSON ({response.headers.get('Content-Type', 'no content type')}): "
-                f"{response.text[:200]!r}",
+                f"{content[:200].decode('utf-8', 'replace')!r}",
                 query=asked,
                 status=response.status_code,
             ) from exc

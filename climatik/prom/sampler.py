@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 
 from climatik.prom.client import PromClient, QueryResult, Sample
 from climatik.prom.errors import PromError, PromNoDataError, PromResponseError
@@ -174,9 +175,11 @@ class GpuSampler:
             metrics["cpu_power"] = _Metric("cpu_power", profile.cpu_power_metric, profile.cpu_power_matchers,
                                            profile.cpu_pod_labels, None)
         # The metrics are read side by side, all at the one evaluation time: Prometheus evaluates concurrent
-        # queries on several cores, and the cycle waits for the slowest read instead of for their sum.
-        with ThreadPoolExecutor(max_workers=len(metrics), thread_name_prefix="prom-read") as pool:
-            futures = {name: pool.submit(self._read, metric, at, scope) for name, metric in metrics.items()}
+        # queries on several cores, and the cycle waits for the slowest read instead of for their sum. Each read
+        # has a second worker for its scrape-time queries.
+        with ThreadPoolExecutor(max_workers=2 * len(metrics), thread_name_prefix="prom-read") as pool:
+            futures = {name: pool.submit(self._read, metric, at, scope, pool) for name, metric in metrics.items()}
+            wait(futures.values())  # before the pool shuts down: the reads still hand it their scrape-time queries
         power = futures["gpu_power"].result()
         warnings: tuple[str, ...] = ()
         if not power.samples:
@@ -207,26 +210,35 @@ class GpuSampler:
             raise PromNoDataError("Prometheus gave no evaluation time", query=EVAL_TIME_QUERY)
         return result.samples[0].value
 
-    def _read(self, metric: _Metric, at: float, scope: Scope) -> _Read:
+    def _read(self, metric: _Metric, at: float, scope: Scope, pool: Executor) -> _Read:
         """Every series of `metric` in `scope` at `at`, each stamped with its scrape time.
 
-        The scrape times are asked once the values are in, not beside them: the monitor decodes the values while
-        Prometheus works on the times. Asked all at once, the queries share a loaded Prometheus' cores and all
-        answer late (a 1,000-node cycle took 0.14-0.18 s longer, measured side by side)."""
+        A chunk's scrape times are asked (on `pool`) as soon as Prometheus starts answering its values, so that
+        Prometheus evaluates the times while the monitor reads and decodes the values. Not before: asked beside
+        the values, the queries share a loaded Prometheus' cores and all answer late (with every query of a
+        sample at once, a 1,000-node cycle took 0.14-0.18 s longer, measured side by side)."""
         samples: list[Sample] = []
         duration = 0.0
         warnings: tuple[str, ...] = ()
         pairs = metric.pairs if scope.everything else self._pairs_in_use(metric, at, scope)
+        instance = self._profile.instance_label
         for group in selector_groups(metric.metric, metric.matchers, pairs, scope):
-            values = self._query(values_query(group.selectors(), metric.by), at, metric.name)
+            times: list[Future[QueryResult]] = []
+            times_query = scrape_times_query(group.selectors(), instance)
+            ask_times = partial(self._ask, pool, times, times_query, at, metric.name)
+            values = self._query(values_query(group.selectors(), metric.by), at, metric.name, on_answer=ask_times)
             duration += values.duration_s
             warnings += values.warnings
             if not values.samples:
                 continue
-            stamped, took = self._stamp(metric, group, values, at)
+            stamped, took = self._stamp(metric, group, values, times[0].result(), at)
             samples += stamped
             duration += took
         return _Read(tuple(samples), duration, warnings)
+
+    def _ask(self, pool: Executor, into: list[Future[QueryResult]], expr: str, at: float, name: str) -> None:
+        """Ask `expr` on `pool`; its answer to come in `into`."""
+        into.append(pool.submit(self._query, expr, at, name))
 
     def _pairs_in_use(self, metric: _Metric, at: float, scope: Scope) -> tuple[PodLabels, ...]:
         """The pod label pairs of `metric` whose namespace label names one of `scope`'s namespaces on some series,
@@ -244,11 +256,11 @@ class GpuSampler:
             return metric.pairs  # counted in the query metrics under its outcome; the reads go on with every pair
         return tuple(pair for pair in metric.pairs if found[pair.namespace]) or metric.pairs
 
-    def _stamp(self, metric: _Metric, group: SelectorGroup, values: QueryResult,
+    def _stamp(self, metric: _Metric, group: SelectorGroup, values: QueryResult, times: QueryResult,
                at: float) -> tuple[list[Sample], float]:
-        """The values, each with its scrape time; and the time the scrape-time queries took."""
+        """The values, each with its scrape time from `times` (the scrape times per target) or, for a target whose
+        series disagree, from one more query; and the time the scrape-time queries took."""
         instance = self._profile.instance_label
-        times = self._query(scrape_times_query(group.selectors(), instance), at, metric.name)
         per_target: dict[str, set[float]] = {}
         for sample in times.samples:
             per_target.setdefault(sample.labels.get(instance, ""), set()).add(_scrape_time(sample, times.query))
@@ -271,8 +283,9 @@ class GpuSampler:
             stamped.append(Sample(labels=sample.labels, value=sample.value, timestamp=scraped))
         return stamped, took
 
-    def _query(self, expr: str, at: float | None, name: str) -> QueryResult:
-        return self._client.query(expr, at=at, name=name)
+    def _query(self, expr: str, at: float | None, name: str,
+               on_answer: Callable[[], None] | None = None) -> QueryResult:
+        return self._client.query(expr, at=at, name=name, on_answer=on_answer)
 
     def _no_power(self, at: float, scope: Scope) -> str:
         """The warning when the scope's pods have no power series; raises `PromNoDataError` when Prometheus has no

@@ -46,6 +46,8 @@ class Canned:
     body: bytes
     content_type: str = "application/json"
     delay_s: float = 0.0
+    #: Seconds the body may wait, after the headers are sent, for `body_released` (values answers only).
+    body_delay_s: float = 0.0
 
 
 @dataclass
@@ -64,6 +66,7 @@ class StubPrometheus:
     routes: list[tuple[str, Canned | Emulated]] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
     released: threading.Event = field(default_factory=threading.Event)
+    body_released: threading.Event = field(default_factory=threading.Event)
 
     def answer(self, body: object, *, status: int = 200, when: str = "", delay_s: float = 0.0) -> None:
         """Answer queries containing `when` (every query when empty) with `body` (JSON-encoded unless bytes)."""
@@ -75,10 +78,12 @@ class StubPrometheus:
         """Answer with a plain instant vector, every sample stamped with the evaluation time."""
         self.answer(vector(samples, self.eval_time), when=when)
 
-    def answer_series(self, metric: str, rows: Sequence[Row], *, held: bool = False) -> None:
+    def answer_series(self, metric: str, rows: Sequence[Row], *, held: bool = False, body_held: bool = False) -> None:
         """Answer the sampler's queries for `metric` as Prometheus would over the series `rows`; `held` answers
-        only once `released` is set (5 s at most)."""
-        self.routes.insert(0, (metric, Emulated(metric, list(rows), self.eval_time, 5.0 if held else 0.0)))
+        only once `released` is set, `body_held` sends the values answers' headers at once and their body only
+        once `body_released` is set (5 s at most each)."""
+        emulated = Emulated(metric, list(rows), self.eval_time, 5.0 if held else 0.0, 5.0 if body_held else 0.0)
+        self.routes.insert(0, (metric, emulated))
 
     def pick_label_values(self, label: str, match: str) -> Canned:
         """The values `label` takes on the series of the metric `match` selects (`/api/v1/label/<label>/values`),
@@ -122,6 +127,7 @@ class Emulated:
     rows: list[Row]
     eval_time: float
     delay_s: float = 0.0
+    body_delay_s: float = 0.0
 
     def evaluate(self, query: str) -> Canned:
         series = [(dict(labels), value, self.eval_time - (age[0] if age else 5.0))
@@ -136,7 +142,9 @@ class Emulated:
         else:
             named = [({"__name__": self.metric, **labels}, value) for labels, value, _ in series]
             samples = _aggregate(query, named)
-        return Canned(200, json.dumps(vector(samples, self.eval_time)).encode(), delay_s=self.delay_s)
+        body_delay = self.body_delay_s if query.startswith("max by") and "timestamp(" not in query else 0.0
+        return Canned(200, json.dumps(vector(samples, self.eval_time)).encode(), delay_s=self.delay_s,
+                      body_delay_s=body_delay)
 
 
 def _instance_matches(query: str, labels: Mapping[str, str]) -> bool:
@@ -213,6 +221,9 @@ def _handler(stub: StubPrometheus) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Type", canned.content_type)
                 self.send_header("Content-Length", str(len(canned.body)))
                 self.end_headers()
+                if canned.body_delay_s:
+                    self.wfile.flush()
+                    stub.body_released.wait(canned.body_delay_s)
                 self.wfile.write(canned.body)
             except OSError:
                 pass  # the client gave up (a timeout test); nothing to answer
@@ -237,6 +248,7 @@ def serve(stub: StubPrometheus, tls: ssl.SSLContext | None = None) -> Iterator[S
         yield stub
     finally:
         stub.released.set()
+        stub.body_released.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)

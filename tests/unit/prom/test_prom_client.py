@@ -59,6 +59,18 @@ def test_instant_query_returns_typed_samples_at_the_time_asked(prom, client):
     assert prom.requests[0].params == {"query": "up", "time": "1750000123.500"}
 
 
+def test_on_answer_is_told_when_a_successful_answer_starts_and_never_for_an_error(prom, client):
+    told: list[str] = []
+    prom.answer_vector([({"__name__": "up"}, "1")], when="up")
+    prom.answer({"status": "error", "errorType": "internal", "error": "tsdb corrupted"}, status=500, when="down")
+
+    result = client.query("up", on_answer=lambda: told.append("up"))
+    with pytest.raises(PromUnavailableError):
+        client.query("down", on_answer=lambda: told.append("down"))
+
+    assert told == ["up"] and result.samples[0].value == 1.0
+
+
 def test_without_a_time_prometheus_picks_now(prom, client):
     prom.answer_vector([({"__name__": "up"}, "1")])
 

@@ -76,6 +76,28 @@ def test_the_clock_is_asked_while_the_power_answer_is_still_on_its_way(prom, sam
         "every read at Prometheus' time, asked first"
 
 
+def test_the_scrape_times_are_asked_as_soon_as_prometheus_starts_sending_the_values(prom, sampler):
+    # The power values' headers come at once, their body only once the power's scrape times have been asked:
+    # Prometheus evaluates the times while the monitor reads and decodes the values.
+    prom.answer_series(POWER, [(gpu("GPU-a", TRAIN), 300.0, 2)], body_held=True)
+    prom.answer_series(CLOCK, [(gpu("GPU-a", TRAIN), 1980.0, 2)])
+    overlapped = threading.Event()
+
+    def release_the_body_once_the_times_are_asked() -> None:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and not overlapped.is_set():
+            if any(q.startswith("count_values") and POWER in q for q in prom.queries()):
+                overlapped.set()
+            time.sleep(0.01)
+        prom.body_released.set()
+
+    threading.Thread(target=release_the_body_once_the_times_are_asked, daemon=True).start()
+    snap = sampler.fetch_gpu_samples(prom.eval_time)
+
+    assert overlapped.is_set(), "the scrape times waited for the values' body: nothing overlapped"
+    assert snap.gpus["GPU-a"].timestamp == prom.eval_time - 2 and snap.gpus["GPU-a"].power_watts == 300.0
+
+
 def test_only_a_target_whose_series_disagree_on_their_time_gets_a_closer_look(prom, sampler):
     # Node A's exporter stamps its own samples (one of them stuck); node B is scraped as usual.
     prom.answer_series(POWER, [(gpu("GPU-a", TRAIN), 300.0, 2), (gpu("GPU-s", TRAIN), 280.0, 90),
