@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
+import msgspec
 import requests
 from prometheus_client import CollectorRegistry, Histogram
 from requests.auth import AuthBase
@@ -77,6 +78,50 @@ class QueryResult:
     warnings: tuple[str, ...] = field(default=())
 
 
+class _Body(NamedTuple):
+    """A successful answer's body, what its headers call it, and its HTTP status."""
+
+    content: bytes
+    content_type: str
+    status: int
+
+
+class _Series(msgspec.Struct):
+    metric: dict[str, str]
+    value: tuple[float, str]
+
+
+class _Vector(msgspec.Struct):
+    resultType: str  # noqa: N815 (Prometheus' field name)
+    result: list[_Series]
+
+
+class _VectorAnswer(msgspec.Struct):
+    status: str
+    data: _Vector
+    warnings: list[str] = []
+
+
+_VECTOR_ANSWER = msgspec.json.Decoder(_VectorAnswer)
+
+
+def _decode_answer(body: _Body, query: str) -> tuple[tuple[Sample, ...], tuple[str, ...]]:
+    """The samples and warnings of a successful instant-vector answer as Prometheus sends it (JSON bytes); raises
+    a `PromError` otherwise.
+
+    A well-formed answer is decoded straight into typed series (msgspec), which takes about half the CPU of
+    parsing the JSON into Python objects and checking them after (an answer holds a series per GPU: 2 MB at
+    1,000 nodes). Anything else goes through `decode_vector`, which says what is wrong with it."""
+    try:
+        answer = _VECTOR_ANSWER.decode(body.content)
+        if answer.status == "success" and answer.data.resultType == "vector":
+            samples = tuple(Sample(s.metric, float(s.value[1]), s.value[0]) for s in answer.data.result)
+            return samples, tuple(answer.warnings)
+    except (msgspec.DecodeError, ValueError):
+        pass  # msgspec.ValidationError is a ValueError; so is a value that does not parse as a float
+    return decode_vector(_json(body, query), query)
+
+
 def decode_vector(body: object, query: str) -> tuple[tuple[Sample, ...], tuple[str, ...]]:
     """The samples and warnings of a successful instant-vector answer; raises a `PromError` otherwise."""
     if not isinstance(body, dict):
@@ -95,6 +140,16 @@ def decode_vector(body: object, query: str) -> tuple[tuple[Sample, ...], tuple[s
     samples = tuple(_sample(item, query) for item in result)
     warnings = body.get("warnings") or []
     return samples, tuple(str(w) for w in warnings) if isinstance(warnings, list) else ()
+
+
+def _json(body: _Body, query: str) -> object:
+    try:
+        return json.loads(body.content)
+    except ValueError:
+        raise PromResponseError(
+            f"answer is not JSON ({body.content_type}): {body.content[:200].decode('utf-8', 'replace')!r}",
+            query=query, status=body.status,
+        ) from None
 
 
 def decode_strings(body: object, query: str) -> frozenset[str]:
@@ -326,7 +381,7 @@ class PromClient:
             params["time"] = f"{at:.3f}"
         try:
             body = self._get("query", params, promql, post=len(promql) > MAX_GET_QUERY, on_answer=on_answer)
-            samples, warnings = decode_vector(body, promql)
+            samples, warnings = _decode_answer(body, promql)
         except PromError as exc:
             self._observe(name, exc.reason, started)
             raise
@@ -345,7 +400,7 @@ class PromClient:
         params: dict[str, str | list[str]] = {"match[]": list(selectors), "start": f"{start:.3f}", "end": f"{end:.3f}"}
         try:
             body = self._get(f"label/{label}/values", params, asked, post=False)
-            values = decode_strings(body, asked)
+            values = decode_strings(_json(body, asked), asked)
         except PromError as exc:
             self._observe(name, exc.reason, started)
             raise
@@ -356,8 +411,8 @@ class PromClient:
         self._session.close()
 
     def _get(self, endpoint: str, params: Mapping[str, str | list[str]], asked: str, *, post: bool,
-             on_answer: Callable[[], None] | None = None) -> object:
-        """The decoded JSON answer of `endpoint` (under /api/v1/); `asked` names the request in errors.
+             on_answer: Callable[[], None] | None = None) -> _Body:
+        """The body of a successful answer of `endpoint` (under /api/v1/); `asked` names the request in errors.
         `on_answer` is called once a successful answer's headers are in, before its body is read."""
         url = self._api_url + endpoint
         timeout = (self._settings.connect_timeout_s, self._settings.read_timeout_s)
@@ -386,15 +441,7 @@ class PromClient:
             raise PromConnectionError(f"{what} to {self._settings.url}: {exc}", query=asked) from exc
         except requests.RequestException as exc:
             raise PromConnectionError(f"request to {self._settings.url} failed: {exc}", query=asked) from exc
-        try:
-            return json.loads(content)
-        except ValueError as exc:
-            raise PromResponseError(
-                f"answer is not JSON ({response.headers.get('Content-Type', 'no content type')}): "
-                f"{content[:200].decode('utf-8', 'replace')!r}",
-                query=asked,
-                status=response.status_code,
-            ) from exc
+        return _Body(content, response.headers.get("Content-Type", "no content type"), response.status_code)
 
     def _observe(self, name: str, outcome: str, started: float) -> float:
         duration = max(0.0, self._clock.now() - started)

@@ -18,6 +18,8 @@ from climatik.prom import (
     PromTimeoutError,
     PromUnavailableError,
 )
+from climatik.prom import client as prom_client
+from climatik.prom.client import decode_vector
 
 
 class SteppingClock:
@@ -229,6 +231,26 @@ def test_a_malformed_sample_is_a_bad_response(prom, client, result):
 
     with pytest.raises(PromResponseError):
         client.query("up")
+
+
+def test_a_well_formed_answer_reads_the_same_through_the_typed_decoder_as_through_the_checks(prom, client, mocker):
+    result = [{"metric": {"__name__": "DCGM_FI_DEV_POWER_USAGE", "UUID": "GPU-a", "pod": "naïve-0"},
+               "value": [1_750_000_000, "412.5"]},
+              {"metric": {}, "value": [1_750_000_000.25, "NaN"]}]
+    body = {"status": "success", "data": {"resultType": "vector", "result": result},
+            "warnings": ["partial response"], "infos": ["a field this client does not know"]}
+    prom.answer(body)
+
+    checks = mocker.spy(prom_client, "decode_vector")
+    answer = client.query("DCGM_FI_DEV_POWER_USAGE")
+    assert checks.call_count == 0, "a well-formed answer took the slow path"
+
+    checked, warnings = decode_vector(body, "q")
+    assert [(s.labels, str(s.value), s.timestamp) for s in answer.samples] == [
+        (s.labels, str(s.value), s.timestamp) for s in checked]
+    assert answer.warnings == warnings == ("partial response",)
+    assert answer.samples[0] == ({"__name__": "DCGM_FI_DEV_POWER_USAGE", "UUID": "GPU-a", "pod": "naïve-0"}, 412.5,
+                                 1_750_000_000.0)
 
 
 @pytest.mark.parametrize("text", ["NaN", "+Inf", "-Inf"])
