@@ -387,8 +387,9 @@ Columns: 'cycle s' = one Prometheus sample (the sampler's reconcile: queries, sn
 plus the policy reconciles it queued, until the last one ends, median / max over the timed window (to within the
 100 ms polling, which runs only while a cycle does). 'CPU s/cycle' = the monitor's user + system time per cycle
 in the unpolled window. 'prom query s' = HTTP time per cycle of all the cycle's queries, summed
-(climatik_prom_query_duration_seconds: the old path's power and SM clock queries; the new path's time query and
-the values and scrape-time queries of both metrics, whose reads overlap, so the sum can exceed 'sample s').
+(climatik_prom_query_duration_seconds: the old path's power and SM clock queries; the new path's time query, the
+pod label lookups, and the values and scrape-time queries of both metrics, whose reads overlap, so the sum can
+exceed 'sample s').
 'sample s' = the sampler's reconcile, queries and mapping included. 'writes/cycle' = write requests the
 kube-apiserver counted in the unpolled window (apiserver_request_total) per cycle. 'RSS' = VmRSS at the end
 (VmHWM as peak). 'pod cache B/pod' = memory per pod of the objects the pod informer keeps, from one paged list
