@@ -28,6 +28,23 @@ def gpu(uuid: str, pod: PodKey, instance: str = NODE_A) -> dict[str, str]:
             "container": "main"}
 
 
+def release_once_asked(prom, asked, release: threading.Event) -> threading.Event:
+    """Set `release` once the stub has been asked a query that `asked` picks, or after 2 s; the event returned
+    is set only in the first case."""
+    seen = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and not seen.is_set():
+            if any(asked(q) for q in prom.queries()):
+                seen.set()
+            time.sleep(0.01)
+        release.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return seen
+
+
 @pytest.fixture
 def sampler(client):
     return GpuSampler(client, dcgm_profile(), max_sample_age_s=30, wall=lambda: 1_234.5)
@@ -57,17 +74,8 @@ def test_a_steady_fleet_costs_two_queries_per_metric_and_brings_back_only_labels
 def test_the_clock_is_asked_while_the_power_answer_is_still_on_its_way(prom, sampler):
     prom.answer_series(POWER, [(gpu("GPU-a", TRAIN), 300.0, 2)], held=True)
     prom.answer_series(CLOCK, [(gpu("GPU-a", TRAIN), 1980.0, 2)])
-    asked_side_by_side = threading.Event()
+    asked_side_by_side = release_once_asked(prom, lambda q: CLOCK in q, prom.released)
 
-    def release_power_once_the_clock_is_asked() -> None:
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline and not any(CLOCK in q for q in prom.queries()):
-            time.sleep(0.01)
-        if any(CLOCK in q for q in prom.queries()):
-            asked_side_by_side.set()
-        prom.released.set()
-
-    threading.Thread(target=release_power_once_the_clock_is_asked, daemon=True).start()
     snap = sampler.fetch_gpu_samples()
 
     assert asked_side_by_side.is_set(), "the clock waited for the power answer: the reads ran one after the other"
@@ -81,17 +89,8 @@ def test_the_scrape_times_are_asked_as_soon_as_prometheus_starts_sending_the_val
     # Prometheus evaluates the times while the monitor reads and decodes the values.
     prom.answer_series(POWER, [(gpu("GPU-a", TRAIN), 300.0, 2)], body_held=True)
     prom.answer_series(CLOCK, [(gpu("GPU-a", TRAIN), 1980.0, 2)])
-    overlapped = threading.Event()
+    overlapped = release_once_asked(prom, lambda q: q.startswith("count_values") and POWER in q, prom.body_released)
 
-    def release_the_body_once_the_times_are_asked() -> None:
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline and not overlapped.is_set():
-            if any(q.startswith("count_values") and POWER in q for q in prom.queries()):
-                overlapped.set()
-            time.sleep(0.01)
-        prom.body_released.set()
-
-    threading.Thread(target=release_the_body_once_the_times_are_asked, daemon=True).start()
     snap = sampler.fetch_gpu_samples(prom.eval_time)
 
     assert overlapped.is_set(), "the scrape times waited for the values' body: nothing overlapped"
