@@ -223,10 +223,10 @@ class GpuSampler:
         pairs = metric.pairs if scope.everything else self._pairs_in_use(metric, at, scope)
         instance = self._profile.instance_label
         for group in selector_groups(metric.metric, metric.matchers, pairs, scope):
+            selectors = group.selectors()
             times: list[Future[QueryResult]] = []
-            times_query = scrape_times_query(group.selectors(), instance)
-            ask_times = partial(self._ask, pool, times, times_query, at, metric.name)
-            values = self._query(values_query(group.selectors(), metric.by), at, metric.name, on_answer=ask_times)
+            ask_times = partial(self._ask, pool, times, scrape_times_query(selectors, instance), at, metric.name)
+            values = self._query(values_query(selectors, metric.by), at, metric.name, on_answer=ask_times)
             duration += values.duration_s
             warnings += values.warnings
             if not values.samples:
