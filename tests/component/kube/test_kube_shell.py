@@ -97,6 +97,23 @@ def test_readiness_waits_for_synced_caches_and_metrics_are_served() -> None:
     assert process.exit_code() == 0
 
 
+def test_metrics_asked_for_by_sample_name_are_served_alone() -> None:
+    process = Process(lambda key: None)
+    process.client.config_maps.create({"metadata": {"name": "a", "namespace": "ns"}})
+    port = process.start_in_thread()
+    eventually(lambda: get(port, "/readyz")[0] == 200, timeout=10)
+    status, text = get(port, "/metrics?name[]=climatik_informer_relists_total"
+                             "&name[]=climatik_controller_reconcile_duration_seconds_count")
+    assert status == 200
+    assert 'climatik_informer_relists_total{informer="configmaps"} 1.0' in text
+    assert 'climatik_controller_reconcile_duration_seconds_count{controller="demo"}' in text
+    assert "climatik_workqueue_depth" not in text
+    assert "climatik_controller_reconcile_duration_seconds_bucket" not in text
+    assert "climatik_workqueue_depth" in get(port, "/metrics?other=1")[1]
+    process.shell.request_stop()
+    assert process.exit_code() == 0
+
+
 def test_sigterm_lets_the_reconcile_in_flight_finish_then_runs_the_shutdown_hooks() -> None:
     in_flight = threading.Event()
     release = threading.Event()
