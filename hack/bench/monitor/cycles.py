@@ -14,16 +14,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from scrape import MonitorCounters, fetch_text, parse_monitor
+from scrape import MonitorCounters, fetch_text, parse_monitor, served_whole
 
 
 class CounterPoller:
     """Reads the monitor's counters every `period` seconds in a thread and keeps every look.
 
-    Each look costs the monitor a rendering of its /metrics (tens of milliseconds at hundreds of policies), so
-    with `rest` = (reconciles per cycle, sampling interval) the poller rests once a cycle's reconciles are done
-    until just before the next sample is due: the cycles' ends are still seen to within `period`, and the
-    monitor is disturbed only while a cycle runs."""
+    Each look costs the monitor a rendering of what `url` asks (a few counters by name: a few milliseconds; the
+    whole of /metrics: tens of milliseconds at hundreds of policies, and a tree that serves no `name[]` filter
+    answers whole, which `whole` then says), so with `rest` = (reconciles per cycle, sampling interval) the
+    poller rests once a cycle's reconciles are done until just before the next sample is due: the cycles' ends
+    are still seen to within `period`, and the monitor is disturbed only while a cycle runs."""
 
     def __init__(self, url: str, *, period: float = 0.1, rest: tuple[int, float] | None = None) -> None:
         self._url = url
@@ -35,6 +36,7 @@ class CounterPoller:
         self._thread = threading.Thread(target=self._run, name="counter-poller", daemon=True)
         self.errors = 0
         self.fetch_seconds: list[float] = []
+        self.whole = False
 
     def start(self) -> CounterPoller:
         self._thread.start()
@@ -74,6 +76,7 @@ class CounterPoller:
                 self.errors += 1
             else:
                 self.fetch_seconds.append(time.monotonic() - started)
+                self.whole = self.whole or served_whole(text)
                 look = parse_monitor(text, started)
                 with self._lock:
                     before = self._looks[-1] if self._looks else None
