@@ -9,8 +9,9 @@ the real `climatik monitor` process (--interval=5s) against the same world: the 
 --baseline, run from its own tree: climatik/prom and climatik/monitor before issue 16), the new one (this
 working tree), and the new one as one of --shards monitors that split the policies (`--shard`; the other
 members are shard memberships in this process, which take their share of the policies and measure nothing, so
-that the process measured does one shard's work). After the first cycle has written every status (of its own
-policies) and two more have passed, it watches two windows of steady cycles:
+that the process measured does one shard's work: the busiest's, since hashing splits unevenly). After the first
+cycle has written every status (of its own policies) and two more have passed, it watches two windows of steady
+cycles:
 
 * the timing window: the monitor's own counters, polled every 100 ms while a cycle runs, give each cycle's wall
   time and the query time. A look asks only those counters (`/metrics?name[]=...`, a few milliseconds of the
@@ -86,6 +87,8 @@ class Row:
     poll_fetch_s: float
     #: Whether the timing window's looks rendered the whole of /metrics (asked to, or a tree without `name[]`).
     polled_whole: bool = False
+    #: Sharded: the policies each member owns, smallest first (the measured monitor owns the last).
+    shares: tuple[int, ...] = ()
     #: What went wrong, when the run could not measure every policy (the figures are then of failing cycles).
     note: str = ""
 
@@ -120,7 +123,6 @@ def wait_all_measured(client: KubeClient, layout: Layout, monitor: MonitorProces
     raise TimeoutError(f"not every policy was measured within {timeout:.0f} s")
 
 
-SHARD_IDENTITY = "bench-shard-0"
 WHOLE_NOTE = "this tree serves no name[] filter: polled whole, its cycles carry the larger looks (--poll whole: alike)"
 
 
@@ -131,27 +133,33 @@ def trims_pods(variant: Variant) -> bool:
 
 class ShardPeers:
     """The other members of the measured monitor's shard group: memberships in this process that take their
-    share of the policies (rounds only, no measuring), so that the monitor does exactly one shard's work."""
+    share of the policies (rounds only, no measuring), so that the monitor does exactly one shard's work.
 
-    def __init__(self, plane: ControlPlane, client: KubeClient, shards: int, by: str = "policy") -> None:
-        self._unit = SHARD_UNITS[by]
+    Hashing splits the policies (or namespaces) unevenly: at 1,000 nodes, 200 policies by namespace went 40 / 48 /
+    52 / 60 to four members. The measured monitor takes the identity that owns the most (`measured`), since every
+    shard must meet a per-shard target and the busiest is the one that might not."""
+
+    def __init__(self, plane: ControlPlane, client: KubeClient, shards: int, layout: Layout,
+                 by: str = "policy") -> None:
+        unit = SHARD_UNITS[by]
         ensure_namespace(client, NAMESPACE)  # the shard Leases' (with --teams, no pod or policy is there)
-        self.identities = [f"bench-shard-{i}" for i in range(shards)]
+        identities = [f"bench-shard-{i}" for i in range(shards)]
+        owners = Counter(owner_of(unit(layout.policy_key(i)), identities) for i in range(layout.policies))
+        self.measured = max(identities, key=lambda identity: (owners[identity], identity))
+        #: Policies the measured monitor owns once every member has joined, and what the others own.
+        self.owned = owners[self.measured]
+        self.shares = sorted(owners.values())
         self._stop = threading.Event()
-        self._clients = [connect(plane.kubeconfig, timeout=10) for _ in self.identities[1:]]
+        others = [identity for identity in identities if identity != self.measured]
+        self._clients = [connect(plane.kubeconfig, timeout=10) for _ in others]
         self._threads = [threading.Thread(target=ShardMembership(client, ShardConfig.of(
             namespace=NAMESPACE, group="climatik-monitor", identity=identity)).run, args=(self._stop,), daemon=True)
-            for client, identity in zip(self._clients, self.identities[1:], strict=True)]
+            for client, identity in zip(self._clients, others, strict=True)]
 
     def start(self) -> ShardPeers:
         for thread in self._threads:
             thread.start()
         return self
-
-    def owned(self, layout: Layout) -> int:
-        """How many policies the measured monitor owns once every member has joined."""
-        return sum(1 for i in range(layout.policies)
-                   if owner_of(self._unit(layout.policy_key(i)), self.identities) == SHARD_IDENTITY)
 
     def stop(self) -> None:
         self._stop.set()
@@ -164,26 +172,29 @@ class ShardPeers:
 def run_variant(scale: Scale, variant: Variant, workdir: Path, args: argparse.Namespace) -> Row:
     layout = scale.layout
     name = f"monitor-{variant.name}-{layout.nodes}x{layout.gpus_per_node}"
+    peers = ShardPeers(scale.plane, scale.client, variant.shards, layout, variant.shard_by) \
+        if variant.shards else None
     sharded = ["--shard", f"--leader-election-namespace={NAMESPACE}",
-               f"--leader-election-identity={SHARD_IDENTITY}"] if variant.shards else []
+               f"--leader-election-identity={peers.measured}"] if peers is not None else []
     if variant.shard_by != "policy":
         sharded.append(f"--shard-by={variant.shard_by}")  # an old tree knows no --shard-by
     monitor = MonitorProcess(variant, workdir / f"{name.replace('/', '-of-')}.log", scale.plane.kubeconfig,
                              [f"--prometheus-url={scale.prometheus.url}", f"--interval={INTERVAL_S:g}s",
                               f"--heartbeat={args.heartbeat}", *sharded])
-    peers = ShardPeers(scale.plane, scale.client, variant.shards, variant.shard_by).start() \
-        if variant.shards else None
+    if peers is not None:
+        peers.start()
     monitor.start()
     try:
         whole = f"http://127.0.0.1:{monitor.port()}/metrics"
         url = whole if args.poll == "whole" else counters_url(whole)
         try:
             wait_all_measured(scale.client, layout, monitor, timeout=args.timeout,
-                              owned=peers.owned(layout) if peers is not None else None)
+                              owned=peers.owned if peers is not None else None)
         except TimeoutError as exc:
             # No steady cycles to time: only the unpolled window, with the sampler's own mean duration.
             cpu = cpu_window(scale, monitor, url, args)
-            return failed_row(scale, variant, cpu, process_usage(monitor.pid), f"{exc}; {_failures(monitor)}")
+            return failed_row(scale, variant, cpu, process_usage(monitor.pid), f"{exc}; {_failures(monitor)}",
+                              shares=tuple(peers.shares) if peers is not None else ())
         poller = CounterPoller(url, rest=(layout.policies, INTERVAL_S)).start()
         try:
             settled = poller.wait_for_samples(_samples(url) + 2, timeout=args.timeout, alive=monitor.check)
@@ -212,11 +223,13 @@ def run_variant(scale: Scale, variant: Variant, workdir: Path, args: argparse.Na
         cpu_cycles=cpu.cycles, rss_mib=usage.rss_kib / 1024, peak_mib=usage.peak_rss_kib / 1024,
         cache_bytes=scale.cache_bytes[1 if trims_pods(variant) else 0],
         poll_fetch_s=sum(poller.fetch_seconds) / max(1, len(poller.fetch_seconds)), polled_whole=poller.whole,
+        shares=tuple(peers.shares) if peers is not None else (),
         note="" if args.poll == "whole" or not poller.whole else WHOLE_NOTE,
     )
 
 
-def failed_row(scale: Scale, variant: Variant, cpu: CpuWindow, usage: ProcessUsage, note: str) -> Row:
+def failed_row(scale: Scale, variant: Variant, cpu: CpuWindow, usage: ProcessUsage, note: str, *,
+               shares: tuple[int, ...] = ()) -> Row:
     """A run whose first cycle never measured every policy: its figures are of the cycles it managed."""
     before, after = cpu.counters
     samples = max(1.0, after.samples - before.samples)
@@ -227,7 +240,7 @@ def failed_row(scale: Scale, variant: Variant, cpu: CpuWindow, usage: ProcessUsa
         reconciles=(after.reconciles - before.reconciles) / samples, writes=cpu.writes, status_updates=cpu.updates,
         other_writes=cpu.other_writes, cpu_s=cpu.cpu_s, cpu_cycles=cpu.cycles, rss_mib=usage.rss_kib / 1024,
         peak_mib=usage.peak_rss_kib / 1024, cache_bytes=scale.cache_bytes[1 if trims_pods(variant) else 0],
-        poll_fetch_s=0.0, note=note,
+        poll_fetch_s=0.0, note=note, shares=shares,
     )
 
 
@@ -325,7 +338,9 @@ def table(rows: list[Row], variants: list[Variant], args: argparse.Namespace) ->
     for r in rows:
         queries = ", ".join(f"{name} {seconds:.3f} s in {count:.0f}" for name, (seconds, count)
                             in sorted(r.queries.items()))
-        lines.append(f"  {r.layout.nodes}x{r.layout.gpus_per_node} {r.variant}: queries per cycle by kind:"
+        owns = (f" owns {r.shares[-1]} of {r.layout.policies} policies, the most of its group"
+                f" ({' / '.join(map(str, r.shares))});" if r.shares else "")
+        lines.append(f"  {r.layout.nodes}x{r.layout.gpus_per_node} {r.variant}:{owns} queries per cycle by kind:"
                      f" {queries}; period {r.period_s:.2f} s; {r.reconciles:.0f} reconciles/cycle;"
                      f" {r.status_updates:.2f} status_updated lines/cycle; CPU over {r.cpu_cycles} cycles;"
                      f" /metrics{' (whole)' if r.polled_whole else ' (counters)'} answered in"
