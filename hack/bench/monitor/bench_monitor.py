@@ -148,7 +148,7 @@ class ShardPeers:
         self.measured = max(identities, key=lambda identity: (owners[identity], identity))
         #: Policies the measured monitor owns once every member has joined, and what the others own.
         self.owned = owners[self.measured]
-        self.shares = sorted(owners.values())
+        self.shares = sorted(owners[identity] for identity in identities)
         self._stop = threading.Event()
         others = [identity for identity in identities if identity != self.measured]
         self._clients = [connect(plane.kubeconfig, timeout=10) for _ in others]
