@@ -148,7 +148,7 @@ class ShardPeers:
         self.measured = max(identities, key=lambda identity: (owners[identity], identity))
         #: Policies the measured monitor owns once every member has joined, and what the others own.
         self.owned = owners[self.measured]
-        self.shares = sorted(owners[identity] for identity in identities)
+        self.shares = tuple(sorted(owners[identity] for identity in identities))
         self._stop = threading.Event()
         others = [identity for identity in identities if identity != self.measured]
         self._clients = [connect(plane.kubeconfig, timeout=10) for _ in others]
@@ -174,6 +174,7 @@ def run_variant(scale: Scale, variant: Variant, workdir: Path, args: argparse.Na
     name = f"monitor-{variant.name}-{layout.nodes}x{layout.gpus_per_node}"
     peers = ShardPeers(scale.plane, scale.client, variant.shards, layout, variant.shard_by) \
         if variant.shards else None
+    shares = peers.shares if peers is not None else ()
     sharded = ["--shard", f"--leader-election-namespace={NAMESPACE}",
                f"--leader-election-identity={peers.measured}"] if peers is not None else []
     if variant.shard_by != "policy":
@@ -194,7 +195,7 @@ def run_variant(scale: Scale, variant: Variant, workdir: Path, args: argparse.Na
             # No steady cycles to time: only the unpolled window, with the sampler's own mean duration.
             cpu = cpu_window(scale, monitor, url, args)
             return failed_row(scale, variant, cpu, process_usage(monitor.pid), f"{exc}; {_failures(monitor)}",
-                              shares=tuple(peers.shares) if peers is not None else ())
+                              shares=shares)
         poller = CounterPoller(url, rest=(layout.policies, INTERVAL_S)).start()
         try:
             settled = poller.wait_for_samples(_samples(url) + 2, timeout=args.timeout, alive=monitor.check)
@@ -223,7 +224,7 @@ def run_variant(scale: Scale, variant: Variant, workdir: Path, args: argparse.Na
         cpu_cycles=cpu.cycles, rss_mib=usage.rss_kib / 1024, peak_mib=usage.peak_rss_kib / 1024,
         cache_bytes=scale.cache_bytes[1 if trims_pods(variant) else 0],
         poll_fetch_s=sum(poller.fetch_seconds) / max(1, len(poller.fetch_seconds)), polled_whole=poller.whole,
-        shares=tuple(peers.shares) if peers is not None else (),
+        shares=shares,
         note="" if args.poll == "whole" or not poller.whole else WHOLE_NOTE,
     )
 
