@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from climatik.api.constants import DEFAULT_RELEASE_BAND
@@ -23,7 +24,7 @@ from climatik.kube.process import CommonSettings, ProcessShell, Wiring
 from climatik.kube.shards import namespace_of, sole_replica
 from climatik.kube.store import POD_INDEXES
 from climatik.kube.workqueue import WorkQueue
-from climatik.monitor.core import Rules
+from climatik.monitor.core import Rules, clock_level
 from climatik.monitor.pods import PodTrimmer
 from climatik.monitor.reconciler import (
     BY_LABEL,
@@ -96,17 +97,18 @@ def build(settings: MonitorSettings, common: CommonSettings, *, clock: Clock) ->
     latest = LatestSample()
     policy_queue = wiring.queue("monitor")
     sample_queue = wiring.queue("monitor-sampler")
+    rules = Rules.for_period(settings.interval, release_band=settings.release_band, heartbeat=settings.heartbeat)
     reconciler = MonitorReconciler(
         policies=decoded, pods=pods.store, api=wiring.client.policies, latest=latest,
         events=EventRecorder(wiring.client, component="climatik-monitor", clock=clock), clock=clock,
         metrics=MonitorMetrics(wiring.registry),
-        rules=Rules.for_period(settings.interval, release_band=settings.release_band,
-                               heartbeat=settings.heartbeat),
+        rules=rules,
         hold=shards.hold if shards is not None else sole_replica,
     )
-    sampler = Sampler(fetch=lambda scope: sampler_source.fetch_gpu_samples(scope=scope),
-                      scope=lambda: sampling_scope(decoded, selections, owns), latest=latest, clock=clock,
-                      policy_keys=lambda: list(filter(owns, policies.store.keys())),
+    sampler = Sampler(fetch=lambda scope, clocks: sampler_source.fetch_gpu_samples(scope=scope, clock_scope=clocks),
+                      add_clocks=sampler_source.add_clocks,
+                      scope=lambda: sampling_scope(decoded, selections, owns, partial(clock_level, rules=rules)),
+                      latest=latest, clock=clock, policy_keys=lambda: list(filter(owns, policies.store.keys())),
                       enqueue=policy_queue.add, interval=settings.interval)
     policies.add_handler(enqueue_own_key(policy_queue))
     sample_queue.add(SAMPLE_KEY)

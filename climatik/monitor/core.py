@@ -6,6 +6,7 @@ the simulated-time benchmark runs exactly this code.
 * Which pods count: running pods bound to a node, matching the selector (`select_pods`). A pod that holds no GPU
   (no `nvidia.com/gpu` or MIG resource, no resource claim: a router, a CPU-only sidecar) draws no GPU power and
   never makes the data incomplete; only a pod that holds GPUs and has no series is missing data.
+* Whose SM clocks a sample reads (`clock_level`): those of the policies whose clocks are steered or may be.
 * What they draw (`measure`): the distinct GPUs of the pods, each counted once however many pods share it
   (time-slicing), per node and per GPU, bounded in size.
 * Whether capping is required (`decide`): on at the threshold, off only under the release level (hysteresis).
@@ -163,6 +164,25 @@ def select_pods(selector: LabelSelector, pods: Iterable[Mapping[str, Any]]) -> l
             chosen.append(SelectedPod(PodKey(metadata.get("namespace", ""), metadata.get("name", "")),
                                       pod["spec"]["nodeName"], holds_gpus(pod)))
     return sorted(chosen, key=lambda p: p.key)
+
+
+def clock_level(policy: PowerCappingPolicy, rules: Rules) -> float:
+    """The power at or above which a sample reads the SM clocks of the policy's GPUs (0: always).
+
+    Clocks are what the algorithms steer by. They are read while the policy's clocks are steered (capping is
+    required, or the recommender holds targets for it), and otherwise whenever the policy draws at least its
+    release level, below which capping cannot start. Where its status said so already (or says no power yet),
+    the sample reads the clocks with the power; where the sample's own power gets there first, a second read at
+    the same evaluation time adds them, so that the observation that starts capping has its clocks. A policy
+    well under its cap is measured by power alone, and its observations carry no SM clock: reading every GPU's
+    clock was about half of what a sample cost Prometheus and the monitor."""
+    status = policy.status
+    if status is None or status.current_power is None or status.capping_action_required:
+        return 0.0
+    if status.recommendation is not None and status.recommendation.target_count:
+        return 0.0
+    level = policy.spec.release_watts(rules.release_band)
+    return 0.0 if status.current_power >= level else level
 
 
 # -- measuring -------------------------------------------------------------------------------------------------

@@ -130,20 +130,39 @@ class DecodedPolicies:
 
 
 class Sampling(NamedTuple):
-    """What the next sample reads (`scope`), the policies it serves, and the pods each of them selects."""
+    """What the next sample reads (`scope`; `clocks` for the SM clocks), the policies it serves, and the pods each
+    of them selects. `unclocked` are the policies whose clocks `clocks` leaves out, each with the power at or
+    above which the sample reads them after all (climatik.monitor.core.clock_level)."""
 
     scope: Scope
     policies: frozenset[str]
     selected: Mapping[str, Selection]
+    clocks: Scope
+    unclocked: Mapping[str, float]
+
+    def late_clocks(self, snapshot: GpuSnapshot) -> Scope:
+        """The pods of the `unclocked` policies that drew at least their level in `snapshot`: their clocks are
+        to be read at the snapshot's time."""
+        names: dict[str, set[str]] = {}
+        for key, level in self.unclocked.items():
+            pods = [pod.key for pod in self.selected[key].pods]
+            if pods and snapshot.total_for(pods).watts >= level:
+                for pod in pods:
+                    names.setdefault(pod.namespace, set()).add(pod.name)
+        return Scope.of_pods(names)
 
 
 def sampling_scope(policies: DecodedPolicies, pods: CacheReader | PodSelections,
-                   owns: Callable[[str], bool] = lambda _key: True) -> Sampling:
-    """What the next sample reads: the running pods each policy this replica `owns` selects, by namespace. The
-    selections go with the sample, so that each policy is judged on the very pods whose series were read, and
-    its pods are selected once per cycle (with `PodSelections` kept between cycles, only when they changed)."""
+                   owns: Callable[[str], bool] = lambda _key: True,
+                   clock_level: Callable[[PowerCappingPolicy], float] = lambda _policy: 0.0) -> Sampling:
+    """What the next sample reads: the running pods each policy this replica `owns` selects, by namespace, and
+    the SM clocks of those whose `clock_level` is 0 (climatik.monitor.core.clock_level). The selections go with the
+    sample, so that each policy is judged on the very pods whose series were read, and its pods are selected once
+    per cycle (with `PodSelections` kept between cycles, only when they changed)."""
     selections = pods if isinstance(pods, PodSelections) else PodSelections(pods)
     names: dict[str, set[str]] = {}
+    clocked: dict[str, set[str]] = {}
+    unclocked: dict[str, float] = {}
     keys = []
     selected: dict[str, Selection] = {}
     for key in policies.policy_keys():
@@ -160,13 +179,25 @@ def sampling_scope(policies: DecodedPolicies, pods: CacheReader | PodSelections,
         chosen = selections.select(key, namespace, selector)
         selected[key] = Selection(selector, chosen)
         names.setdefault(namespace, set()).update(pod.key.name for pod in chosen)
+        if not chosen:
+            continue
+        level = clock_level(policy)
+        if level > 0:
+            unclocked[key] = level
+        else:
+            clocked.setdefault(namespace, set()).update(pod.key.name for pod in chosen)
     selections.keep(selected)
+    counted: dict[str, int] = {}
 
     def running(namespace: str) -> int:
-        return sum(1 for pod in selections.pods.by_index(BY_NAMESPACE, namespace) if is_running_on_a_node(pod))
+        if namespace not in counted:
+            counted[namespace] = sum(1 for pod in selections.pods.by_index(BY_NAMESPACE, namespace)
+                                     if is_running_on_a_node(pod))
+        return counted[namespace]
 
     scope = Scope.of({namespace: found for namespace, found in names.items() if found}, running)
-    return Sampling(scope, frozenset(keys), selected)
+    clock_scope = scope if clocked == names else Scope.of(clocked, running)
+    return Sampling(scope, frozenset(keys), selected, clock_scope, unclocked)
 
 
 class LatestSample:
@@ -186,14 +217,17 @@ class LatestSample:
 
 
 class Sampler:
-    """Reconciler of SAMPLE_KEY: query Prometheus once, publish the outcome, queue every policy, and come
-    back after `interval` seconds. Running it through the controller runner gives it the runner's lifecycle
-    (it starts only while leading and stops with the process)."""
+    """Reconciler of SAMPLE_KEY: query Prometheus once (`fetch` the power of a scope and the SM clocks of another;
+    `add_clocks` of the policies whose power reached their clock level in this very sample), publish the
+    outcome, queue every policy, and come back after `interval` seconds. Running it through the controller
+    runner gives it the runner's lifecycle (it starts only while leading and stops with the process)."""
 
-    def __init__(self, *, fetch: Callable[[Scope], GpuSnapshot], scope: Callable[[], Sampling],
+    def __init__(self, *, fetch: Callable[[Scope, Scope], GpuSnapshot],
+                 add_clocks: Callable[[GpuSnapshot, Scope], GpuSnapshot], scope: Callable[[], Sampling],
                  latest: LatestSample, clock: Clock, policy_keys: Callable[[], Iterable[str]],
                  enqueue: Callable[[str], None], interval: float) -> None:
         self._fetch = fetch
+        self._add_clocks = add_clocks
         self._scope = scope
         self._latest = latest
         self._clock = clock
@@ -207,7 +241,11 @@ class Sampler:
         taken_at = self._clock.wall().timestamp()
         sampling = self._scope()
         try:
-            outcome = SampleOutcome(self._fetch(sampling.scope), None, taken_at, policies=sampling.policies,
+            snapshot = self._fetch(sampling.scope, sampling.clocks)
+            late = sampling.late_clocks(snapshot)
+            if not late.empty:
+                snapshot = self._add_clocks(snapshot, late)
+            outcome = SampleOutcome(snapshot, None, taken_at, policies=sampling.policies,
                                     selected=sampling.selected)
             if self._failing:
                 log.info("prometheus_recovered", controller="monitor")

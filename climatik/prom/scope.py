@@ -16,6 +16,7 @@ namespaces with the most names are read whole).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -55,6 +56,11 @@ class Scope:
         scope = cls(_bounded(namespaces))
         # So many namespaces that even their names do not fit: one query for every series is cheaper.
         return scope if len(_chunks(scope)) <= MAX_CHUNKS else EVERYTHING
+
+    @classmethod
+    def of_pods(cls, selected: Mapping[str, Collection[str]]) -> Scope:
+        """The scope of exactly `selected` pod names per namespace: by name wherever the names fit the queries."""
+        return cls.of(selected, lambda _namespace: sys.maxsize)
 
     @property
     def empty(self) -> bool:

@@ -20,6 +20,7 @@ Rules, in the order they apply:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from collections import defaultdict
@@ -218,6 +219,21 @@ def build_snapshot(
         warnings=warnings,
         scope=scope,
     )
+
+
+def with_clocks(profile: MetricProfile, judge: Judge, snapshot: GpuSnapshot, sm_clock: Series, *,
+                duration_s: float = 0.0, warnings: tuple[str, ...] = ()) -> GpuSnapshot:
+    """`snapshot` with the SM clocks of a second read (at the snapshot's evaluation time) set on the readings that
+    have none, judged as `build_snapshot` judges them."""
+    problems: list[SampleProblem] = []
+    clocks = _sm_clocks(profile, judge, sm_clock, problems)
+    gpus = {key: reading._replace(sm_clock_mhz=clocks[reading.uuid])
+            if reading.sm_clock_mhz is None and reading.uuid in clocks else reading
+            for key, reading in snapshot.gpus.items()}
+    durations = dict(snapshot.durations)
+    durations["sm_clock"] = durations.get("sm_clock", 0.0) + duration_s
+    return dataclasses.replace(snapshot, gpus=gpus, problems=snapshot.problems + tuple(problems),
+                               durations=durations, warnings=snapshot.warnings + warnings)
 
 
 def _gpus(

@@ -135,9 +135,13 @@ def test_power_over_the_threshold_flips_status_within_two_intervals(  # type: ig
     query = f'DCGM_FI_DEV_POWER_USAGE{{UUID="{uuid}"}} > 540'
     wait_for(lambda: prometheus.query(query), timeout=30, interval=0.1, what="Prometheus has the high sample")
     seen = time.monotonic()
-    wait_for(lambda: status(kubectl, "training").get("cappingActionRequired") is True, timeout=30, interval=0.1,
-             what="capping required", diagnostics=monitor.output)
+    onset = wait_for(lambda: (s := status(kubectl, "training")).get("cappingActionRequired") is True and s,
+                     timeout=30, interval=0.1, what="capping required", diagnostics=monitor.output)
     assert time.monotonic() - seen <= 2 * INTERVAL + 1.0
+    # Well under its cap before, the policy's clocks were not read with its power; the sample that found it over
+    # its threshold read them at once, so that the algorithm's first step has them.
+    [gpu] = [g for node in onset["nodes"] for g in node["gpus"]]
+    assert gpu["uuid"] == uuid and gpu["smClock"] > 0
 
 
 def test_losing_prometheus_reports_it_and_capping_does_not_flap(  # type: ignore[no-untyped-def]

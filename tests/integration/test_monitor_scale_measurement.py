@@ -187,7 +187,7 @@ def sampler(prometheus: PrometheusServer) -> Iterator[GpuSampler]:
 
 
 def test_the_narrowed_read_gives_every_policy_what_the_full_read_gives(caches: Caches, sampler: GpuSampler) -> None:
-    scope, served, _ = sampling_scope(caches.decoded, caches.pods.store)
+    scope, served, *_ = sampling_scope(caches.decoded, caches.pods.store)
     narrowed = sampler.fetch_gpu_samples(scope=scope)
     everything = sampler.fetch_gpu_samples(narrowed.query_time, EVERYTHING)
 
@@ -199,6 +199,20 @@ def test_the_narrowed_read_gives_every_policy_what_the_full_read_gives(caches: C
     # GPU-b1 is used by llm-2 and llm-3 and counted once: 300 + 310 + 320.
     assert caches.power(narrowed, f"{SMALL}/llm") == (930.0, 3, ["node-a", "node-b"], True)
     assert caches.power(narrowed, f"{FULL}/train") == (810.0, 2, ["node-e"], True)
+
+
+def test_clocks_are_read_for_the_pods_asked_only_and_added_as_the_sample_would_have_read_them(
+        caches: Caches, sampler: GpuSampler) -> None:
+    scope = sampling_scope(caches.decoded, caches.pods.store).scope
+
+    power_only = sampler.fetch_gpu_samples(scope=scope, clock_scope=Scope())
+    added = sampler.add_clocks(power_only, Scope.of_pods({SMALL: {"llm-0"}}))
+    together = sampler.fetch_gpu_samples(power_only.query_time, scope)
+
+    assert all(r.sm_clock_mhz is None for r in power_only.gpus.values()) and "sm_clock" not in power_only.durations
+    assert {k for k, r in added.gpus.items() if r.sm_clock_mhz is not None} == {"GPU-a0"}, "llm-0's GPU only"
+    assert added.gpus["GPU-a0"] == together.gpus["GPU-a0"] and together.gpus["GPU-a0"].sm_clock_mhz == 1980.0
+    assert added.gpus.keys() == together.gpus.keys() and not added.problems
 
 
 def test_a_pod_replaced_on_another_node_is_measured_there(client: KubeClient, caches: Caches, exporter: Exporter,

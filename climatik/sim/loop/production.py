@@ -479,7 +479,8 @@ class ProductionLoop:
             controllers.monitor(key, now_s)
 
     def _snapshot(self, now_s: float) -> GpuSnapshot:
-        world = self._started().world
+        controllers = self._started()
+        world = controllers.world
         readings: dict[str, GpuReading] = {}
         pod_gpus: dict[PodKey, frozenset[str]] = {}
         for uuid, sample in self._telemetry.samples().items():
@@ -487,11 +488,22 @@ class ProductionLoop:
             pods = frozenset() if placed.pod is None else frozenset({PodKey(placed.pod.namespace, placed.pod.pod)})
             readings[uuid] = GpuReading(
                 key=uuid, uuid=uuid, gpu_index=str(placed.gpu.index), model=placed.gpu.profile.model_name,
-                hostname=placed.node.name, power_watts=sample.power_w, sm_clock_mhz=float(sample.sm_clock_mhz),
+                hostname=placed.node.name, power_watts=sample.power_w,
+                sm_clock_mhz=float(sample.sm_clock_mhz),
                 timestamp=self._datapath.unix(sample.scraped_s), pods=pods)
             for pod in pods:
                 pod_gpus[pod] = pod_gpus.get(pod, frozenset()) | {uuid}
-        return GpuSnapshot(query_time=self._datapath.unix(now_s), gpus=readings, pod_gpus=pod_gpus)
+        snapshot = GpuSnapshot(query_time=self._datapath.unix(now_s), gpus=readings, pod_gpus=pod_gpus)
+        # As the monitor's sample: only the SM clocks of the GPUs of policies that drew at least their clock level.
+        clocked: set[str] = set()
+        for key, plan in controllers.plans.items():
+            selected = [PodKey(p.pod.namespace, p.pod.pod) for p in world.gpus_of(plan.name) if p.pod is not None]
+            level = monitor.clock_level(controllers.api.policy(key), controllers.rules)
+            if snapshot.total_for(selected).watts >= level:
+                clocked |= {p.uuid for p in world.gpus_of(plan.name)}
+        unclocked = {uuid: reading._replace(sm_clock_mhz=None) for uuid, reading in readings.items()
+                     if uuid not in clocked}
+        return dataclasses.replace(snapshot, gpus={**readings, **unclocked}) if unclocked else snapshot
 
     def _written(self, kind: str, key: str, writer: str) -> None:
         controllers = self._started()

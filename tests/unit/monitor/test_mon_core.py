@@ -22,6 +22,7 @@ from climatik.monitor.core import (
     SampleOutcome,
     SelectedPod,
     Verdict,
+    clock_level,
     decide,
     desired_status,
     evaluate,
@@ -196,6 +197,25 @@ def test_noise_around_the_threshold_does_not_flap() -> None:
 def test_an_explicit_release_threshold_is_honoured() -> None:
     spec = PolicySpec(power_cap_limit=1000, selector=LabelSelector(), capping_threshold=90, release_threshold=70)
     assert run([910, 750, 699], spec) == [True, True, False]
+
+
+def policy_with(status: dict[str, Any] | None) -> PowerCappingPolicy:
+    body: dict[str, Any] = {"metadata": {"name": "p", "namespace": "ns"},
+                            "spec": {"powerCapLimit": 1000, "selector": {}, "cappingThreshold": 90}}
+    return PowerCappingPolicy.from_api(body if status is None else {**body, "status": status})
+
+
+def test_the_clocks_of_a_policy_are_read_while_they_are_steered_or_its_power_is_near_its_cap() -> None:
+    rules = Rules(release_band=10)  # capping starts at 900 W, is released under 800 W
+    assert clock_level(policy_with(None), rules) == 0.0, "nothing known yet: read with the power"
+    assert clock_level(policy_with({}), rules) == 0.0
+    assert clock_level(policy_with({"currentPower": 950.0, "cappingActionRequired": True}), rules) == 0.0
+    assert clock_level(policy_with({"currentPower": 500.0, "cappingActionRequired": True}), rules) == 0.0
+    assert clock_level(policy_with({"currentPower": 500.0, "recommendation": {"targetCount": 8}}), rules) == 0.0, (
+        "caps still held while the power falls: the algorithm raises them by the clocks")
+    assert clock_level(policy_with({"currentPower": 820.0}), rules) == 0.0, "within the release band"
+    assert clock_level(policy_with({"currentPower": 500.0}), rules) == 800.0, "well under: only from 800 W on"
+    assert clock_level(policy_with({"currentPower": 500.0, "recommendation": {"targetCount": 0}}), rules) == 800.0
 
 
 def test_no_fresh_data_keeps_the_last_decision_and_says_it_is_unknown() -> None:

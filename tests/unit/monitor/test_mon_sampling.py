@@ -4,6 +4,7 @@ namespace), never the rest of the fleet; and a policy is judged only from a samp
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from support.clock import FakeClock
@@ -13,7 +14,7 @@ from support.livecache import LiveCache
 from climatik.api import LabelSelector
 from climatik.kube.client import PODS, POLICIES
 from climatik.kube.store import POD_INDEXES, Store
-from climatik.monitor.core import Rules, SampleOutcome
+from climatik.monitor.core import Rules, SampleOutcome, clock_level
 from climatik.monitor.reconciler import (
     BY_LABEL,
     SAMPLE_KEY,
@@ -44,6 +45,9 @@ class Cluster:
         self.client.policies.create({"metadata": {"name": name, "namespace": namespace},
                                      "spec": {"powerCapLimit": 1000, "selector": selector}})
 
+    def status(self, name: str, namespace: str, status: dict[str, Any]) -> None:
+        self.cluster.patch(POLICIES, namespace, name, {"status": status}, subresource="status")
+
     def pods_of(self, app: str, namespace: str, count: int, *, node: str = "n1", first: int = 0,
                 gpus: bool = False) -> None:
         containers = [{"name": "main", "resources": {"limits": {"nvidia.com/gpu": "1"}}}] if gpus else []
@@ -64,8 +68,9 @@ def test_a_small_workload_among_many_is_read_by_name_and_a_namespace_it_fills_is
     world.policy("web", "web", {"matchLabels": {"app": "web"}})
     world.policy("idle", "quiet", {"matchLabels": {"app": "none"}})
 
-    scope, served, selected = sampling_scope(world.policies, world.pods)
+    scope, served, selected, clocks, _ = sampling_scope(world.policies, world.pods)
 
+    assert clocks == scope, "every policy's clocks are read unless the monitor says otherwise"
     assert scope.namespaces == {"ml": {"llm-0", "llm-1"}, "web": None}
     assert served == {"ml/llm", "web/web", "quiet/idle"}, "a policy that selects nothing is still measured: 0 W"
     assert [str(pod.key) for pod in selected["ml/llm"].pods] == ["ml/llm-0", "ml/llm-1"]
@@ -80,11 +85,13 @@ def test_the_sampler_reads_the_scope_of_the_moment_and_says_which_policies_it_se
     latest = LatestSample()
     queued: list[str] = []
 
-    def fetch(scope: Scope) -> GpuSnapshot:
+    def fetch(scope: Scope, clocks: Scope) -> GpuSnapshot:
         asked.append(scope)
+        assert clocks == scope
         return GpuSnapshot(query_time=world.clock.wall().timestamp(), gpus={}, pod_gpus={}, scope=scope)
 
-    sampler = Sampler(fetch=fetch, scope=lambda: sampling_scope(world.policies, world.pods), latest=latest,
+    sampler = Sampler(fetch=fetch, add_clocks=lambda snapshot, _: snapshot,
+                      scope=lambda: sampling_scope(world.policies, world.pods), latest=latest,
                       clock=world.clock, policy_keys=world.pods.keys, enqueue=queued.append, interval=5.0)
     sampler(SAMPLE_KEY)
 
@@ -92,6 +99,62 @@ def test_the_sampler_reads_the_scope_of_the_moment_and_says_which_policies_it_se
     outcome = latest.get()
     assert outcome is not None and outcome.policies == {"ml/llm"}
     assert outcome.serves("ml/llm") and not outcome.serves("ml/newer")
+
+
+def test_only_the_clocks_of_policies_steered_or_near_their_cap_are_read_with_the_power() -> None:
+    world = Cluster()
+    for app, namespace in (("llm", "ml"), ("web", "web"), ("new", "lab"), ("batch", "jobs")):
+        world.pods_of(app, namespace, 2, gpus=True)
+        world.policy(app, namespace, {"matchLabels": {"app": app}})  # 1,000 W: capping from 900 W, released under 850
+    world.status("llm", "ml", {"currentPower": 950.0, "cappingActionRequired": True})
+    world.status("web", "web", {"currentPower": 300.0, "cappingActionRequired": False})
+    world.status("batch", "jobs", {"currentPower": 860.0, "cappingActionRequired": False})
+
+    sampling = sampling_scope(world.policies, world.pods, clock_level=partial(clock_level, rules=Rules()))
+
+    assert set(sampling.scope.namespaces) == {"ml", "web", "lab", "jobs"}
+    assert set(sampling.clocks.namespaces) == {"ml", "lab", "jobs"}, "capping, not measured yet, near its cap"
+    assert sampling.unclocked == {"web/web": 850.0}
+
+
+def test_a_sample_in_which_a_policy_reaches_its_clock_level_reads_its_clocks_at_the_samples_time() -> None:
+    world = Cluster()
+    world.pods_of("llm", "ml", 1, gpus=True)
+    world.pods_of("web", "web", 1, gpus=True)
+    for app, namespace in (("llm", "ml"), ("web", "web")):
+        world.policy(app, namespace, {"matchLabels": {"app": app}})
+        world.status(app, namespace, {"currentPower": 300.0, "cappingActionRequired": False})
+    now = world.clock.wall().timestamp()
+    powers = {"GPU-llm": ("ml", "llm-0", 860.0), "GPU-web": ("web", "web-0", 300.0)}
+    readings = {uuid: GpuReading(key=uuid, uuid=uuid, gpu_index="0", model="H100", hostname="n1", power_watts=watts,
+                                 sm_clock_mhz=None, timestamp=now - 1, pods=frozenset({PodKey(ns, pod)}))
+                for uuid, (ns, pod, watts) in powers.items()}
+    added: list[tuple[float, Scope]] = []
+    fetched: list[Scope] = []
+
+    def fetch(scope: Scope, clocks: Scope) -> GpuSnapshot:
+        fetched.append(clocks)
+        return GpuSnapshot(query_time=now, gpus=readings, scope=scope,
+                           pod_gpus={PodKey(ns, pod): frozenset({uuid}) for uuid, (ns, pod, _) in powers.items()})
+
+    def add_clocks(snapshot: GpuSnapshot, scope: Scope) -> GpuSnapshot:
+        added.append((snapshot.query_time, scope))
+        gpus = {k: r._replace(sm_clock_mhz=1410.0) if scope.covers(next(iter(r.pods))) else r
+                for k, r in snapshot.gpus.items()}
+        return GpuSnapshot(query_time=snapshot.query_time, gpus=gpus, pod_gpus=snapshot.pod_gpus, scope=snapshot.scope)
+
+    latest = LatestSample()
+    sampler = Sampler(fetch=fetch, add_clocks=add_clocks, latest=latest, clock=world.clock,
+                      scope=lambda: sampling_scope(world.policies, world.pods, clock_level=partial(clock_level,
+                                                                                                   rules=Rules())),
+                      policy_keys=world.policies.policy_keys, enqueue=lambda _key: None, interval=5.0)
+    sampler(SAMPLE_KEY)
+
+    assert fetched == [Scope()], "both policies were well under their caps: no clock read with the power"
+    assert added == [(now, Scope({"ml": frozenset({"llm-0"})}))], "llm reached 850 W in this very sample"
+    outcome = latest.get()
+    assert outcome is not None and outcome.snapshot is not None
+    assert {k: r.sm_clock_mhz for k, r in outcome.snapshot.gpus.items()} == {"GPU-llm": 1410.0, "GPU-web": None}
 
 
 def llm_0_read(world: Cluster, scope: Scope) -> GpuSnapshot:

@@ -216,3 +216,33 @@ def test_a_value_without_a_scrape_time_is_a_bad_answer(prom, sampler):
 
     with pytest.raises(PromResponseError, match="no scrape time"):
         sampler.fetch_gpu_samples(prom.eval_time)
+
+
+def test_power_read_alone_asks_its_scrape_times_with_its_values(prom, sampler):
+    # No clock is read: the values and the scrape times are two queries Prometheus can evaluate side by side.
+    prom.answer_series(POWER, [(gpu("GPU-a", TRAIN), 300.0, 2)], held=True)
+    prom.answer_series(CLOCK, [(gpu("GPU-a", TRAIN), 1980.0, 2)])
+    together = release_once_asked(prom, lambda q: q.startswith("count_values") and POWER in q, prom.released)
+
+    snap = sampler.fetch_gpu_samples(prom.eval_time, Scope({"ml": None}), clock_scope=Scope())
+
+    assert together.is_set(), "the scrape times waited for the values"
+    assert not any(CLOCK in q for q in prom.queries()), "no policy needed a clock"
+    assert snap.gpus["GPU-a"].sm_clock_mhz is None and snap.gpus["GPU-a"].timestamp == prom.eval_time - 2
+    assert not snap.problems, "a clock not asked for is not a clock missing"
+
+
+def test_clocks_added_to_a_sample_are_asked_at_its_time_for_the_pods_named(prom, sampler):
+    prom.answer_series(POWER, [(gpu("GPU-a", TRAIN), 300.0, 2), (gpu("GPU-b", SERVE, NODE_B), 200.0, 4)])
+    prom.answer_series(CLOCK, [(gpu("GPU-a", TRAIN), 1980.0, 2), (gpu("GPU-b", SERVE, NODE_B), 1410.0, 4)])
+    snap = sampler.fetch_gpu_samples(prom.eval_time, Scope({"ml": None}), clock_scope=Scope())
+    asked_before = len(prom.requests)
+
+    added = sampler.add_clocks(snap, Scope.of_pods({"ml": {"train-0"}}))
+
+    later = prom.requests[asked_before:]
+    assert later and all(r.params["time"] == f"{snap.query_time:.3f}" for r in later if "time" in r.params)
+    assert [q for q in prom.queries()[-2:] if CLOCK in q and 'pod="train-0"' in q] == prom.queries()[-2:]
+    assert added.gpus["GPU-a"].sm_clock_mhz == 1980.0  # (the stub answers every series; Prometheus: tests/integration)
+    assert added.gpus["GPU-a"]._replace(sm_clock_mhz=None) == snap.gpus["GPU-a"], "only the clock is added"
+    assert sampler.add_clocks(snap, Scope()) is snap
