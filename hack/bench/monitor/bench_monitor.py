@@ -53,7 +53,7 @@ from scrape import MonitorCounters, apiserver_writes, counters_url, fetch_text, 
 from simworld import ensure_namespace  # noqa: E402
 from testenv import ControlPlane, start_with_crds  # noqa: E402
 from variants import BASELINE, MonitorProcess, Variant, baseline, one_shard, working_tree  # noqa: E402
-from world import cached_pod_bytes, create_world  # noqa: E402
+from world import HOT_SHARE_OF_LIMIT, cached_pod_bytes, create_world  # noqa: E402
 
 from climatik.kube.client import POLICIES, KubeClient, connect  # noqa: E402
 from climatik.kube.shards import ShardConfig, ShardMembership, owner_of  # noqa: E402
@@ -304,7 +304,7 @@ def _samples(url: str) -> int:
 
 def measure_scale(plane: ControlPlane, client: KubeClient, layout: Layout, *, variants: list[Variant],
                   workdir: Path, args: argparse.Namespace) -> list[Row]:
-    _, setup_s = create_world(client, layout, threads=args.threads)
+    _, setup_s = create_world(client, layout, threads=args.threads, hot=args.hot)
     with ExitStack() as stack:
         exporters = ExporterEndpoints(layout, args.endpoints)
         exporters.start()
@@ -331,7 +331,10 @@ def table(rows: list[Row], variants: list[Variant], args: argparse.Namespace) ->
     lines += [f"  * {r.layout.nodes}x{r.layout.gpus_per_node} {r.variant}: {r.note}" for r in rows if r.note]
     lines += ["", *projection(rows), "", *targets(rows), ""]
     lines.append("Paths: " + "; ".join(f"{v.name} = {v.source} ({v.tree})" for v in variants))
-    lines.append(f"Layout: the policies and their pods in {args.teams} namespace(s).")
+    hot = (f"; {args.hot:.0%} of the policies hot (drawing {HOT_SHARE_OF_LIMIT:.1%} of their limit, inside the"
+           " release band: the monitor reads their GPUs' clocks every cycle)" if args.hot else
+           "; every policy draws about 55 % of its limit (under its release level: the monitor reads no clock)")
+    lines.append(f"Layout: the policies and their pods in {args.teams} namespace(s){hot}.")
     lines.append(f"Windows: {args.cycles} timed cycles and about {args.cpu_cycles} unpolled cycles per run, after the"
                  f" first cycle wrote every status and two more passed; monitor --interval={INTERVAL_S:g}s"
                  f" --heartbeat={args.heartbeat}; Prometheus scrape interval {INTERVAL_S:g} s; the timing window's"
@@ -414,8 +417,8 @@ plus the policy reconciles it queued, until the last one ends, median / max over
 100 ms polling, which runs only while a cycle does). 'CPU s/cycle' = the monitor's user + system time per cycle
 in the unpolled window. 'prom query s' = HTTP time per cycle of all the cycle's queries, summed
 (climatik_prom_query_duration_seconds: the old path's power and SM clock queries; the new path's time query, the
-pod label lookups, and the values and scrape-time queries of both metrics, whose reads overlap, so the sum can
-exceed 'sample s').
+pod label lookups, and the values and scrape-time queries of the power and of the SM clocks it reads, whose reads
+overlap, so the sum can exceed 'sample s').
 'sample s' = the sampler's reconcile, queries and mapping included. 'writes/cycle' = write requests the
 kube-apiserver counted in the unpolled window (apiserver_request_total) per cycle. 'RSS' = VmRSS at the end
 (VmHWM as peak). 'pod cache B/pod' = memory per pod of the objects the pod informer keeps, from one paged list
@@ -425,10 +428,12 @@ Assumptions: with --teams 1 (the default) one namespace holds every pod and poli
 evaluated against all its pods: the worst case; every pod is selected, so the new path reads the namespace whole
 and saves nothing by narrowing, and a shard reads it whole too); with --teams K the policies and their pods are
 spread round robin over K namespaces (a shard reads whole the namespaces where it owns most pods, by name the rest);
-every GPU runs one pod; readings are constant, so the cluster is steady and no policy needs capping; no leader
-election. The heartbeat is set beyond the windows so that steady cycles show only what changes cause. Both paths
-share the machine with Prometheus, the kube-apiserver and the exporters (and whatever else runs); run on an idle
-machine for stable figures."""
+every GPU runs one pod; readings are constant, so the cluster is steady and no policy needs capping; every policy
+draws about 55 % of its limit, under its release level, so the new monitor reads no SM clock after its first
+cycle, unless --hot puts a share of the policies inside their release band; no leader election. The heartbeat is
+set beyond the windows so that steady cycles show only what changes cause. Both paths share the machine with
+Prometheus, the kube-apiserver and the exporters (and whatever else runs); run on an idle machine for stable
+figures."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", choices=("counters", "whole"), default="counters",
                         help="what the timing window's looks ask: the benchmark's counters by name, or the whole"
                              " of /metrics (as a tree without name[] answers anyway)")
+    parser.add_argument("--hot", type=float, default=0.0,
+                        help="share of the policies near their limits (inside the release band), whose clocks the"
+                             " monitor reads every cycle; the others draw about 55 %% of theirs")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the first cycle")
     args = parser.parse_args(argv)
     # Only warnings and worse from in-process parts (the client): the benchmark prints a table.

@@ -8,11 +8,12 @@ layout only adds to a smaller one.
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fleet import Layout
+from fleet import PODS_PER_POLICY, Layout, power_of
 from simworld import create_running_pod, ensure_namespace
 from support.memory import cached_bytes
 
@@ -20,14 +21,31 @@ from climatik.kube.client import PODS, POLICIES, KubeClient, Resource
 from climatik.kube.store import freeze
 from climatik.monitor.pods import PodTrimmer
 
-#: Well above the 40 GPUs' draw (at most 16 kW), so no policy needs capping and the cluster stays steady.
+#: Well above the 40 GPUs' draw (at most 16 kW, about 13 kW: 55 %, under the release level), so no policy needs
+#: capping and the cluster stays steady.
 POWER_CAP_LIMIT_W = 24_000
+#: What a hot policy (--hot) draws of its limit: inside the release band of the monitor's defaults (capping from
+#: 90 %, released under 85 %), so that its GPUs' clocks are read every cycle while nothing caps.
+HOT_SHARE_OF_LIMIT = 0.875
 
 
-def policy_body(layout: Layout, policy: int) -> dict[str, object]:
+def is_hot(policy: int, hot: float) -> bool:
+    """Whether policy `policy` is one of the `hot` share, spread evenly over the policies (the same at any scale)."""
+    return math.floor((policy + 1) * hot) > math.floor(policy * hot)
+
+
+def policy_limit(policy: int, hot: float) -> int:
+    if not is_hot(policy, hot):
+        return POWER_CAP_LIMIT_W
+    draw = sum(power_of(gpu) for gpu in range(policy * PODS_PER_POLICY, (policy + 1) * PODS_PER_POLICY))
+    return math.ceil(draw / HOT_SHARE_OF_LIMIT)
+
+
+def policy_body(layout: Layout, policy: int, hot: float = 0.0) -> dict[str, object]:
     return {"apiVersion": "climatik.io/v1alpha1", "kind": "PowerCappingPolicy",
             "metadata": {"name": f"cap-{layout.app(policy)}", "namespace": layout.namespace_of(policy)},
-            "spec": {"powerCapLimit": POWER_CAP_LIMIT_W, "selector": {"matchLabels": {"app": layout.app(policy)}}}}
+            "spec": {"powerCapLimit": policy_limit(policy, hot),
+                     "selector": {"matchLabels": {"app": layout.app(policy)}}}}
 
 
 def existing_names(client: KubeClient, resource: Resource, namespace: str) -> set[str]:
@@ -41,8 +59,9 @@ def existing_names(client: KubeClient, resource: Resource, namespace: str) -> se
             return names
 
 
-def create_world(client: KubeClient, layout: Layout, *, threads: int = 8) -> tuple[int, float]:
-    """Create the layout's missing pods and policies; (objects created, seconds taken)."""
+def create_world(client: KubeClient, layout: Layout, *, threads: int = 8, hot: float = 0.0) -> tuple[int, float]:
+    """Create the layout's missing pods and policies (a `hot` share of them near their limits); (objects created,
+    seconds taken)."""
     started = time.perf_counter()
     have: set[tuple[str, str]] = set()
     policies: set[tuple[str, str]] = set()
@@ -61,7 +80,7 @@ def create_world(client: KubeClient, layout: Layout, *, threads: int = 8) -> tup
     new_policies = [p for p in range(layout.policies)
                     if (layout.namespace_of(p), f"cap-{layout.app(p)}") not in policies]
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(lambda p: client.create(POLICIES, policy_body(layout, p)), new_policies))
+        list(pool.map(lambda p: client.create(POLICIES, policy_body(layout, p, hot)), new_policies))
     return len(missing) + len(new_policies), time.perf_counter() - started
 
 
