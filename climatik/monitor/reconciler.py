@@ -242,11 +242,8 @@ class Sampler:
         sampling = self._scope()
         try:
             snapshot = self._fetch(sampling.scope, sampling.clocks)
-            late = sampling.late_clocks(snapshot)
-            if not late.empty:
-                snapshot = self._add_clocks(snapshot, late)
-            outcome = SampleOutcome(snapshot, None, taken_at, policies=sampling.policies,
-                                    selected=sampling.selected)
+            outcome = SampleOutcome(self._with_late_clocks(snapshot, sampling), None, taken_at,
+                                    policies=sampling.policies, selected=sampling.selected)
             if self._failing:
                 log.info("prometheus_recovered", controller="monitor")
             self._failing = False
@@ -260,6 +257,20 @@ class Sampler:
             self._enqueue(policy)
         # The period runs from the start of one sample to the next, however long the queries took.
         return Result(requeue_after=max(0.0, self._interval - (self._clock.now() - started)))
+
+
+    def _with_late_clocks(self, snapshot: GpuSnapshot, sampling: Sampling) -> GpuSnapshot:
+        """The snapshot with the clocks of the policies that reached their clock level in it. When that read
+        fails, the power stands without them: the algorithms can step without clocks, not without power."""
+        late = sampling.late_clocks(snapshot)
+        if late.empty:
+            return snapshot
+        try:
+            return self._add_clocks(snapshot, late)
+        except PromError as exc:
+            log.warning("prometheus_clock_read_failed", controller="monitor", error=str(exc), reason=exc.reason,
+                        namespaces=sorted(late.namespaces))
+            return snapshot
 
 
 class MonitorMetrics:

@@ -488,8 +488,7 @@ class ProductionLoop:
             pods = frozenset() if placed.pod is None else frozenset({PodKey(placed.pod.namespace, placed.pod.pod)})
             readings[uuid] = GpuReading(
                 key=uuid, uuid=uuid, gpu_index=str(placed.gpu.index), model=placed.gpu.profile.model_name,
-                hostname=placed.node.name, power_watts=sample.power_w,
-                sm_clock_mhz=float(sample.sm_clock_mhz),
+                hostname=placed.node.name, power_watts=sample.power_w, sm_clock_mhz=float(sample.sm_clock_mhz),
                 timestamp=self._datapath.unix(sample.scraped_s), pods=pods)
             for pod in pods:
                 pod_gpus[pod] = pod_gpus.get(pod, frozenset()) | {uuid}

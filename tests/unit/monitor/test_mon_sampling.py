@@ -26,6 +26,7 @@ from climatik.monitor.reconciler import (
     index_by_label,
     sampling_scope,
 )
+from climatik.prom.errors import PromQueryError
 from climatik.prom.profiles import PodKey
 from climatik.prom.scope import Scope
 from climatik.prom.snapshot import GpuReading, GpuSnapshot
@@ -155,6 +156,29 @@ def test_a_sample_in_which_a_policy_reaches_its_clock_level_reads_its_clocks_at_
     outcome = latest.get()
     assert outcome is not None and outcome.snapshot is not None
     assert {k: r.sm_clock_mhz for k, r in outcome.snapshot.gpus.items()} == {"GPU-llm": 1410.0, "GPU-web": None}
+
+
+def test_when_the_late_clock_read_fails_the_sample_keeps_its_power() -> None:
+    world = Cluster()
+    world.pods_of("llm", "ml", 1, gpus=True)
+    world.policy("llm", "ml", {"matchLabels": {"app": "llm"}})
+    world.status("llm", "ml", {"currentPower": 300.0, "cappingActionRequired": False})
+    hot = llm_0_read(world, Scope({"ml": None}))
+    hot = GpuSnapshot(query_time=hot.query_time, pod_gpus=hot.pod_gpus, scope=hot.scope,
+                      gpus={"GPU-a": hot.gpus["GPU-a"]._replace(power_watts=950.0, sm_clock_mhz=None)})
+
+    def add_clocks(_snapshot: GpuSnapshot, _scope: Scope) -> GpuSnapshot:
+        raise PromQueryError("timeout", query="max by (UUID) (DCGM_FI_DEV_SM_CLOCK)")
+
+    latest = LatestSample()
+    sampler = Sampler(fetch=lambda _scope, _clocks: hot, add_clocks=add_clocks, latest=latest, clock=world.clock,
+                      scope=lambda: sampling_scope(world.policies, world.pods, clock_level=partial(clock_level,
+                                                                                                   rules=Rules())),
+                      policy_keys=world.policies.policy_keys, enqueue=lambda _key: None, interval=5.0)
+    sampler(SAMPLE_KEY)
+
+    outcome = latest.get()
+    assert outcome is not None and outcome.error is None and outcome.snapshot is hot
 
 
 def llm_0_read(world: Cluster, scope: Scope) -> GpuSnapshot:
