@@ -196,7 +196,7 @@ def sampling_scope(policies: DecodedPolicies, pods: CacheReader | PodSelections,
         return counted[namespace]
 
     scope = Scope.of({namespace: found for namespace, found in names.items() if found}, running)
-    clock_scope = scope if clocked == names else Scope.of(clocked, running)
+    clock_scope = Scope.of(clocked, running) if unclocked else scope  # none left out: the same pods
     return Sampling(scope, frozenset(keys), selected, clock_scope, unclocked)
 
 

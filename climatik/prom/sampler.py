@@ -175,8 +175,7 @@ class GpuSampler:
         metrics = {"gpu_power": (_Metric("gpu_power", profile.power_metric, profile.power_matchers,
                                          profile.pod_labels, power_labels(profile)), scope)}
         if profile.sm_clock_metric and not clocks.empty:
-            metrics["sm_clock"] = (_Metric("sm_clock", profile.sm_clock_metric, profile.sm_clock_matchers,
-                                           profile.pod_labels, clock_labels(profile)), clocks)
+            metrics["sm_clock"] = (self._clock_metric(), clocks)
         if profile.cpu_power_metric:
             metrics["cpu_power"] = (_Metric("cpu_power", profile.cpu_power_metric, profile.cpu_power_matchers,
                                             profile.cpu_pod_labels, None), scope)
@@ -216,13 +215,16 @@ class GpuSampler:
         profile = self._profile
         if not profile.sm_clock_metric or scope.empty:
             return snapshot
-        metric = _Metric("sm_clock", profile.sm_clock_metric, profile.sm_clock_matchers, profile.pod_labels,
-                         clock_labels(profile))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prom-read") as pool:
-            read = self._read(metric, snapshot.query_time, scope, pool, True)
+            read = self._read(self._clock_metric(), snapshot.query_time, scope, pool, True)
         return with_clocks(profile, Judge(query_time=snapshot.query_time, max_age_s=self._max_age), snapshot,
                            Series(profile.sm_clock_metric, read.samples), duration_s=read.duration_s,
                            warnings=read.warnings)
+
+    def _clock_metric(self) -> _Metric:
+        profile = self._profile
+        return _Metric("sm_clock", profile.sm_clock_metric, profile.sm_clock_matchers, profile.pod_labels,
+                       clock_labels(profile))
 
     def _eval_time(self) -> float:
         """Prometheus' own time now: the evaluation time of every query of the cycle, so that a clock that differs
