@@ -128,6 +128,10 @@ class GpuSnapshot:
     durations: Mapping[str, float] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     scope: Scope = EVERYTHING
+    #: Totals summed so far, by pod set: the sample checks each policy's power and the policy's reconcile then
+    #: sums the same pods of the same snapshot, so the second asks for what the first summed.
+    _totals: dict[frozenset[PodKey], PowerTotal] = field(default_factory=dict, init=False, repr=False,
+                                                         compare=False)
 
     def gpus_of(self, pods: Iterable[PodKey]) -> frozenset[str]:
         """The keys of every GPU any of `pods` uses (each once)."""
@@ -137,8 +141,12 @@ class GpuSnapshot:
         return frozenset(keys)
 
     def total_for(self, pods: Iterable[PodKey]) -> PowerTotal:
-        """The power drawn by `pods`: distinct GPUs once each, plus their CPU power when it was queried."""
+        """The power drawn by `pods`: distinct GPUs once each, plus their CPU power when it was queried. Summed once
+        per snapshot and pod set (a race sums twice, to the same total)."""
         pods = frozenset(pods)
+        found = self._totals.get(pods)
+        if found is not None:
+            return found
         keys = self.gpus_of(pods)
         present = frozenset(k for k in keys if k in self.gpus)
         gpu_watts = sum(self.gpus[k].power_watts for k in sorted(present))
@@ -147,7 +155,8 @@ class GpuSnapshot:
         if self.cpu_queried:
             cpu_watts = sum(self.cpu_watts[p] for p in sorted(pods) if p in self.cpu_watts)
             missing_cpu = frozenset(p for p in pods if p not in self.cpu_watts)
-        return PowerTotal(gpu_watts, cpu_watts, present, keys - present, missing_cpu)
+        total = self._totals[pods] = PowerTotal(gpu_watts, cpu_watts, present, keys - present, missing_cpu)
+        return total
 
     def problems_for(self, pods: Iterable[PodKey]) -> tuple[SampleProblem, ...]:
         """The problems that concern `pods`: about one of their GPUs, or about one of them directly."""

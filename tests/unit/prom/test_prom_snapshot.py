@@ -8,6 +8,7 @@ import pytest
 
 from climatik.prom import (
     GpuSampler,
+    GpuSnapshot,
     PodKey,
     PodLabels,
     ProblemKind,
@@ -76,6 +77,22 @@ def test_a_gpu_shared_by_time_slicing_is_counted_once(prom, sampler):
     assert snap.gpus["GPU-a"].pods == {TRAIN, SERVE}
     assert (total.gpu_watts, total.gpus, total.complete) == (400.0, {"GPU-a"}, True)
     assert snap.total_for([SERVE]).watts == 400.0
+
+
+def test_a_pod_set_is_summed_once_per_snapshot_whoever_asks(prom, sampler, mocker):
+    # The sample checks each policy's power, and the policy's reconcile sums the same pods again.
+    prom.answer_series(POWER, [(gpu("GPU-a", pod=TRAIN), 400.0), (gpu("GPU-b", "1", SERVE), 100.0)])
+    prom.answer_series(CLOCK, [(gpu("GPU-a", pod=TRAIN), 1980.0), (gpu("GPU-b", "1", SERVE), 1410.0)])
+    snap = sampler.fetch_gpu_samples(prom.eval_time)
+    gpus_of = mocker.spy(GpuSnapshot, "gpus_of")
+
+    first = snap.total_for([TRAIN, SERVE])
+    again = snap.total_for((SERVE, TRAIN))
+    alone = snap.total_for([SERVE])
+
+    assert again is first and first.gpu_watts == 500.0
+    assert alone.gpu_watts == 100.0
+    assert gpus_of.call_count == 2  # the pair once, the single pod once
 
 
 def test_a_gpu_under_two_exporters_is_deduplicated_to_the_freshest(prom, sampler):
