@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default=BASELINE, help="git commit of the old path")
     parser.add_argument("--paths", default="old,new,shard",
                         help="which paths to run: old, new, shard (new as one of --shards), ns-shard (the same, "
-                             "sharded by namespace), old-shard (old as one)")
+                             "sharded by namespace), old-shard (old as one), old-ns-shard (old as one by namespace)")
     parser.add_argument("--shards", type=int, default=4, help="shard members of the shard path")
     parser.add_argument("--teams", type=int, default=1,
                         help="namespaces the policies are spread over (1: all in one, the worst case for narrowing)")
@@ -468,10 +468,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="climatik-bench-monitor-") as tmp:
-        old = baseline(args.baseline, Path(tmp)) if {"old", "old-shard"} & set(wanted) else None
+        old = baseline(args.baseline, Path(tmp)) if {"old", "old-shard", "old-ns-shard"} & set(wanted) else None
         paths = {"old": old, "new": working_tree(), "shard": one_shard(args.shards),
                  "ns-shard": one_shard(args.shards, by="namespace"),
-                 "old-shard": one_shard(args.shards, old) if old is not None else None}
+                 "old-shard": one_shard(args.shards, old) if old is not None else None,
+                 "old-ns-shard": one_shard(args.shards, old, by="namespace") if old is not None else None}
         variants = [variant for p in wanted if (variant := paths.get(p)) is not None]
         plane = start_with_crds(Path(tmp) / "control-plane")
         try:

@@ -64,6 +64,9 @@ def one_shard(shards: int, of: Variant | None = None, *, by: str = "policy") -> 
             return Variant(f"1/{shards} ns", REPO, f"working tree, --shard --shard-by=namespace, one of {shards} "
                            "shard members", shards=shards, shard_by=by)
         return Variant(f"1/{shards}", REPO, f"working tree, --shard, one of {shards} shard members", shards=shards)
+    if by == "namespace":
+        return Variant(f"{of.name} 1/{shards} ns", of.tree, f"{of.source}, --shard --shard-by=namespace, one of "
+                       f"{shards} shard members", shards=shards, shard_by=by)
     return Variant(f"{of.name} 1/{shards}", of.tree, f"{of.source}, --shard, one of {shards} shard members",
                    shards=shards)
 
